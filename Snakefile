@@ -1,0 +1,35 @@
+# kpbench: train the facial-keypoint CNN on every configured instance, time and price it, and build
+# the paper from the results. Targets: paper (the PDF), figures, results (summary.csv).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/aggregate.smk"
+include: "rules/figures.smk"
+include: "rules/paper.smk"
+
+
+rule paper:
+    default_target: True
+    input:
+        "paper/build/paper.pdf",
+
+
+rule figures:
+    input:
+        FIGURE_FILES,
+
+
+rule results:
+    input:
+        "results/summary.csv",

@@ -1,0 +1,46 @@
+# Shared settings and helpers: instances are rows of configuration, never copies of code.
+import json
+import sys
+
+from kpbench import KpbenchError
+
+# The package runs with the interpreter that runs Snakemake, so a venv needs no activation.
+KPBENCH = f"{sys.executable} -m kpbench"
+
+if config["workload"] not in config["workloads"]:
+    raise KpbenchError(
+        f"config: workload '{config['workload']}' is not one of {', '.join(config['workloads'])}"
+    )
+INSTANCES = {row["name"]: row for row in config["instances"]}
+if len(INSTANCES) != len(config["instances"]):
+    raise KpbenchError("config: instance names must be unique")
+
+
+wildcard_constraints:
+    instance="|".join(INSTANCES),
+
+
+RUN_JSONS = expand("results/runs/{instance}/run.json", instance=INSTANCES)
+FIGURE_FILES = expand(
+    "paper/build/figures/{name}.pdf",
+    name=["sample_faces", "predictions", "learning_curves", "time_cost"],
+)
+
+
+def run_spec(wildcards):
+    """Everything that defines one instance's run; a change to it reruns that instance only."""
+    workload = {"name": config["workload"], **config["workloads"][config["workload"]]}
+    return json.dumps(
+        {
+            "instance": INSTANCES[wildcards.instance],
+            "workload": workload,
+            "training": config["training"],
+            "data": {"source": config["data"]["source"], **config["preprocess"]},
+        },
+        sort_keys=True,
+    )
+
+
+def original_reference():
+    keys = ("epochs", "train_images", "batch_size", "price_date")
+    return json.dumps({k: config["original_study"].get(k) for k in keys}, sort_keys=True)

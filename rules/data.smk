@@ -1,0 +1,36 @@
+# Kaggle CSVs (or their synthetic stand-in) → checked masked arrays, statistics and sample faces.
+
+
+rule fetch_data:
+    output:
+        training="data/raw/training.csv",
+        test="data/raw/test.csv",
+        lookup="data/raw/IdLookupTable.csv",
+    params:
+        data_config=json.dumps(config["data"], sort_keys=True),
+    log:
+        "logs/fetch_data.log",
+    benchmark:
+        "benchmarks/fetch_data.tsv"
+    shell:
+        "{KPBENCH} fetch --data-config {params.data_config:q} --out data/raw > {log} 2>&1"
+
+
+rule preprocess:
+    input:
+        rules.fetch_data.output,
+    output:
+        dataset="data/processed/dataset.npz",
+        stats="results/dataset/stats.json",
+        samples="results/dataset/samples.npz",
+    params:
+        fraction=config["preprocess"]["validation_fraction"],
+        seed=config["preprocess"]["seed"],
+    log:
+        "logs/preprocess.log",
+    benchmark:
+        "benchmarks/preprocess.tsv"
+    shell:
+        "{KPBENCH} preprocess --raw data/raw --dataset {output.dataset} --stats {output.stats}"
+        " --samples {output.samples} --validation-fraction {params.fraction} --seed {params.seed}"
+        " > {log} 2>&1"

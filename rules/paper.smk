@@ -1,0 +1,53 @@
+# LaTeX sources rendered from templates and results, then compiled with latexmk.
+from pathlib import Path
+
+TEMPLATES = sorted(str(p) for p in Path("paper/templates").rglob("*.tex.j2"))
+TEX_FILES = [
+    "paper/build/" + str(Path(t).relative_to("paper/templates"))[: -len(".j2")] for t in TEMPLATES
+]
+PAPER_SETTINGS = json.dumps(
+    {
+        "paper": config["paper"],
+        "data": config["data"],
+        "preprocess": config["preprocess"],
+        "workload": {"name": config["workload"], **config["workloads"][config["workload"]]},
+        "training": config["training"],
+        "original_study": config["original_study"],
+    },
+    sort_keys=True,
+)
+
+
+rule render_tex:
+    input:
+        templates=TEMPLATES,
+        summary="results/summary.csv",
+        stats="results/dataset/stats.json",
+        model="results/model.json",
+        runs=RUN_JSONS,
+    output:
+        TEX_FILES,
+    params:
+        settings=PAPER_SETTINGS,
+    log:
+        "logs/render_tex.log",
+    benchmark:
+        "benchmarks/render_tex.tsv"
+    shell:
+        "{KPBENCH} paper --summary {input.summary} --stats {input.stats} --model {input.model}"
+        " --runs {input.runs} --settings {params.settings:q} --templates paper/templates"
+        " --out paper/build > {log} 2>&1"
+
+
+rule compile_pdf:
+    input:
+        TEX_FILES,
+        FIGURE_FILES,
+    output:
+        "paper/build/paper.pdf",
+    log:
+        "logs/compile_pdf.log",
+    benchmark:
+        "benchmarks/compile_pdf.tsv"
+    shell:
+        "latexmk -pdf -interaction=nonstopmode -halt-on-error -cd paper/build/paper.tex > {log} 2>&1"

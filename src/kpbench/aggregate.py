@@ -1,0 +1,97 @@
+"""Aggregate stage: every run.json and the original study's published rows → results/summary.csv."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from kpbench import KpbenchError, costs
+from kpbench.io import atomic_path, read_json
+
+SOURCE_OURS = "kpbench"
+SOURCE_ORIGINAL = "original study"
+# Instance families no longer offered by EC2; their rows stay as the original study's record.
+RETIRED_FAMILIES = ("g3s", "g3", "p2", "p3")
+SUMMARY_COLUMNS = [
+    "source", "instance", "backend", "status", "ec2_catalogue", "vcpus", "gpu_model", "gpus", "workers",
+    "network_gbps", "epochs", "train_images", "batch_size", "init_s", "train_s", "wall_s",
+    "images_per_s", "val_rmse_px", "val_mae_px", "val_pck", "usd_per_hour", "price_date", "cost_usd",
+    "projected_train_s", "projected_cost_usd", "seed", "config_hash", "note",
+]
+
+
+def catalogue_status(instance_name):
+    family = instance_name.split("x ", 1)[-1].split(".", 1)[0]
+    return "retired" if family in RETIRED_FAMILIES else "current"
+
+
+def run_row(run, reference):
+    """One summary row from a run.json; `projected_*` scale it to the original study's workload."""
+    instance, timings, workload = run["instance"], run["timings"], run["workload"]
+    usd_per_hour = run["cost"]["usd_per_hour"]
+    projected = costs.projected_train_s(timings["images_per_s"], reference["train_images"], reference["epochs"])
+    return {
+        "source": SOURCE_OURS, "instance": instance["name"], "backend": instance["backend"],
+        "status": "measured", "ec2_catalogue": instance.get("ec2_catalogue", "n/a"),
+        "vcpus": run["hardware"]["cpu_cores"], "gpu_model": ", ".join(run["hardware"]["gpu_names"]) or None,
+        "gpus": run["hardware"]["gpu_count"], "workers": instance.get("workers", 1),
+        "network_gbps": instance.get("network_gbps"), "epochs": workload["epochs"],
+        "train_images": workload["train_images"], "batch_size": workload["batch_size"],
+        "init_s": timings["init_s"], "train_s": timings["train_s"], "wall_s": timings["wall_s"],
+        "images_per_s": timings["images_per_s"], "val_rmse_px": run["metrics"]["val_rmse_px"],
+        "val_mae_px": run["metrics"]["val_mae_px"], "val_pck": run["metrics"]["val_pck"],
+        "usd_per_hour": usd_per_hour, "price_date": run["cost"]["price_date"], "cost_usd": run["cost"]["usd"],
+        "projected_train_s": projected,
+        "projected_cost_usd": costs.run_cost_usd(None if projected is None else timings["init_s"] + projected,
+                                                 usd_per_hour),
+        "seed": run["seed"], "config_hash": run["config_hash"], "note": instance.get("note"),
+    }
+
+
+def original_rows(path, reference):
+    """The original study's published rows; its cost is (init + train) at the price it paid."""
+    frame = pd.read_csv(path)
+    expected = {"instance", "vcpu", "gpu_model", "gpus", "workers", "network_gbps", "init_s", "train_s",
+                "usd_per_hour", "status", "note"}
+    missing = expected - set(frame.columns)
+    if missing:
+        raise KpbenchError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    rows = []
+    for record in frame.to_dict("records"):
+        record = {k: (None if pd.isna(v) else v) for k, v in record.items()}
+        measured = record["status"] == "measured"
+        seconds = record["init_s"] + record["train_s"] if measured else None
+        images_per_s = reference["train_images"] * reference["epochs"] / record["train_s"] if measured else None
+        rows.append({
+            "source": SOURCE_ORIGINAL, "instance": record["instance"], "backend": "ec2",
+            "status": record["status"], "ec2_catalogue": catalogue_status(record["instance"]),
+            "vcpus": record["vcpu"], "gpu_model": record["gpu_model"], "gpus": record["gpus"],
+            "workers": record["workers"], "network_gbps": record["network_gbps"],
+            "epochs": reference["epochs"] if measured else None,
+            "train_images": reference["train_images"] if measured else None,
+            "batch_size": reference["batch_size"] if measured else None,
+            "init_s": record["init_s"], "train_s": record["train_s"], "wall_s": seconds,
+            "images_per_s": images_per_s, "usd_per_hour": record["usd_per_hour"],
+            "price_date": reference.get("price_date"),
+            "cost_usd": costs.run_cost_usd(seconds, record["usd_per_hour"]),
+            "projected_train_s": record["train_s"],
+            "projected_cost_usd": costs.run_cost_usd(seconds, record["usd_per_hour"]),
+            "note": record["note"],
+        })
+    return rows
+
+
+def summarise(run_paths, original_csv, reference, out_path):
+    """Write the summary: our runs in the order given, then the original study's rows."""
+    rows = [run_row(read_json(path), reference) for path in run_paths]
+    rows += original_rows(original_csv, reference)
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    with atomic_path(out_path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    return frame
+
+
+def load_summary(path):
+    path = Path(path)
+    if not path.is_file():
+        raise KpbenchError(f"{path}: summary not found; run the 'results' target first")
+    return pd.read_csv(path)

@@ -1,0 +1,130 @@
+"""`python -m kpbench <stage>`: the commands the Snakemake rules call, one per stage.
+
+Heavy imports (TensorFlow above all) happen inside the command that needs them, so `figures` and
+`paper` run in a second and `train` can time its own imports.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kpbench import KpbenchError
+
+
+def _fetch(args):
+    from kpbench.data import fetch_raw
+
+    fetch_raw(json.loads(args.data_config), args.out)
+
+
+def _preprocess(args):
+    from kpbench.data import preprocess
+
+    stats = preprocess(args.raw, args.dataset, args.stats, args.samples, args.validation_fraction, args.seed)
+    print(f"{stats['rows']} training rows ({stats['complete_rows']} complete): "
+          f"{stats['train_rows']} train, {stats['validation_rows']} validation, {stats['test_rows']} test")
+
+
+def _describe_model(args):
+    from kpbench.io import write_json
+    from kpbench.model import describe_model
+
+    description = describe_model()
+    write_json(args.out, description)
+    print(f"{description['name']}: {description['parameters']:,} parameters")
+
+
+def _train(args):
+    from kpbench.train import load_spec, run_training
+
+    run = run_training(load_spec(args.spec), args.dataset, args.out)
+    t, m = run["timings"], run["metrics"]
+    print(f"{run['instance']['name']}: init {t['init_s']:.1f} s, train {t['train_s']:.1f} s, "
+          f"{t['images_per_s']:.1f} img/s, validation RMSE {m['val_rmse_px']:.3f} px")
+
+
+def _aggregate(args):
+    from kpbench.aggregate import summarise
+
+    frame = summarise(args.runs, args.original, json.loads(args.reference), args.out)
+    print(f"{len(frame)} rows written to {args.out}")
+
+
+def _figures(args):
+    from kpbench.figures import render_all
+
+    run_dirs = {Path(p).parent.name: Path(p).parent for p in args.runs}
+    render_all(args.summary, args.samples, run_dirs, args.out)
+
+
+def _paper(args):
+    from kpbench.paper import build_context, render
+
+    context = build_context(args.summary, args.stats, args.model, args.runs, json.loads(args.settings))
+    for path in render(args.templates, args.out, context):
+        print(path)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kpbench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("fetch", help="write the raw Kaggle-format CSVs for the configured source")
+    p.add_argument("--data-config", required=True, help="the config's data section as JSON")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_fetch)
+
+    p = commands.add_parser("preprocess", help="raw CSVs → masked arrays, statistics and sample faces")
+    p.add_argument("--raw", required=True, type=Path)
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--stats", required=True, type=Path)
+    p.add_argument("--samples", required=True, type=Path)
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_preprocess)
+
+    p = commands.add_parser("describe-model", help="layer table, parameters and FLOPs of the reference CNN")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_describe_model)
+
+    p = commands.add_parser("train", help="one timed training run")
+    p.add_argument("--spec", required=True, help="run spec as JSON, or @file")
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_train)
+
+    p = commands.add_parser("aggregate", help="run.json files + original study → summary.csv")
+    p.add_argument("--runs", nargs="+", required=True, type=Path)
+    p.add_argument("--original", required=True, type=Path)
+    p.add_argument("--reference", required=True, help="the original study's workload as JSON")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_aggregate)
+
+    p = commands.add_parser("figures", help="the paper's figures from stored results")
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--samples", required=True, type=Path)
+    p.add_argument("--runs", nargs="+", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_figures)
+
+    p = commands.add_parser("paper", help="render the LaTeX sources from stored results")
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--stats", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--runs", nargs="+", required=True, type=Path)
+    p.add_argument("--settings", required=True, help="configuration the text cites, as JSON")
+    p.add_argument("--templates", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_paper)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KpbenchError as exc:
+        print(f"kpbench {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,117 @@
+"""Figures stage: vector PDFs from stored results alone (no data, no TensorFlow), byte-stable."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS  # noqa: E402
+from kpbench.io import atomic_path  # noqa: E402
+
+FIGURES = ("sample_faces", "predictions", "learning_curves", "time_cost")
+# No dates or versions in the files: the same results give the same bytes.
+PDF_METADATA = {"Creator": "kpbench", "Producer": "kpbench", "CreationDate": None}
+COLOURS = {SOURCE_OURS: "#1f77b4", SOURCE_ORIGINAL: "#bbbbbb"}
+
+plt.rcParams.update({
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+    "pdf.fonttype": 42, "svg.hashsalt": "kpbench", "axes.spines.top": False, "axes.spines.right": False,
+})
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="pdf", metadata=PDF_METADATA, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _face_grid(images, count, columns):
+    rows = int(np.ceil(count / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.1))
+    axes = np.atleast_1d(axes).ravel()
+    for ax in axes:
+        ax.axis("off")
+    return fig, axes[:count]
+
+
+def sample_faces(samples_path, out_path, columns=6):
+    """Training faces with the keypoints their rows carry (missing ones are simply not drawn)."""
+    with np.load(samples_path) as s:
+        images, targets, mask = s["images"], s["targets"], s["mask"]
+    fig, axes = _face_grid(images, len(images), columns)
+    for ax, image, points, present in zip(axes, images, targets, mask):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        keep = present[0::2]
+        ax.scatter(points[0::2][keep], points[1::2][keep], s=4, c="#ff3b30", linewidths=0)
+        ax.set_title(f"{int(keep.sum())} of {len(keep)}", fontsize=6, pad=1)
+    _save(fig, out_path)
+
+
+def predictions(predictions_path, out_path, columns=4):
+    """Validation faces: true keypoints (green) against the model's predictions (red crosses)."""
+    with np.load(predictions_path) as p:
+        images, true_px, mask, predicted = p["images"], p["true_px"], p["mask"], p["predicted_px"]
+    fig, axes = _face_grid(images, len(images), columns)
+    for ax, image, truth, present, guess in zip(axes, images, true_px, mask, predicted):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        keep = present[0::2]
+        ax.scatter(truth[0::2][keep], truth[1::2][keep], s=6, c="#34c759", linewidths=0, label="true")
+        ax.scatter(guess[0::2], guess[1::2], s=8, c="#ff3b30", marker="x", linewidths=0.6, label="predicted")
+    axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, 1.35), ncol=2, frameon=False)
+    _save(fig, out_path)
+
+
+def learning_curves(histories, out_path):
+    """Validation RMSE against epoch and against wall-clock seconds, one line per run."""
+    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(6.4, 2.4), sharey=True)
+    for label, history in histories.items():
+        by_epoch.plot(history["epoch"], history["val_rmse_px"], marker="o", ms=2, label=label)
+        by_time.plot(history["elapsed_s"], history["val_rmse_px"], marker="o", ms=2, label=label)
+    by_epoch.set_xlabel("epoch")
+    by_time.set_xlabel("wall-clock seconds since fit began")
+    by_epoch.set_ylabel("validation RMSE (pixels)")
+    for ax in (by_epoch, by_time):
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+    by_time.legend(frameon=False)
+    _save(fig, out_path)
+
+
+def time_cost(summary, out_path):
+    """Training time and cost of the original study's workload per instance, ours beside theirs."""
+    rows = summary[summary["projected_train_s"].notna()]
+    labels = [f"{r.instance}\n({'ours' if r.source == SOURCE_OURS else 'original'})" for r in rows.itertuples()]
+    colours = [COLOURS[source] for source in rows["source"]]
+    fig, (time_ax, cost_ax) = plt.subplots(1, 2, figsize=(6.4, 2.8))
+    positions = np.arange(len(rows))
+    time_ax.barh(positions, rows["projected_train_s"] / 60, color=colours)
+    time_ax.set_xlabel("training time (minutes, log scale)")
+    cost_ax.barh(positions, rows["projected_cost_usd"], color=colours)
+    cost_ax.set_xlabel("cost of one run (USD, log scale)")
+    for ax in (time_ax, cost_ax):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_yticks(positions)
+        ax.invert_yaxis()
+        ax.grid(True, axis="x", which="both", linewidth=0.3, alpha=0.5)
+    time_ax.set_yticklabels(labels, fontsize=6)
+    cost_ax.set_yticklabels([])
+    _save(fig, out_path)
+
+
+def render_all(summary_path, samples_path, run_dirs, out_dir):
+    """All figures of the paper; `run_dirs` maps a run's label to its results folder."""
+    out_dir = Path(out_dir)
+    summary = pd.read_csv(summary_path)
+    histories = {label: pd.read_csv(Path(d) / "history.csv") for label, d in run_dirs.items()}
+    best = min(run_dirs, key=lambda label: histories[label]["val_rmse_px"].iloc[-1])
+    sample_faces(samples_path, out_dir / "sample_faces.pdf")
+    predictions(Path(run_dirs[best]) / "predictions.npz", out_dir / "predictions.pdf")
+    learning_curves(histories, out_dir / "learning_curves.pdf")
+    time_cost(summary, out_dir / "time_cost.pdf")
+    return best

@@ -1,0 +1,180 @@
+"""Model stage: the original study's CNN, the masked loss and the pixel-space metrics.
+
+Targets travel as one (batch, 60) tensor: 30 normalised coordinates, then their 30-entry presence
+mask. That keeps `model.fit` standard (one y), lets the loss ignore missing labels instead of
+forward-filling them, and works unchanged under tf.distribute strategies.
+"""
+
+import tensorflow as tf
+import tf_keras as keras
+
+from kpbench.data import IMAGE_SIZE
+
+N_TARGETS = 30
+CENTRE = IMAGE_SIZE / 2.0          # targets are trained as (pixels - 48) / 48, in [-1, 1]
+BLOCK_FILTERS = (32, 64, 96, 128, 256)
+HEAD_FILTERS = 512
+DENSE_UNITS = 512
+DROPOUT = 0.05
+REFERENCE_PARAMETERS = 7_266_494   # the original study's model.summary() total
+
+
+def build_model():
+    """Five [Conv-Conv-BN-MaxPool] blocks, Conv 512 ×2 + BN, Dense 512, Dropout, Dense 30."""
+    layers = [keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")]
+    for block, filters in enumerate(BLOCK_FILTERS, start=1):
+        layers += [
+            keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv1"),
+            keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv2"),
+            keras.layers.BatchNormalization(name=f"block{block}_bn"),
+            keras.layers.MaxPooling2D(2, name=f"block{block}_pool"),
+        ]
+    layers += [
+        keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", activation="relu", name="head_conv1"),
+        keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", activation="relu", name="head_conv2"),
+        keras.layers.BatchNormalization(name="head_bn"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(DENSE_UNITS, activation="relu", name="dense"),
+        keras.layers.Dropout(DROPOUT, name="dropout"),
+        keras.layers.Dense(N_TARGETS, name="keypoints"),
+    ]
+    return keras.Sequential(layers, name="keypoint_cnn")
+
+
+def normalise_targets(pixels):
+    return (pixels - CENTRE) / CENTRE
+
+
+def to_pixels(normalised):
+    return normalised * CENTRE + CENTRE
+
+
+def pack_targets(pixels, mask):
+    """(N, 30) pixel targets + (N, 30) presence mask → the (N, 60) y the loss and metrics read."""
+    import numpy as np
+
+    return np.concatenate([normalise_targets(pixels) * mask, mask.astype("float32")], axis=1).astype("float32")
+
+
+def _split(y_true):
+    return y_true[:, :N_TARGETS], y_true[:, N_TARGETS:]
+
+
+def masked_mse(y_true, y_pred):
+    """Mean squared error over the present targets only, per example (Keras averages the batch)."""
+    targets, mask = _split(y_true)
+    squared = tf.square(y_pred - targets) * mask
+    return tf.reduce_sum(squared, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+
+
+class _MaskedSum(keras.metrics.Metric):
+    """Accumulates a masked sum and its count over the whole epoch, so the value is exact rather
+    than an average of per-batch values; the state is summed across replicas and workers."""
+
+    def __init__(self, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_weight(name="total", initializer="zeros")
+        self.count = self.add_weight(name="count", initializer="zeros")
+
+    def terms(self, targets, predictions, mask):
+        raise NotImplementedError
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        targets, mask = _split(tf.cast(y_true, tf.float32))
+        total, count = self.terms(targets, tf.cast(y_pred, tf.float32), mask)
+        self.total.assign_add(total)
+        self.count.assign_add(count)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+
+class RMSE(_MaskedSum):
+    """Kaggle's metric: root mean squared error over present coordinates, in pixels."""
+
+    def __init__(self, name="rmse", **kwargs):
+        super().__init__(name, **kwargs)
+
+    def terms(self, targets, predictions, mask):
+        return tf.reduce_sum(tf.square((predictions - targets) * CENTRE) * mask), tf.reduce_sum(mask)
+
+    def result(self):
+        return tf.sqrt(tf.math.divide_no_nan(self.total, self.count))
+
+
+class MAE(_MaskedSum):
+    """Mean absolute error over present coordinates, in pixels."""
+
+    def __init__(self, name="mae", **kwargs):
+        super().__init__(name, **kwargs)
+
+    def terms(self, targets, predictions, mask):
+        return tf.reduce_sum(tf.abs((predictions - targets) * CENTRE) * mask), tf.reduce_sum(mask)
+
+    def result(self):
+        return tf.math.divide_no_nan(self.total, self.count)
+
+
+class PCK(_MaskedSum):
+    """Percentage of correct keypoints: share of present keypoints within `radius_px` pixels."""
+
+    def __init__(self, radius_px=3.0, name="pck", **kwargs):
+        super().__init__(name, **kwargs)
+        self.radius_px = float(radius_px)
+
+    def terms(self, targets, predictions, mask):
+        delta = tf.reshape((predictions - targets) * CENTRE, (-1, N_TARGETS // 2, 2))
+        present = tf.reshape(mask, (-1, N_TARGETS // 2, 2))[..., 0]
+        hit = tf.cast(tf.norm(delta, axis=-1) <= self.radius_px, tf.float32) * present
+        return tf.reduce_sum(hit), tf.reduce_sum(present)
+
+    def result(self):
+        return tf.math.divide_no_nan(self.total, self.count)
+
+    def get_config(self):
+        return {**super().get_config(), "radius_px": self.radius_px}
+
+
+def compile_model(model, learning_rate, pck_radius_px):
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_mse,
+                  metrics=[RMSE(), MAE(), PCK(pck_radius_px)])
+    return model
+
+
+def layer_table(model):
+    """One row per layer (name, type, output shape, parameters, forward FLOPs per image) for the paper."""
+    rows = []
+    for layer in model.layers:
+        shape = tuple(layer.output_shape[1:])
+        rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": list(shape),
+                     "parameters": int(layer.count_params()), "flops": _forward_flops(layer, shape)})
+    return rows
+
+
+def _forward_flops(layer, output_shape):
+    """Multiply-adds ×2 of the layers that dominate compute; element-wise layers count as zero."""
+    if isinstance(layer, keras.layers.Conv2D):
+        kh, kw = layer.kernel_size
+        in_channels = layer.input_shape[-1]
+        return int(2 * kh * kw * in_channels * output_shape[0] * output_shape[1] * output_shape[2])
+    if isinstance(layer, keras.layers.Dense):
+        return int(2 * layer.input_shape[-1] * layer.units)
+    return 0
+
+
+def describe_model():
+    """Everything the paper says about the model, computed from the model itself."""
+    model = build_model()
+    table = layer_table(model)
+    forward = sum(row["flops"] for row in table)
+    return {
+        "name": model.name,
+        "parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(int(tf.size(w)) for w in model.trainable_weights)),
+        "forward_flops_per_image": forward,
+        # Backpropagation costs about twice the forward pass (gradients for inputs and weights).
+        "training_flops_per_image": 3 * forward,
+        "layers": table,
+        "keras": f"tf-keras {keras.__version__}",
+    }

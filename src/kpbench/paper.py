@@ -1,0 +1,146 @@
+"""Paper stage: render paper/templates/**/*.tex.j2 into LaTeX from stored results.
+
+Templates use LaTeX-safe delimiters (\\VAR{...}, \\BLOCK{...}, \\#{...}); every value they print is
+escaped unless a filter marked it as LaTeX, so text from configs or results cannot break the build.
+"""
+
+import re
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from kpbench import KpbenchError
+from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS
+from kpbench.data import KEYPOINTS
+from kpbench.io import read_json, write_text
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}",
+}
+_LATEX_PATTERN = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIALS))
+
+
+class Latex(str):
+    """Text that is already LaTeX and must not be escaped again."""
+
+
+def latex_escape(text):
+    return _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIALS[m.group()], str(text))
+
+
+def _finalize(value):
+    if isinstance(value, Latex):
+        return value
+    if value is None or (isinstance(value, float) and value != value):
+        return Latex("--")
+    return latex_escape(value)
+
+
+def _missing(value):
+    return value is None or (isinstance(value, float) and value != value) or value is pd.NA
+
+
+def num(value, digits=2):
+    """A number for siunitx: fixed decimals, thousands grouped; '--' when absent."""
+    if _missing(value):
+        return Latex("--")
+    return Latex(rf"\num{{{float(value):.{digits}f}}}")
+
+
+def integer(value):
+    if _missing(value):
+        return Latex("--")
+    return Latex(rf"\num{{{int(round(float(value)))}}}")
+
+
+def usd(value, digits=2):
+    if _missing(value):
+        return Latex("--")
+    return Latex(rf"\${float(value):,.{digits}f}")
+
+
+def percent(value, digits=1):
+    if _missing(value):
+        return Latex("--")
+    return Latex(rf"\SI{{{100 * float(value):.{digits}f}}}{{\percent}}")
+
+
+def shape(dims):
+    return Latex(r"$" + r" \times ".join(str(d) for d in dims) + r"$")
+
+
+def make_environment(template_dir):
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        block_start_string=r"\BLOCK{", block_end_string="}",
+        variable_start_string=r"\VAR{", variable_end_string="}",
+        comment_start_string=r"\#{", comment_end_string="}",
+        line_statement_prefix="%%", line_comment_prefix="%#",
+        trim_blocks=True, lstrip_blocks=True, autoescape=False,
+        undefined=jinja2.StrictUndefined, finalize=_finalize, keep_trailing_newline=True,
+    )
+    env.filters.update(num=num, integer=integer, usd=usd, percent=percent, shape=shape,
+                       latex=Latex, escape_latex=lambda v: Latex(latex_escape(v)))
+    return env
+
+
+def git_commit(repo_dir):
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo_dir, capture_output=True,
+                             text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+
+
+def _records(frame):
+    return [{k: (None if _missing(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def build_context(summary_path, stats_path, model_path, run_paths, settings):
+    """Everything the templates print, gathered from stored results and the configuration."""
+    summary = pd.read_csv(summary_path)
+    runs = [read_json(p) for p in run_paths]
+    ours = summary[summary["source"] == SOURCE_OURS]
+    original = summary[summary["source"] == SOURCE_ORIGINAL]
+    ranked = summary[summary["projected_train_s"].notna()]
+    fastest = ranked.loc[ranked["projected_train_s"].idxmin()]
+    cheapest = ranked.loc[ranked["projected_cost_usd"].idxmin()]
+    keypoint_rows = [{"name": name, "present": read_json(stats_path)["keypoints_present"][name],
+                      "rmse": [run["metrics"]["per_keypoint_rmse_px"][name] for run in runs]}
+                     for name in KEYPOINTS]
+    return {
+        "settings": settings,
+        "stats": read_json(stats_path),
+        "model": read_json(model_path),
+        "runs": runs,
+        "ours": _records(ours),
+        "original": _records(original),
+        "fastest": dict(fastest),
+        "cheapest": dict(cheapest),
+        "keypoint_rows": keypoint_rows,
+        "commit": git_commit(Path(summary_path).resolve().parent),
+    }
+
+
+def render(template_dir, out_dir, context):
+    """Render every *.tex.j2 under template_dir to out_dir, keeping the folder layout."""
+    template_dir, out_dir = Path(template_dir), Path(out_dir)
+    env = make_environment(template_dir)
+    written = []
+    for template_path in sorted(template_dir.rglob("*.tex.j2")):
+        name = template_path.relative_to(template_dir).as_posix()
+        try:
+            text = env.get_template(name).render(**context)
+        except jinja2.TemplateError as exc:
+            raise KpbenchError(f"{template_path}: {exc}") from None
+        target = out_dir / name[: -len(".j2")]
+        write_text(target, text)
+        written.append(target)
+    return written
