@@ -9,10 +9,12 @@ rule aggregate:
         "results/summary.csv",
     params:
         reference=original_reference(),
+    conda:
+        "../environment.yml"
     log:
         "logs/aggregate.log",
     benchmark:
         "benchmarks/aggregate.tsv"
     shell:
-        "{KPBENCH} aggregate --runs {input.runs} --original {input.original}"
+        "python -m kpbench aggregate --runs {input.runs} --original {input.original}"
         " --reference {params.reference:q} --out {output} > {log} 2>&1"

@@ -1,11 +1,7 @@
 # Shared settings and helpers: instances are rows of configuration, never copies of code.
 import json
-import sys
 
 from kpbench import KpbenchError
-
-# The package runs with the interpreter that runs Snakemake, so a venv needs no activation.
-KPBENCH = f"{sys.executable} -m kpbench"
 
 if config["workload"] not in config["workloads"]:
     raise KpbenchError(

@@ -8,12 +8,14 @@ rule fetch_data:
         lookup="data/raw/IdLookupTable.csv",
     params:
         data_config=json.dumps(config["data"], sort_keys=True),
+    conda:
+        "../environment.yml"
     log:
         "logs/fetch_data.log",
     benchmark:
         "benchmarks/fetch_data.tsv"
     shell:
-        "{KPBENCH} fetch --data-config {params.data_config:q} --out data/raw > {log} 2>&1"
+        "python -m kpbench fetch --data-config {params.data_config:q} --out data/raw > {log} 2>&1"
 
 
 rule preprocess:
@@ -26,11 +28,13 @@ rule preprocess:
     params:
         fraction=config["preprocess"]["validation_fraction"],
         seed=config["preprocess"]["seed"],
+    conda:
+        "../environment.yml"
     log:
         "logs/preprocess.log",
     benchmark:
         "benchmarks/preprocess.tsv"
     shell:
-        "{KPBENCH} preprocess --raw data/raw --dataset {output.dataset} --stats {output.stats}"
+        "python -m kpbench preprocess --raw data/raw --dataset {output.dataset} --stats {output.stats}"
         " --samples {output.samples} --validation-fraction {params.fraction} --seed {params.seed}"
         " > {log} 2>&1"

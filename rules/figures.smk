@@ -10,10 +10,12 @@ rule render_figures:
         predictions=expand("results/runs/{instance}/predictions.npz", instance=INSTANCES),
     output:
         FIGURE_FILES,
+    conda:
+        "../environment.yml"
     log:
         "logs/render_figures.log",
     benchmark:
         "benchmarks/render_figures.tsv"
     shell:
-        "{KPBENCH} figures --summary {input.summary} --samples {input.samples} --runs {input.runs}"
+        "python -m kpbench figures --summary {input.summary} --samples {input.samples} --runs {input.runs}"
         " --out paper/build/figures > {log} 2>&1"

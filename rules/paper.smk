@@ -3,7 +3,8 @@ from pathlib import Path
 
 TEMPLATES = sorted(str(p) for p in Path("paper/templates").rglob("*.tex.j2"))
 TEX_FILES = [
-    "paper/build/" + str(Path(t).relative_to("paper/templates"))[: -len(".j2")] for t in TEMPLATES
+    str(Path("paper/build") / Path(t).relative_to("paper/templates").with_suffix(""))
+    for t in TEMPLATES
 ]
 PAPER_SETTINGS = json.dumps(
     {
@@ -29,12 +30,14 @@ rule render_tex:
         TEX_FILES,
     params:
         settings=PAPER_SETTINGS,
+    conda:
+        "../environment.yml"
     log:
         "logs/render_tex.log",
     benchmark:
         "benchmarks/render_tex.tsv"
     shell:
-        "{KPBENCH} paper --summary {input.summary} --stats {input.stats} --model {input.model}"
+        "python -m kpbench paper --summary {input.summary} --stats {input.stats} --model {input.model}"
         " --runs {input.runs} --settings {params.settings:q} --templates paper/templates"
         " --out paper/build > {log} 2>&1"
 
@@ -45,6 +48,8 @@ rule compile_pdf:
         FIGURE_FILES,
     output:
         "paper/build/paper.pdf",
+    conda:
+        "../environment.yml"
     log:
         "logs/compile_pdf.log",
     benchmark:

@@ -10,21 +10,25 @@ rule train:
         predictions="results/runs/{instance}/predictions.npz",
     params:
         spec=run_spec,
+    conda:
+        "../environment.yml"
     log:
         "logs/train/{instance}.log",
     benchmark:
         "benchmarks/train/{instance}.tsv"
     shell:
-        "{KPBENCH} train --spec {params.spec:q} --dataset {input.dataset}"
+        "python -m kpbench train --spec {params.spec:q} --dataset {input.dataset}"
         " --out results/runs/{wildcards.instance} > {log} 2>&1"
 
 
 rule describe_model:
     output:
         "results/model.json",
+    conda:
+        "../environment.yml"
     log:
         "logs/describe_model.log",
     benchmark:
         "benchmarks/describe_model.tsv"
     shell:
-        "{KPBENCH} describe-model --out {output} > {log} 2>&1"
+        "python -m kpbench describe-model --out {output} > {log} 2>&1"

@@ -51,6 +51,7 @@ def read_kaggle_csv(path, columns):
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+    _check_field_counts(path, len(columns))
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.EmptyDataError:
@@ -73,6 +74,24 @@ def read_kaggle_csv(path, columns):
     return frame
 
 
+def _check_field_counts(path, expected):
+    """Every line must have as many fields as the header names; pandas would silently shift a row
+    with one field too many into an index column. Kaggle's files quote nothing, so commas count."""
+    text = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+    newlines = np.flatnonzero(text == 10)
+    if len(newlines) == 0 or newlines[-1] != len(text) - 1:
+        newlines = np.append(newlines, len(text))
+    line_of_comma = np.searchsorted(newlines, np.flatnonzero(text == 44))
+    fields = np.bincount(line_of_comma, minlength=len(newlines)) + 1
+    line_length = np.diff(np.concatenate(([-1], newlines))) - 1
+    bad = (fields != expected) & (line_length > 0)
+    if bad[0]:
+        return  # the header is checked by name, with a better message
+    if bad.any():
+        line = int(np.argmax(bad))
+        raise DataError(f"{path}: malformed CSV: line {line + 1} has {fields[line]} fields, expected {expected}")
+
+
 def _line(row):
     """CSV line number of data row `row` (0-based), the header being line 1."""
     return int(row) + 2
@@ -87,7 +106,7 @@ def parse_targets(frame, path):
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise DataError(f"{path}: line {_line(row)}, column {TARGET_COLUMNS[col]}: "
-                        f"{raw[row, col]!r} is not a number")
+                        f"{str(raw[row, col])!r} is not a number")
     out_of_range = ~np.isnan(values) & ((values < 0) | (values > IMAGE_SIZE))
     if out_of_range.any():
         row, col = np.argwhere(out_of_range)[0]
@@ -129,7 +148,8 @@ def parse_images(strings, path, column="Image"):
     if bad_char.any():
         offset = int(np.argmax(bad_char))
         row = row_of(offset)
-        token = strings[row][offset - row_starts[row]:].split(" ", 1)[0]
+        local = offset - row_starts[row]
+        token = strings[row][strings[row].rfind(" ", 0, local) + 1:].split(" ", 1)[0]
         raise DataError(f"{path}: line {_line(row)}, column {column}: {token!r} is not a pixel value "
                         "(integers 0-255 separated by spaces)")
     is_digit = ~is_space

@@ -1,0 +1,38 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def raw_dir(tmp_path_factory):
+    """A small synthetic data set in Kaggle's files, made once per test session."""
+    from kpbench.synthetic import write_synthetic_csvs
+
+    folder = tmp_path_factory.mktemp("raw")
+    write_synthetic_csvs(folder, n_train=60, n_test=6, seed=11)
+    return folder
+
+
+@pytest.fixture
+def raw_copy(raw_dir, tmp_path):
+    """A private copy of the raw files that a test may corrupt."""
+    folder = tmp_path / "raw"
+    shutil.copytree(raw_dir, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def dataset(raw_dir, tmp_path_factory):
+    from kpbench.data import preprocess
+
+    out = tmp_path_factory.mktemp("processed")
+    preprocess(raw_dir, out / "dataset.npz", out / "stats.json", out / "samples.npz",
+               validation_fraction=0.2, seed=3)
+    return out

@@ -1,0 +1,83 @@
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, summarise
+from kpbench.data import KEYPOINTS
+from kpbench.train import HISTORY_COLUMNS, config_hash, per_keypoint_rmse, run_training
+
+ORIGINAL_CSV = __import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
+REFERENCE = {"epochs": 100, "train_images": 6344, "batch_size": 64, "price_date": "as published"}
+INSTANCE = {"name": "tiny-box", "backend": "local", "gpus": 0, "workers": 1, "usd_per_hour": 0.5,
+            "price_date": "2026-01-01", "note": "a & b"}
+
+
+def _spec(seed=1):
+    return {"instance": INSTANCE,
+            "workload": {"name": "tiny", "epochs": 2, "batch_size": 8, "max_train_images": 24, "max_val_images": 8},
+            "training": {"learning_rate": 0.001, "seed": seed, "pck_radius_px": 3.0, "prediction_samples": 4},
+            "data": {"source": "synthetic"}}
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    run = run_training(_spec(), dataset / "dataset.npz", out)
+    return out, run
+
+
+def test_training_writes_a_complete_timed_run(trained):
+    out, run = trained
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "predictions.npz", "run.json"]
+    stored = json.loads((out / "run.json").read_text())
+    assert stored["config_hash"] == config_hash(_spec())
+    timings = stored["timings"]
+    assert len(timings["epoch_s"]) == 2
+    assert timings["init_s"] >= timings["imports_s"] + timings["model_build_s"] > 0
+    assert timings["wall_s"] >= timings["init_s"] + timings["train_s"] * 0.99
+    assert timings["images_per_s"] == pytest.approx(24 * 2 / timings["train_s"])
+    assert stored["workload"]["train_images"] == 24 and stored["workload"]["validation_images"] == 8
+    assert stored["hardware"]["cpu_cores"] >= 1 and stored["hardware"]["gpu_count"] == 0
+    assert stored["software"]["tensorflow"].startswith("2.")
+    assert stored["cost"]["usd"] == pytest.approx(timings["wall_s"] / 3600 * 0.5)
+    assert set(stored["metrics"]["per_keypoint_rmse_px"]) == set(KEYPOINTS)
+    assert stored["metrics"]["val_rmse_px"] > 0 and 0 <= stored["metrics"]["val_pck"] <= 1
+    with open(out / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == HISTORY_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[-1]["val_rmse_px"]) == pytest.approx(stored["metrics"]["val_rmse_px"], rel=1e-4)
+    with np.load(out / "predictions.npz") as p:
+        assert p["images"].shape == (4, 96, 96) and p["predicted_px"].shape == (4, 30)
+
+
+def test_per_keypoint_rmse_pools_x_and_y_over_labelled_rows():
+    true = np.zeros((2, 30))
+    predicted = np.zeros((2, 30))
+    predicted[0, 0:2] = [3.0, 4.0]     # left_eye_center off by (3, 4) in row 0
+    predicted[1, 0:2] = [100.0, 100.0]  # row 1 has no label there: ignored
+    mask = np.ones((2, 30), bool)
+    mask[1, 0:2] = False
+    result = per_keypoint_rmse(true, predicted, mask)
+    assert result["left_eye_center"] == pytest.approx(np.sqrt((9 + 16) / 2))
+    assert result["nose_tip"] == 0.0
+
+
+def test_summary_holds_our_runs_and_the_original_studys_rows(trained, tmp_path):
+    out, run = trained
+    frame = summarise([out / "run.json"], ORIGINAL_CSV, REFERENCE, tmp_path / "summary.csv")
+    stored = pd.read_csv(tmp_path / "summary.csv")
+    assert list(stored["source"]) == [SOURCE_OURS] + [SOURCE_ORIGINAL] * 8
+    ours = stored.iloc[0]
+    assert ours["instance"] == "tiny-box" and ours["note"] == "a & b"
+    assert ours["projected_train_s"] == pytest.approx(6344 * 100 / run["timings"]["images_per_s"], rel=1e-5)
+    t4 = stored[stored["instance"] == "g4dn.xlarge"].iloc[0]
+    assert t4["cost_usd"] == pytest.approx((18.12 + 595.34) / 3600 * 0.71, rel=1e-5)
+    assert t4["ec2_catalogue"] == "current"
+    retired = stored.set_index("instance")["ec2_catalogue"]
+    assert retired["g3s.xlarge"] == retired["g3.4xlarge"] == retired["p3.2xlarge"] == "retired"
+    abandoned = stored[stored["status"] == "abandoned"]
+    assert set(abandoned["instance"]) == {"p2.xlarge", "p3.2xlarge"} and abandoned["cost_usd"].isna().all()
+    assert len(frame) == 9
