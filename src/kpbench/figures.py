@@ -72,6 +72,7 @@ def learning_curves(histories, out_path):
     for label, history in histories.items():
         by_epoch.plot(history["epoch"], history["val_rmse_px"], marker="o", ms=2, label=label)
         by_time.plot(history["elapsed_s"], history["val_rmse_px"], marker="o", ms=2, label=label)
+    by_epoch.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     by_epoch.set_xlabel("epoch")
     by_time.set_xlabel("wall-clock seconds since fit began")
     by_epoch.set_ylabel("validation RMSE (pixels)")
@@ -94,6 +95,7 @@ def time_cost(summary, out_path):
     cost_ax.set_xlabel("cost of one run (USD, log scale)")
     for ax in (time_ax, cost_ax):
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_yticks(positions)

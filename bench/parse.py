@@ -1,0 +1,66 @@
+"""Benchmark 1: Kaggle-format training.csv → arrays, kpbench against the original study's approach.
+
+The original study read the CSV with pandas, forward-filled missing labels, then looped over rows in
+Python, splitting each Image string into a list and converting it. kpbench parses the whole column
+as one byte buffer with NumPy. Both are timed from the file on disk to arrays, median of repeats,
+and must give the same pixels.
+
+    python bench/parse.py                 # 7,049 synthetic rows, 3 repeats
+    python bench/parse.py --rows 100 --repeats 1 --csv path/to/training.csv
+"""
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_line, median_seconds  # noqa: E402
+
+from kpbench.data import load_training_csv  # noqa: E402
+from kpbench.synthetic import write_synthetic_csvs  # noqa: E402
+
+
+def original_study_parse(path):
+    """The seed code's way: pandas, forward fill, a Python loop over the Image strings."""
+    frame = pd.read_csv(path)
+    frame = frame.ffill()
+    images = []
+    for i in range(len(frame)):
+        pixels = frame["Image"][i].split(" ")
+        pixels = ["0" if x == "" else x for x in pixels]
+        images.append(pixels)
+    images = np.array(images, dtype="float").reshape(-1, 96, 96)
+    targets = frame.drop("Image", axis=1).to_numpy(dtype="float")
+    return images, targets
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=7049)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--csv", type=Path, help="an existing training.csv instead of synthetic rows")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = args.csv
+        if path is None:
+            write_synthetic_csvs(Path(scratch), n_train=args.rows, n_test=1, seed=1)
+            path = Path(scratch) / "training.csv"
+        size_mb = path.stat().st_size / 1e6
+        ours_s, ours_all, (images, _, _) = median_seconds(lambda: load_training_csv(path), args.repeats)
+        seed_s, seed_all, (seed_images, _) = median_seconds(lambda: original_study_parse(path), args.repeats)
+    same = np.array_equal(images.astype(float), seed_images)
+    print(f"machine: {machine_line()}")
+    print(f"input: {len(images)} rows, {size_mb:.1f} MB")
+    print(f"original study (pandas + Python loop): median {seed_s:.3f} s  runs {[round(t, 3) for t in seed_all]}")
+    print(f"kpbench (vectorised NumPy):            median {ours_s:.3f} s  runs {[round(t, 3) for t in ours_all]}")
+    print(f"speed-up: {seed_s / ours_s:.1f}x   same pixels: {same}")
+    if not same:
+        sys.exit("the two parsers disagree")
+
+
+if __name__ == "__main__":
+    main()
