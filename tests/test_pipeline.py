@@ -69,6 +69,14 @@ def test_workflow_lints_clean(tree):
     result = snakemake(tree, "--lint", "--configfile", "tiny.yaml")
     assert "Lints for" not in result.stdout + result.stderr
 
+def test_pipeline_benchmark_times_planning_and_a_rebuild(tree):
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "pipeline.py"), "--tree", str(tree),
+                             "--repeats", "1", "--configfile", "tiny.yaml"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "snakemake -n paper" in result.stdout and "rebuild figures + LaTeX + PDF" in result.stdout
+
+
+# Runs last: it corrupts the tree's data.
 
 def test_failed_step_leaves_no_partial_output(tree):
     raw = tree / "data" / "raw" / "training.csv"
@@ -82,3 +90,4 @@ def test_failed_step_leaves_no_partial_output(tree):
     assert not [p for p in tree.rglob("*") if ".partial" in p.name]
     log = (tree / "logs" / "preprocess.log").read_text()
     assert "training.csv: malformed CSV: line 4 has 32 fields, expected 31" in log
+

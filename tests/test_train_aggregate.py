@@ -18,7 +18,8 @@ INSTANCE = {"name": "tiny-box", "backend": "local", "gpus": 0, "workers": 1, "us
 def _spec(seed=1):
     return {"instance": INSTANCE,
             "workload": {"name": "tiny", "epochs": 2, "batch_size": 8, "max_train_images": 24, "max_val_images": 8},
-            "training": {"learning_rate": 0.001, "seed": seed, "pck_radius_px": 3.0, "prediction_samples": 4},
+            "training": {"learning_rate": 0.001, "seed": seed, "pck_radius_px": 3.0, "prediction_samples": 4,
+                         "peak_matmul_size": 256},
             "data": {"source": "synthetic"}}
 
 
@@ -44,6 +45,11 @@ def test_training_writes_a_complete_timed_run(trained):
     assert stored["software"]["tensorflow"].startswith("2.")
     assert stored["cost"]["usd"] == pytest.approx(timings["wall_s"] / 3600 * 0.5)
     assert set(stored["metrics"]["per_keypoint_rmse_px"]) == set(KEYPOINTS)
+    performance = stored["performance"]
+    assert performance["achieved_gflops"] == pytest.approx(
+        timings["train_step_images_per_s"] * performance["training_flops_per_image"] / 1e9)
+    assert performance["training_flops_per_image"] == 3 * 795_703_296
+    assert performance["matmul_gflops"] > 0 and performance["mfu"] is None  # no datasheet peak for this row
     assert stored["metrics"]["val_rmse_px"] > 0 and 0 <= stored["metrics"]["val_pck"] <= 1
     with open(out / "history.csv") as handle:
         rows = list(csv.DictReader(handle))

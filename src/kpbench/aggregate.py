@@ -14,7 +14,7 @@ RETIRED_FAMILIES = ("g3s", "g3", "p2", "p3")
 SUMMARY_COLUMNS = [
     "source", "instance", "backend", "status", "ec2_catalogue", "vcpus", "gpu_model", "gpus", "workers",
     "network_gbps", "epochs", "train_images", "batch_size", "init_s", "train_s", "wall_s",
-    "images_per_s", "val_rmse_px", "val_mae_px", "val_pck", "usd_per_hour", "price_date", "cost_usd",
+    "images_per_s", "achieved_gflops", "share_of_matmul", "mfu", "precision", "val_rmse_px", "val_mae_px", "val_pck", "usd_per_hour", "price_date", "cost_usd",
     "projected_train_s", "projected_cost_usd", "seed", "config_hash", "note",
 ]
 
@@ -28,6 +28,7 @@ def run_row(run, reference):
     """One summary row from a run.json; `projected_*` scale it to the original study's workload."""
     instance, timings, workload = run["instance"], run["timings"], run["workload"]
     usd_per_hour = run["cost"]["usd_per_hour"]
+    performance = run["performance"]
     projected = costs.projected_train_s(timings["images_per_s"], reference["train_images"], reference["epochs"])
     return {
         "source": SOURCE_OURS, "instance": instance["name"], "backend": instance["backend"],
@@ -37,7 +38,9 @@ def run_row(run, reference):
         "network_gbps": instance.get("network_gbps"), "epochs": workload["epochs"],
         "train_images": workload["train_images"], "batch_size": workload["batch_size"],
         "init_s": timings["init_s"], "train_s": timings["train_s"], "wall_s": timings["wall_s"],
-        "images_per_s": timings["images_per_s"], "val_rmse_px": run["metrics"]["val_rmse_px"],
+        "images_per_s": timings["images_per_s"], "achieved_gflops": performance["achieved_gflops"],
+        "share_of_matmul": performance["share_of_matmul"], "mfu": performance["mfu"],
+        "precision": performance["precision"], "val_rmse_px": run["metrics"]["val_rmse_px"],
         "val_mae_px": run["metrics"]["val_mae_px"], "val_pck": run["metrics"]["val_pck"],
         "usd_per_hour": usd_per_hour, "price_date": run["cost"]["price_date"], "cost_usd": run["cost"]["usd"],
         "projected_train_s": projected,

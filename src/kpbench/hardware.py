@@ -61,6 +61,23 @@ def detect_hardware():
     }
 
 
+def matmul_gflops(size=4096, repeats=3):
+    """This machine's practical FP32 peak: the median GFLOP/s of a square matrix multiply."""
+    import statistics
+
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size), dtype=tf.float32)
+    b = tf.random.normal((size, size), dtype=tf.float32)
+    tf.linalg.matmul(a, b).numpy()  # warm-up: kernels chosen, memory allocated
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b).numpy()
+        seconds.append(time.perf_counter() - start)
+    return 2 * size ** 3 / statistics.median(seconds) / 1e9
+
+
 def package_versions():
     versions = {"python": platform.python_version()}
     for name in PACKAGES:

@@ -19,8 +19,26 @@ DROPOUT = 0.05
 REFERENCE_PARAMETERS = 7_266_494   # the original study's model.summary() total
 
 
-def build_model():
-    """Five [Conv-Conv-BN-MaxPool] blocks, Conv 512 ×2 + BN, Dense 512, Dropout, Dense 30."""
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def build_model(precision="float32"):
+    """Five [Conv-Conv-BN-MaxPool] blocks, Conv 512 ×2 + BN, Dense 512, Dropout, Dense 30.
+
+    With a mixed precision the layers compute in bfloat16 or float16 but keep float32 weights, and
+    the output layer stays float32 so the loss and metrics see full-precision coordinates.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        return _build_layers()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _build_layers():
     layers = [keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")]
     for block, filters in enumerate(BLOCK_FILTERS, start=1):
         layers += [
@@ -36,7 +54,7 @@ def build_model():
         keras.layers.Flatten(name="flatten"),
         keras.layers.Dense(DENSE_UNITS, activation="relu", name="dense"),
         keras.layers.Dropout(DROPOUT, name="dropout"),
-        keras.layers.Dense(N_TARGETS, name="keypoints"),
+        keras.layers.Dense(N_TARGETS, dtype="float32", name="keypoints"),
     ]
     return keras.Sequential(layers, name="keypoint_cnn")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from kpbench import KpbenchError, costs
-from kpbench.hardware import detect_hardware, package_versions, process_start_time
+from kpbench.hardware import detect_hardware, matmul_gflops, package_versions, process_start_time
+from kpbench.peaks import peak_tflops
 from kpbench.io import write_json
 
 HISTORY_COLUMNS = ["epoch", "elapsed_s", "epoch_s", "validation_s", "loss", "rmse_px", "mae_px",
@@ -32,6 +33,16 @@ def _subset(n, limit, seed):
     if limit is None or limit >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def make_dataset(images, packed_targets, batch_size, shuffle_seed=None):
+    """In-memory tf.data pipeline: reshuffled each epoch when seeded, batches prefetched."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, packed_targets))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _epoch_timer(keras):
@@ -93,7 +104,7 @@ def run_training(spec, dataset_path, out_dir):
     import tf_keras as keras
 
     from kpbench.data import load_dataset
-    from kpbench.model import build_model, compile_model, pack_targets, to_pixels
+    from kpbench.model import build_model, compile_model, layer_table, pack_targets, to_pixels
     imports_s = time.time() - import_start
 
     workload, training, instance = spec["workload"], spec["training"], spec["instance"]
@@ -108,14 +119,13 @@ def run_training(spec, dataset_path, out_dir):
     y_train = pack_targets(data["train_targets"][train_idx], data["train_mask"][train_idx])
     y_val = pack_targets(data["val_targets"][val_idx], data["val_mask"][val_idx])
     batch_size = int(workload["batch_size"])
-    train_ds = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
-                .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
-                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    train_ds = make_dataset(x_train, y_train, batch_size, shuffle_seed=seed)
+    val_ds = make_dataset(x_val, y_val, batch_size)
     data_load_s = time.time() - load_start
 
     build_start = time.time()
-    model = compile_model(build_model(), training["learning_rate"], training["pck_radius_px"])
+    model = compile_model(build_model(training.get("precision", "float32")), training["learning_rate"],
+                          training["pck_radius_px"])
     model_build_s = time.time() - build_start
     init_s = time.time() - process_start
 
@@ -131,6 +141,9 @@ def run_training(spec, dataset_path, out_dir):
     images_seen = len(x_train) * int(workload["epochs"])
     compute_s = sum(r["epoch_s"] - r["validation_s"] for r in timer.rows)
     usd_per_hour = costs.cluster_usd_per_hour(instance)
+    performance = model_flops_utilisation(
+        instance, training, train_step_images_per_s=images_seen / compute_s,
+        training_flops_per_image=3 * sum(row["flops"] for row in layer_table(model)))
     run = {
         "schema": 1,
         "instance": instance,
@@ -154,6 +167,7 @@ def run_training(spec, dataset_path, out_dir):
             "pck_radius_px": training["pck_radius_px"], "train_loss": last["loss"],
             "per_keypoint_rmse_px": per_keypoint_rmse(true_px, predicted_px, mask),
         },
+        "performance": performance,
         "cost": {"usd_per_hour": usd_per_hour, "price_date": instance.get("price_date"),
                  "hours": wall_s / 3600, "usd": costs.run_cost_usd(wall_s, usd_per_hour)},
     }
@@ -163,6 +177,27 @@ def run_training(spec, dataset_path, out_dir):
         "true_px": true_px[samples], "mask": mask[samples], "predicted_px": predicted_px[samples],
     })
     return run
+
+
+def model_flops_utilisation(instance, training, train_step_images_per_s, training_flops_per_image):
+    """Achieved GFLOP/s of the training step, against this machine's measured matmul peak and,
+    where the catalogue has it, the instance's datasheet peak (MFU)."""
+    precision = training.get("precision", "float32")
+    achieved = train_step_images_per_s * training_flops_per_image / 1e9
+    matmul = matmul_gflops(int(training.get("peak_matmul_size", 4096)))
+    device = instance.get("peak_device") or instance.get("gpu_model")
+    count = max(1, int(instance.get("gpus") or 1)) if instance.get("gpu_model") else 1
+    peak = peak_tflops(device, precision, count * int(instance.get("workers", 1)))
+    return {
+        "precision": precision,
+        "training_flops_per_image": training_flops_per_image,
+        "achieved_gflops": achieved,
+        "matmul_gflops": matmul,
+        "share_of_matmul": achieved / matmul,
+        "peak_device": device,
+        "peak_tflops": peak,
+        "mfu": achieved / (peak * 1e3) if peak else None,
+    }
 
 
 def _write_run(out_dir, run, history_text, predictions):

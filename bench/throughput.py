@@ -1,0 +1,89 @@
+"""Benchmark 2: training throughput of the reference CNN against this machine's matmul peak.
+
+Measured side by side in one process: an FP32 matrix multiply (the machine's practical peak), the
+original study's plain `model.fit` on NumPy arrays (MSE on forward-filled pixels, batch 64), and
+kpbench's training step (tf.data, masked loss, exact metrics) in FP32 and, where the CPU has
+AVX512_BF16 or a GPU is present, mixed precision. Achieved GFLOP/s = images/s × the model's counted
+training FLOPs per image (3 × forward).
+
+    python bench/throughput.py                        # 640 images, 3 timed epochs, 3 repeats
+    python bench/throughput.py --images 64 --epochs 1 --repeats 1 --matmul-size 256
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_line, median_seconds  # noqa: E402
+
+
+def fit_images_per_s(model, fit, images, epochs, repeats):
+    """Images/s of `fit(epochs)` after one warm-up epoch (graph tracing excluded)."""
+    fit(1)
+    seconds, _, _ = median_seconds(lambda: fit(epochs), repeats)
+    return images * epochs / seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=640)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--precisions", nargs="*", help="mixed precisions to try (default: what the machine has)")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from kpbench.hardware import cpu_flags, matmul_gflops
+    from kpbench.model import build_model, compile_model, describe_model, pack_targets
+    from kpbench.train import make_dataset
+
+    flops = describe_model()["training_flops_per_image"]
+    rng = np.random.default_rng(0)
+    x = rng.random((args.images, 96, 96, 1), dtype=np.float32)
+    pixels = rng.uniform(10, 86, (args.images, 30)).astype(np.float32)
+    mask = np.repeat(rng.random((args.images, 15)) < 0.3, 2, axis=1)
+    mask[:, :4] = True
+
+    peak = matmul_gflops(args.matmul_size, args.repeats)
+    results = {}
+
+    keras.utils.set_random_seed(0)
+    plain = build_model()
+    plain.compile(optimizer="adam", loss="mse")
+    filled = np.where(mask, pixels, pixels[0])  # the seed code's forward fill, approximately
+    results["original study: plain fit, NumPy, MSE"] = fit_images_per_s(
+        plain, lambda e: plain.fit(x, filled, batch_size=args.batch_size, epochs=e, verbose=0),
+        args.images, args.epochs, args.repeats)
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    precisions = args.precisions
+    if precisions is None:
+        precisions = ["mixed_float16"] if gpu else (["mixed_bfloat16"] if "avx512_bf16" in cpu_flags() else [])
+    dataset = make_dataset(x, pack_targets(pixels, mask), args.batch_size, shuffle_seed=0)
+    for precision in ["float32", *precisions]:
+        keras.utils.set_random_seed(0)
+        model = compile_model(build_model(precision), 1e-3, 3.0)
+        results[f"kpbench: tf.data, masked loss, {precision}"] = fit_images_per_s(
+            model, lambda e, m=model: m.fit(dataset, epochs=e, verbose=0), args.images, args.epochs, args.repeats)
+
+    print(f"machine: {machine_line()}; GPU: {gpu}")
+    print(f"FP32 matmul {args.matmul_size}^2: {peak:.1f} GFLOP/s (median of {args.repeats})")
+    print(f"model: {flops / 1e9:.3f} GFLOP per training image; {args.images} images, batch {args.batch_size}, "
+          f"{args.epochs} timed epochs, median of {args.repeats}")
+    baseline = results["original study: plain fit, NumPy, MSE"]
+    for name, images_per_s in results.items():
+        gflops = images_per_s * flops / 1e9
+        print(f"{name:48s} {images_per_s:7.1f} img/s {gflops:7.1f} GFLOP/s "
+              f"{100 * gflops / peak:5.1f} % of matmul  {images_per_s / baseline:4.2f}x original")
+
+
+if __name__ == "__main__":
+    main()

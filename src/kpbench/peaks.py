@@ -1,0 +1,26 @@
+"""Datasheet peak throughput of the accelerators and CPUs in the instance catalogue, for MFU.
+
+TFLOP/s per device, dense (no sparsity). Multi-GPU boards (M60, K80) are listed per GPU, as EC2
+rents them. CPU peaks are derived: physical cores × sustained AVX clock × FP32 FLOPs per cycle.
+"""
+
+PEAKS = {
+    "Tesla T4": {"fp32": 8.1, "mixed": 65.0, "source": "NVIDIA T4 datasheet (FP16 Tensor Core)"},
+    "Tesla M60": {"fp32": 4.825, "mixed": None, "source": "NVIDIA Tesla M60 datasheet, 9.65 per 2-GPU board"},
+    "Tesla K80": {"fp32": 4.365, "mixed": None, "source": "NVIDIA Tesla K80 datasheet, 8.73 per 2-GPU board (boost)"},
+    "Tesla V100": {"fp32": 15.7, "mixed": 125.0, "source": "NVIDIA V100 SXM2 datasheet"},
+    "NVIDIA A10G": {"fp32": 31.2, "mixed": 125.0, "source": "NVIDIA A10 datasheet (A10G is AWS's A10)"},
+    "NVIDIA L4": {"fp32": 30.3, "mixed": 121.0, "source": "NVIDIA L4 datasheet (BF16/FP16 Tensor Core)"},
+    "NVIDIA H100": {"fp32": 67.0, "mixed": 989.0, "source": "NVIDIA H100 SXM datasheet"},
+    "c5.4xlarge CPU": {"fp32": 1.536, "mixed": None,
+                       "source": "derived: 8 cores x 3.0 GHz x 64 FP32 FLOP/cycle (2 AVX-512 FMA units)"},
+}
+
+
+def peak_tflops(device, precision="float32", count=1):
+    """Peak TFLOP/s of `count` such devices at `precision`; None when the catalogue lacks it."""
+    entry = PEAKS.get(device or "")
+    if entry is None:
+        return None
+    value = entry["fp32"] if precision == "float32" else entry["mixed"]
+    return None if value is None else value * count

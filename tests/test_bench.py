@@ -1,0 +1,43 @@
+"""Each benchmark script runs on tiny inputs and prints its figures (CI never times anything)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def run(script, *args):
+    result = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_parse_benchmark_compares_both_parsers_on_the_same_pixels():
+    out = run("parse.py", "--rows", "12", "--repeats", "1")
+    assert "same pixels: True" in out
+    assert re.search(r"speed-up: [\d.]+x", out)
+
+
+def test_throughput_benchmark_reports_images_per_second_against_the_matmul_peak():
+    out = run("throughput.py", "--images", "16", "--epochs", "1", "--repeats", "1", "--batch-size", "8",
+              "--matmul-size", "128", "--precisions", "mixed_bfloat16")
+    assert re.search(r"FP32 matmul 128\^2: [\d.]+ GFLOP/s", out)
+    for name in ("original study: plain fit", "kpbench: tf.data, masked loss, float32", "mixed_bfloat16"):
+        assert re.search(re.escape(name) + r".* [\d.]+ img/s .* % of matmul", out), out
+
+
+def test_init_benchmark_times_both_paths_in_fresh_processes():
+    out = run("init.py", "--rows", "12", "--repeats", "1")
+    assert re.search(r"original study .* median [\d.]+ s", out)
+    assert re.search(r"kpbench .* median [\d.]+ s", out)
+
+
+def test_gpu_benchmark_runs_kpbench_training_and_compares_with_the_t4(tmp_path):
+    out = run("gpu.py", "--rows", "20", "--epochs", "1", "--batch-size", "8", "--precision", "float32",
+              "--out", str(tmp_path))
+    assert re.search(r"train [\d.]+ s, [\d.]+ img/s", out) and "Tesla T4" in out
+    assert (tmp_path / "run.json").is_file()
