@@ -32,6 +32,7 @@ def run_spec(wildcards):
             "workload": workload,
             "training": config["training"],
             "data": {"source": config["data"]["source"], **config["preprocess"]},
+            "limits": config["limits"],
         },
         sort_keys=True,
     )

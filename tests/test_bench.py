@@ -41,3 +41,10 @@ def test_gpu_benchmark_runs_kpbench_training_and_compares_with_the_t4(tmp_path):
               "--out", str(tmp_path))
     assert re.search(r"train [\d.]+ s, [\d.]+ img/s", out) and "Tesla T4" in out
     assert (tmp_path / "run.json").is_file()
+
+
+def test_cluster_benchmark_compares_one_and_two_workers():
+    out = run("cluster.py", "--images", "32", "--global-batch", "8", "--epochs", "1", "--repeats", "1")
+    assert re.search(r"1 worker: +[\d.]+ img/s", out)
+    assert re.search(r"2 workers \(loopback\): +[\d.]+ img/s", out)
+    assert re.search(r"scaling efficiency [\d.]+", out)

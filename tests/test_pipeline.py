@@ -52,8 +52,9 @@ def test_paper_target_builds_a_pdf_with_pages(tree):
 
 def test_summary_has_our_run_and_the_original_studys_rows(tree):
     summary = pd.read_csv(tree / "results" / "summary.csv")
-    assert list(summary["source"]) == ["kpbench"] + ["original study"] * 8
-    assert summary.loc[0, "instance"] == "local" and summary.loc[0, "epochs"] == 2
+    assert list(summary["source"]) == ["kpbench"] * 2 + ["original study"] * 8
+    assert list(summary["instance"][:2]) == ["local", "local-2w"]
+    assert list(summary["workers"][:2]) == [1, 2] and (summary["epochs"][:2] == 2).all()
     for figure in ("sample_faces", "predictions", "learning_curves", "time_cost"):
         assert (tree / "paper" / "build" / "figures" / f"{figure}.pdf").stat().st_size > 1000
     assert all((tree / "logs").rglob("*.log")) and list((tree / "benchmarks").rglob("*.tsv"))

@@ -36,12 +36,19 @@ def _describe_model(args):
 
 
 def _train(args):
-    from kpbench.train import load_spec, run_training
+    from kpbench.backends import run_instance
+    from kpbench.train import load_spec
 
-    run = run_training(load_spec(args.spec), args.dataset, args.out)
+    run = run_instance(load_spec(args.spec), args.dataset, args.out)
     t, m = run["timings"], run["metrics"]
     print(f"{run['instance']['name']}: init {t['init_s']:.1f} s, train {t['train_s']:.1f} s, "
           f"{t['images_per_s']:.1f} img/s, validation RMSE {m['val_rmse_px']:.3f} px")
+
+
+def _worker(args):
+    from kpbench.train import load_spec, run_training
+
+    run_training(load_spec(args.spec), args.dataset, args.out)
 
 
 def _aggregate(args):
@@ -88,11 +95,17 @@ def build_parser():
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_describe_model)
 
-    p = commands.add_parser("train", help="one timed training run")
+    p = commands.add_parser("train", help="one instance's timed run, through its backend")
     p.add_argument("--spec", required=True, help="run spec as JSON, or @file")
     p.add_argument("--dataset", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_train)
+
+    p = commands.add_parser("worker", help="one training process (started by a backend)")
+    p.add_argument("--spec", required=True, help="run spec as JSON, or @file")
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_worker)
 
     p = commands.add_parser("aggregate", help="run.json files + original study → summary.csv")
     p.add_argument("--runs", nargs="+", required=True, type=Path)

@@ -5,6 +5,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -43,6 +44,32 @@ def make_dataset(images, packed_targets, batch_size, shuffle_seed=None):
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def distributed_datasets(strategy, x_train, y_train, x_val, y_val, per_worker_batch, seed):
+    """Each worker reads its own shard, batched per worker; every worker runs the same number of
+    steps (a worker that ran out early would leave its peers waiting in the all-reduce forever)."""
+    import tensorflow as tf
+
+    workers = strategy.num_replicas_in_sync
+    global_batch = per_worker_batch * workers
+    train_steps, val_steps = len(x_train) // global_batch, len(x_val) // global_batch
+    if train_steps == 0 or val_steps == 0:
+        raise KpbenchError(f"{workers} workers x batch {per_worker_batch} need at least {global_batch} "
+                           f"training and validation images; have {len(x_train)} and {len(x_val)}")
+
+    def per_worker(x, y, steps, shuffle):
+        def make(context):
+            dataset = tf.data.Dataset.from_tensor_slices((x, y)).shard(context.num_input_pipelines,
+                                                                      context.input_pipeline_id)
+            dataset = dataset.take(steps * per_worker_batch)
+            if shuffle:
+                dataset = dataset.shuffle(steps * per_worker_batch, seed=seed, reshuffle_each_iteration=True)
+            return dataset.batch(per_worker_batch, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
+        return strategy.distribute_datasets_from_function(make)
+
+    return {"x": per_worker(x_train, y_train, train_steps, True), "steps_per_epoch": train_steps,
+            "validation_data": per_worker(x_val, y_val, val_steps, False), "validation_steps": val_steps}
 
 
 def _epoch_timer(keras):
@@ -96,8 +123,75 @@ def _history_csv(rows):
     return buffer.getvalue()
 
 
+def cluster_from_environment():
+    """(workers, this worker's index) from TF_CONFIG; (1, 0) outside a cluster."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    workers = len(config.get("cluster", {}).get("worker", [])) or 1
+    return workers, int(config.get("task", {}).get("index", 0))
+
+
+def scaled_learning_rate(training, workers):
+    """Linear scaling with the global batch and a linear warm-up (Goyal et al. 2017)."""
+    base = float(training["learning_rate"])
+    return base * workers if training.get("scale_learning_rate", True) else base
+
+
+def _warmup_schedule(keras, base, peak, warmup_steps):
+    class Warmup(keras.optimizers.schedules.LearningRateSchedule):
+        """Rises linearly from the single-worker rate to the scaled rate, then stays there."""
+
+        def __call__(self, step):
+            import tensorflow as tf
+
+            if warmup_steps <= 0:
+                return tf.constant(peak, tf.float32)
+            progress = tf.minimum(tf.cast(step, tf.float32) / float(warmup_steps), 1.0)
+            return base + (peak - base) * progress
+
+        def get_config(self):
+            return {"base": base, "peak": peak, "warmup_steps": warmup_steps}
+
+    return Warmup()
+
+
+def _step_timer(keras, progress_path):
+    class StepTimer(keras.callbacks.Callback):
+        """Seconds per training step, and a heartbeat file the launcher watches for hangs."""
+
+        def on_train_begin(self, logs=None):
+            self.step_s = []
+            Path(progress_path).touch()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.step_start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step_s.append(time.perf_counter() - self.step_start)
+            os.utime(progress_path)
+            _injected_fault(len(self.step_s))
+
+    return StepTimer()
+
+
+def _injected_fault(steps_done):
+    """Fault injection for the launcher's tests: KPBENCH_INJECT_FAULT=crash|hang:WORKER:STEP."""
+    fault = os.environ.get("KPBENCH_INJECT_FAULT")
+    if not fault:
+        return
+    kind, worker, step = fault.split(":")
+    if cluster_from_environment()[1] == int(worker) and steps_done == int(step):
+        if kind == "crash":
+            os._exit(3)
+        time.sleep(10 ** 6)
+
+
 def run_training(spec, dataset_path, out_dir):
-    """Train once as `spec` says and write the run's files into `out_dir`, all or nothing."""
+    """Train once as `spec` says and write the run's files into `out_dir`, all or nothing.
+
+    Inside a cluster (TF_CONFIG names several workers) every worker runs this under
+    MultiWorkerMirroredStrategy on its own shard; the chief (worker 0) writes the run's files and
+    every worker writes its step times.
+    """
     process_start = process_start_time()
     import_start = time.time()
     import tensorflow as tf
@@ -106,6 +200,12 @@ def run_training(spec, dataset_path, out_dir):
     from kpbench.data import load_dataset
     from kpbench.model import build_model, compile_model, layer_table, pack_targets, to_pixels
     imports_s = time.time() - import_start
+
+    workers, worker_index = cluster_from_environment()
+    # The strategy must exist before any other TensorFlow op runs.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     workload, training, instance = spec["workload"], spec["training"], spec["instance"]
     seed = int(training["seed"])
@@ -119,26 +219,46 @@ def run_training(spec, dataset_path, out_dir):
     y_train = pack_targets(data["train_targets"][train_idx], data["train_mask"][train_idx])
     y_val = pack_targets(data["val_targets"][val_idx], data["val_mask"][val_idx])
     batch_size = int(workload["batch_size"])
-    train_ds = make_dataset(x_train, y_train, batch_size, shuffle_seed=seed)
-    val_ds = make_dataset(x_val, y_val, batch_size)
+    global_batch = batch_size * workers
+    if workers > 1:
+        fit_data = distributed_datasets(strategy, x_train, y_train, x_val, y_val, batch_size, seed)
+    else:
+        fit_data = {"x": make_dataset(x_train, y_train, batch_size, shuffle_seed=seed),
+                    "validation_data": make_dataset(x_val, y_val, batch_size)}
     data_load_s = time.time() - load_start
 
     build_start = time.time()
-    model = compile_model(build_model(training.get("precision", "float32")), training["learning_rate"],
-                          training["pck_radius_px"])
+    steps_per_epoch = fit_data.get("steps_per_epoch") or -(-len(x_train) // batch_size)
+    peak_lr = scaled_learning_rate(training, workers)
+    warmup_steps = int(float(training.get("warmup_epochs", 0)) * steps_per_epoch) if workers > 1 else 0
+    learning_rate = (_warmup_schedule(keras, float(training["learning_rate"]), peak_lr, warmup_steps)
+                     if workers > 1 else peak_lr)
+    with strategy.scope():
+        model = compile_model(build_model(training.get("precision", "float32")), learning_rate,
+                              training["pck_radius_px"])
     model_build_s = time.time() - build_start
     init_s = time.time() - process_start
 
     timer = _epoch_timer(keras)
+    steps = _step_timer(keras, out_dir / "progress.json")
     fit_start = time.time()
-    model.fit(train_ds, validation_data=val_ds, epochs=int(workload["epochs"]), callbacks=[timer], verbose=2)
+    model.fit(**fit_data, epochs=int(workload["epochs"]), callbacks=[timer, steps], verbose=2)
     train_s = time.time() - fit_start
     wall_s = time.time() - process_start
+    write_json(out_dir / "steps.json", {"worker": worker_index, "step_s": steps.step_s})
+    # Reading batch-norm statistics is itself an all-reduce under MWMS: every worker takes part.
+    weights = model.get_weights()
+    if worker_index != 0:
+        return None
 
-    predicted_px = to_pixels(model.predict(x_val, batch_size=batch_size, verbose=0))
+    # Predict with a plain copy of the trained model: outside the strategy, no collectives needed.
+    local_model = build_model(training.get("precision", "float32"))
+    local_model.set_weights(weights)
+    predicted_px = to_pixels(local_model.predict(x_val, batch_size=batch_size, verbose=0))
     true_px, mask = data["val_targets"][val_idx], data["val_mask"][val_idx]
     last = timer.rows[-1]
-    images_seen = len(x_train) * int(workload["epochs"])
+    images_per_epoch = fit_data.get("steps_per_epoch", 0) * global_batch or len(x_train)
+    images_seen = images_per_epoch * int(workload["epochs"])
     compute_s = sum(r["epoch_s"] - r["validation_s"] for r in timer.rows)
     usd_per_hour = costs.cluster_usd_per_hour(instance)
     performance = model_flops_utilisation(
@@ -147,7 +267,10 @@ def run_training(spec, dataset_path, out_dir):
     run = {
         "schema": 1,
         "instance": instance,
-        "workload": {**workload, "train_images": len(x_train), "validation_images": len(x_val)},
+        "workload": {**workload, "train_images": images_per_epoch, "validation_images": len(x_val)},
+        "cluster": {"workers": workers, "per_worker_batch": batch_size, "global_batch": global_batch,
+                    "base_learning_rate": float(training["learning_rate"]), "scaled_learning_rate": peak_lr,
+                    "warmup_steps": warmup_steps, "steps_per_epoch": steps_per_epoch},
         "training": training,
         "seed": seed,
         "config_hash": config_hash(spec),

@@ -1,0 +1,100 @@
+"""The local and local-cluster backends: real worker processes, real MultiWorkerMirroredStrategy."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from kpbench import KpbenchError
+from kpbench.backends import free_ports, run_instance, tf_config
+
+
+@pytest.fixture(scope="module")
+def cluster_dataset(tmp_path_factory):
+    from kpbench.data import preprocess
+    from kpbench.synthetic import write_synthetic_csvs
+
+    folder = tmp_path_factory.mktemp("cluster-data")
+    write_synthetic_csvs(folder, n_train=100, n_test=2, seed=21)
+    preprocess(folder, folder / "dataset.npz", folder / "stats.json", folder / "samples.npz", 0.2, 0)
+    return folder / "dataset.npz"
+
+
+def _spec(backend, workers, batch, **training):
+    return {
+        "instance": {"name": f"{backend}-{workers}", "backend": backend, "workers": workers, "gpus": 0,
+                     "usd_per_hour": 0.1, "price_date": "2026-01-01"},
+        "workload": {"name": "tiny", "epochs": 3, "batch_size": batch, "max_train_images": 64,
+                     "max_val_images": 16},
+        "training": {"learning_rate": 1e-3, "seed": 3, "pck_radius_px": 3.0, "prediction_samples": 2,
+                     "peak_matmul_size": 128, "warmup_epochs": 0, "scale_learning_rate": False, **training},
+        "limits": {"stall_timeout_s": 60, "deadline_s": 600},
+    }
+
+
+def _our_processes(marker):
+    """PIDs whose command line mentions `marker` (the run's folder): orphans if any survive."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_ports_are_fresh_and_tf_config_names_every_worker():
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    config = tf_config(ports, 2)
+    assert config["cluster"]["worker"] == [f"127.0.0.1:{p}" for p in ports]
+    assert config["task"] == {"type": "worker", "index": 2}
+
+
+def test_two_worker_cluster_matches_one_worker_at_the_same_global_batch(cluster_dataset, tmp_path):
+    single = run_instance(_spec("local", 1, 8), cluster_dataset, tmp_path / "single")
+    cluster = run_instance(_spec("local-cluster", 2, 4), cluster_dataset, tmp_path / "cluster")
+    assert cluster["cluster"]["workers"] == 2 and cluster["cluster"]["global_batch"] == 8
+    assert cluster["cluster"]["per_worker_batch"] == 4
+    assert len(cluster["cluster"]["median_step_s_per_worker"]) == 2
+    assert cluster["cost"]["usd_per_hour"] == pytest.approx(0.2)
+    assert single["cluster"]["workers"] == 1
+    assert sorted(p.name for p in (tmp_path / "cluster").iterdir()) == ["history.csv", "predictions.npz", "run.json"]
+    a, b = single["metrics"]["val_rmse_px"], cluster["metrics"]["val_rmse_px"]
+    assert abs(a - b) / a < 0.25, (a, b)
+
+
+def test_learning_rate_is_scaled_with_the_global_batch_and_warmed_up(cluster_dataset, tmp_path):
+    run = run_instance(_spec("local-cluster", 2, 4, scale_learning_rate=True, warmup_epochs=1),
+                       cluster_dataset, tmp_path / "scaled")
+    assert run["cluster"]["scaled_learning_rate"] == pytest.approx(2e-3)
+    assert run["cluster"]["warmup_steps"] == run["cluster"]["steps_per_epoch"] == 64 // 8
+
+
+@pytest.mark.parametrize("fault, expected", [
+    ("crash:1:2", r"worker 1 \(exit status 3\)"),
+    ("hang:1:2", r"worker\(s\) [01, ]+ of 2 made no training progress for 20 s"),
+])
+def test_a_crashed_or_hung_worker_ends_the_run_cleanly(cluster_dataset, tmp_path, monkeypatch, fault, expected):
+    monkeypatch.setenv("KPBENCH_INJECT_FAULT", fault)
+    spec = _spec("local-cluster", 2, 4)
+    spec["limits"]["stall_timeout_s"] = 20
+    out = tmp_path / "faulty"
+    start = time.time()
+    with pytest.raises(KpbenchError, match=expected):
+        run_instance(spec, cluster_dataset, out)
+    assert time.time() - start < 240
+    assert _our_processes(str(out)) == []
+    assert list(out.iterdir()) == []
+
+
+def test_unknown_backend_is_refused(cluster_dataset, tmp_path):
+    spec = _spec("local", 1, 8)
+    spec["instance"]["backend"] = "carrier-pigeon"
+    with pytest.raises(KpbenchError, match="unknown backend 'carrier-pigeon'"):
+        run_instance(spec, cluster_dataset, tmp_path)
+    assert "TF_CONFIG" not in os.environ and json.dumps(spec)
