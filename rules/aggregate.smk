@@ -4,11 +4,13 @@
 rule aggregate:
     input:
         runs=RUN_JSONS,
+        histories=expand("results/runs/{instance}/history.csv", instance=INSTANCES),
         original=config["original_study"]["csv"],
     output:
         "results/summary.csv",
     params:
         reference=original_reference(),
+        target=config["analysis"]["target_rmse_px"],
     conda:
         "../environment.yml"
     log:
@@ -17,4 +19,4 @@ rule aggregate:
         "benchmarks/aggregate.tsv"
     shell:
         "python -m kpbench aggregate --runs {input.runs} --original {input.original}"
-        " --reference {params.reference:q} --out {output} > {log} 2>&1"
+        " --reference {params.reference:q} --target-rmse {params.target} --out {output} > {log} 2>&1"

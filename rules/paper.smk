@@ -14,6 +14,7 @@ PAPER_SETTINGS = json.dumps(
         "workload": {"name": config["workload"], **config["workloads"][config["workload"]]},
         "training": config["training"],
         "original_study": config["original_study"],
+        "analysis": config["analysis"],
     },
     sort_keys=True,
 )

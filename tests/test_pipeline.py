@@ -70,6 +70,17 @@ def test_workflow_lints_clean(tree):
     result = snakemake(tree, "--lint", "--configfile", "tiny.yaml")
     assert "Lints for" not in result.stdout + result.stderr
 
+def test_rebuilding_from_the_same_results_is_byte_identical(tree):
+    build = tree / "paper" / "build"
+    generated = sorted(build.glob("figures/*.pdf")) + sorted(build.rglob("*.tex"))
+    before = {path: path.read_bytes() for path in generated}
+    snakemake(tree, "--cores", "1", "paper", "--forcerun", "render_figures", "render_tex",
+              "--configfile", "tiny.yaml")
+    assert len(before) == 4 + 9
+    for path, content in before.items():
+        assert path.read_bytes() == content, f"{path.name} changed on rebuild"
+
+
 def test_pipeline_benchmark_times_planning_and_a_rebuild(tree):
     result = subprocess.run([sys.executable, str(REPO / "bench" / "pipeline.py"), "--tree", str(tree),
                              "--repeats", "1", "--configfile", "tiny.yaml"], capture_output=True, text=True)

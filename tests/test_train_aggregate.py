@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, summarise
+from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, run_row, summarise, time_to_target
 from kpbench.data import KEYPOINTS
 from kpbench.train import HISTORY_COLUMNS, config_hash, per_keypoint_rmse, run_training
 
@@ -87,3 +87,22 @@ def test_summary_holds_our_runs_and_the_original_studys_rows(trained, tmp_path):
     abandoned = stored[stored["status"] == "abandoned"]
     assert set(abandoned["instance"]) == {"p2.xlarge", "p3.2xlarge"} and abandoned["cost_usd"].isna().all()
     assert len(frame) == 9
+
+
+def test_time_to_target_is_the_first_epoch_at_or_below_the_target():
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "elapsed_s": [10.0, 21.0, 30.5, 41.0],
+                            "val_rmse_px": [9.0, 6.5, 6.0, 5.0]})
+    assert time_to_target(history, 6.0) == (3, 30.5)
+    assert time_to_target(history, 9.5) == (1, 10.0)
+    assert time_to_target(history, 4.0) == (None, None)
+
+
+def test_cost_to_target_prices_init_plus_training_to_the_target(trained):
+    out, run = trained
+    history = pd.DataFrame({"epoch": [1, 2], "elapsed_s": [100.0, 200.0], "val_rmse_px": [8.0, 5.0]})
+    row = run_row(run, REFERENCE, history, target_rmse_px=6.0)
+    seconds = run["timings"]["init_s"] + 200.0
+    assert row["epochs_to_target"] == 2 and row["time_to_target_s"] == pytest.approx(seconds)
+    assert row["cost_to_target_usd"] == pytest.approx(seconds / 3600 * 0.5)
+    missed = run_row(run, REFERENCE, history, target_rmse_px=1.0)
+    assert missed["time_to_target_s"] is None and missed["cost_to_target_usd"] is None

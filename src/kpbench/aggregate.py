@@ -15,7 +15,8 @@ SUMMARY_COLUMNS = [
     "source", "instance", "backend", "status", "ec2_catalogue", "vcpus", "gpu_model", "gpus", "workers",
     "network_gbps", "epochs", "train_images", "batch_size", "init_s", "train_s", "wall_s",
     "images_per_s", "achieved_gflops", "share_of_matmul", "mfu", "precision", "val_rmse_px", "val_mae_px", "val_pck", "usd_per_hour", "price_date", "cost_usd",
-    "projected_train_s", "projected_cost_usd", "seed", "config_hash", "note",
+    "projected_train_s", "projected_cost_usd", "target_rmse_px", "epochs_to_target", "time_to_target_s",
+    "cost_to_target_usd", "seed", "config_hash", "note",
 ]
 
 
@@ -24,8 +25,19 @@ def catalogue_status(instance_name):
     return "retired" if family in RETIRED_FAMILIES else "current"
 
 
-def run_row(run, reference):
-    """One summary row from a run.json; `projected_*` scale it to the original study's workload."""
+def time_to_target(history, target_rmse_px):
+    """(epoch, seconds since fit began) at which validation RMSE first reached the target, as
+    DAWNBench ranks training; (None, None) when it never did. Validation runs once per epoch."""
+    reached = history[history["val_rmse_px"] <= target_rmse_px]
+    if reached.empty:
+        return None, None
+    first = reached.iloc[0]
+    return int(first["epoch"]), float(first["elapsed_s"])
+
+
+def run_row(run, reference, history=None, target_rmse_px=None):
+    """One summary row from a run.json; `projected_*` scale it to the original study's workload,
+    `*_to_target` read its history against the quality target."""
     instance, timings, workload = run["instance"], run["timings"], run["workload"]
     usd_per_hour = run["cost"]["usd_per_hour"]
     performance = run["performance"]
@@ -47,7 +59,17 @@ def run_row(run, reference):
         "projected_cost_usd": costs.run_cost_usd(None if projected is None else timings["init_s"] + projected,
                                                  usd_per_hour),
         "seed": run["seed"], "config_hash": run["config_hash"], "note": instance.get("note"),
+        **_to_target(run, history, target_rmse_px, usd_per_hour),
     }
+
+
+def _to_target(run, history, target_rmse_px, usd_per_hour):
+    if history is None or target_rmse_px is None:
+        return {}
+    epoch, elapsed = time_to_target(history, target_rmse_px)
+    seconds = None if elapsed is None else run["timings"]["init_s"] + elapsed
+    return {"target_rmse_px": target_rmse_px, "epochs_to_target": epoch, "time_to_target_s": seconds,
+            "cost_to_target_usd": costs.run_cost_usd(seconds, usd_per_hour)}
 
 
 def original_rows(path, reference):
@@ -83,9 +105,11 @@ def original_rows(path, reference):
     return rows
 
 
-def summarise(run_paths, original_csv, reference, out_path):
-    """Write the summary: our runs in the order given, then the original study's rows."""
-    rows = [run_row(read_json(path), reference) for path in run_paths]
+def summarise(run_paths, original_csv, reference, out_path, target_rmse_px=None):
+    """Write the summary: our runs in the order given (each with the history.csv beside its
+    run.json), then the original study's rows."""
+    rows = [run_row(read_json(path), reference, pd.read_csv(Path(path).parent / "history.csv"), target_rmse_px)
+            for path in run_paths]
     rows += original_rows(original_csv, reference)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     with atomic_path(out_path) as tmp:

@@ -54,7 +54,7 @@ def _worker(args):
 def _aggregate(args):
     from kpbench.aggregate import summarise
 
-    frame = summarise(args.runs, args.original, json.loads(args.reference), args.out)
+    frame = summarise(args.runs, args.original, json.loads(args.reference), args.out, args.target_rmse)
     print(f"{len(frame)} rows written to {args.out}")
 
 
@@ -111,6 +111,7 @@ def build_parser():
     p.add_argument("--runs", nargs="+", required=True, type=Path)
     p.add_argument("--original", required=True, type=Path)
     p.add_argument("--reference", required=True, help="the original study's workload as JSON")
+    p.add_argument("--target-rmse", type=float, help="validation RMSE target in pixels (time-to-target)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_aggregate)
 

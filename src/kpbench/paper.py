@@ -121,6 +121,9 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
         "model": read_json(model_path),
         "runs": runs,
         "ours": _records(ours),
+        # Fastest to the quality target first; runs that never reached it last.
+        "to_target": sorted(_records(ours), key=lambda r: (r["time_to_target_s"] is None,
+                                                           r["time_to_target_s"] or 0.0)),
         "original": _records(original),
         "fastest": dict(fastest),
         "cheapest": dict(cheapest),
