@@ -12,9 +12,16 @@ validate(config, "config/schema.yaml")
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/aggregate.smk"
+
+
+# A stored campaign brings its results: the stages that make them are left out altogether.
+if not CAMPAIGN:
+
+    include: "rules/data.smk"
+    include: "rules/train.smk"
+    include: "rules/aggregate.smk"
+
+
 include: "rules/figures.smk"
 include: "rules/paper.smk"
 
@@ -32,4 +39,4 @@ rule figures:
 
 rule results:
     input:
-        "results/summary.csv",
+        f"{RESULTS}/summary.csv",

@@ -26,9 +26,7 @@ def child(path_kind, source):
     from kpbench.hardware import process_start_time
 
     started = process_start_time()
-    import tf_keras  # noqa: F401  (TensorFlow's import is part of init, as in the study)
-
-    from kpbench.model import build_model, compile_model
+    from kpbench.model import build_model, compile_model  # imports TensorFlow: part of init, as in the study
     if path_kind == "kpbench":
         from kpbench.data import load_dataset
 

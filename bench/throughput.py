@@ -12,7 +12,6 @@ training FLOPs per image (3 × forward).
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -4,7 +4,7 @@
 rule aggregate:
     input:
         runs=RUN_JSONS,
-        histories=expand("results/runs/{instance}/history.csv", instance=INSTANCES),
+        histories=RUN_FILES["history.csv"],
         original=config["original_study"]["csv"],
     output:
         "results/summary.csv",

@@ -16,7 +16,15 @@ wildcard_constraints:
     instance="|".join(INSTANCES),
 
 
-RUN_JSONS = expand("results/runs/{instance}/run.json", instance=INSTANCES)
+# Reviewer mode: with `campaign` set (a stored campaign's config.yaml sets it), every figure and the
+# paper are built from that campaign's stored results; no data is fetched and nothing is trained.
+CAMPAIGN = config.get("campaign")
+RESULTS = f"{CAMPAIGN}/results" if CAMPAIGN else "results"
+RUN_JSONS = expand(f"{RESULTS}/runs/{{instance}}/run.json", instance=INSTANCES)
+RUN_FILES = {
+    name: expand(f"{RESULTS}/runs/{{instance}}/{name}", instance=INSTANCES)
+    for name in ("history.csv", "predictions.npz")
+}
 FIGURE_FILES = expand(
     "paper/build/figures/{name}.pdf",
     name=["sample_faces", "predictions", "learning_curves", "time_cost"],

@@ -3,11 +3,11 @@
 
 rule render_figures:
     input:
-        summary="results/summary.csv",
-        samples="results/dataset/samples.npz",
+        summary=f"{RESULTS}/summary.csv",
+        samples=f"{RESULTS}/dataset/samples.npz",
         runs=RUN_JSONS,
-        histories=expand("results/runs/{instance}/history.csv", instance=INSTANCES),
-        predictions=expand("results/runs/{instance}/predictions.npz", instance=INSTANCES),
+        histories=RUN_FILES["history.csv"],
+        predictions=RUN_FILES["predictions.npz"],
     output:
         FIGURE_FILES,
     conda:

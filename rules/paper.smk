@@ -23,9 +23,9 @@ PAPER_SETTINGS = json.dumps(
 rule render_tex:
     input:
         templates=TEMPLATES,
-        summary="results/summary.csv",
-        stats="results/dataset/stats.json",
-        model="results/model.json",
+        summary=f"{RESULTS}/summary.csv",
+        stats=f"{RESULTS}/dataset/stats.json",
+        model=f"{RESULTS}/model.json",
         runs=RUN_JSONS,
     output:
         TEX_FILES,

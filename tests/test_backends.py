@@ -89,7 +89,8 @@ def test_a_crashed_or_hung_worker_ends_the_run_cleanly(cluster_dataset, tmp_path
         run_instance(spec, cluster_dataset, out)
     assert time.time() - start < 240
     assert _our_processes(str(out)) == []
-    assert list(out.iterdir()) == []
+    # No result and no staging folder; only the checkpoint a rerun resumes from may stay.
+    assert [p.name for p in out.iterdir()] in ([], [".backup"])
 
 
 def test_unknown_backend_is_refused(cluster_dataset, tmp_path):
@@ -98,3 +99,31 @@ def test_unknown_backend_is_refused(cluster_dataset, tmp_path):
     with pytest.raises(KpbenchError, match="unknown backend 'carrier-pigeon'"):
         run_instance(spec, cluster_dataset, tmp_path)
     assert "TF_CONFIG" not in os.environ and json.dumps(spec)
+
+
+def test_a_run_killed_mid_epoch_resumes_and_ends_with_every_epoch(cluster_dataset, tmp_path, monkeypatch):
+    spec = _spec("local", 1, 8)  # 64 images: 8 steps an epoch, 3 epochs
+    out = tmp_path / "resumed"
+    monkeypatch.setenv("KPBENCH_INJECT_FAULT", "crash:0:12")  # halfway through epoch 2
+    with pytest.raises(KpbenchError, match=r"worker 0 \(exit status 3\)"):
+        run_instance(spec, cluster_dataset, out)
+    assert not (out / "run.json").exists()
+    assert json.loads((out / ".backup" / "epochs.json").read_text())[-1]["epoch"] == 1
+    monkeypatch.delenv("KPBENCH_INJECT_FAULT")
+    run = run_instance(spec, cluster_dataset, out)
+    assert run["timings"]["resumed_from_epoch"] == 1
+    history = (out / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
+    assert len(run["timings"]["epoch_s"]) == 3
+    assert not (out / ".backup").exists()
+
+
+def test_a_backup_from_another_configuration_is_not_resumed(cluster_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "changed"
+    monkeypatch.setenv("KPBENCH_INJECT_FAULT", "crash:0:12")
+    with pytest.raises(KpbenchError):
+        run_instance(_spec("local", 1, 8), cluster_dataset, out)
+    monkeypatch.delenv("KPBENCH_INJECT_FAULT")
+    run = run_instance(_spec("local", 1, 8, learning_rate=5e-4), cluster_dataset, out)
+    assert run["timings"]["resumed_from_epoch"] == 0
+    assert len(run["timings"]["epoch_s"]) == 3

@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 
 from kpbench import KpbenchError
 from kpbench.cli import main
-from kpbench.data import (KEYPOINTS, TARGET_COLUMNS, DataError, check_raw, fetch_raw, load_dataset,
-                          load_training_csv, split_indices)
+from kpbench.data import (KEYPOINTS, DataError, fetch_raw, load_dataset, load_test_csv, load_training_csv,
+                          preprocess, split_indices)
 
 
 def _rows(path):
@@ -119,14 +120,13 @@ def test_malformed_training_csv_names_file_line_and_column_and_writes_nothing(ca
 
 def test_malformed_test_csv_is_reported(raw_copy):
     _set(raw_copy / "test.csv", 3, "ImageId", "three")
-    with pytest.raises(DataError, match=r"test\.csv: line 3, column ImageId"):
-        check_raw(raw_copy) and __import__("kpbench.data").data.load_test_csv(raw_copy / "test.csv")
+    with pytest.raises(DataError, match=r"test\.csv: line 3, column ImageId: 'three' is not an integer"):
+        load_test_csv(raw_copy / "test.csv")
 
 
 def test_lookup_table_must_name_known_features(raw_copy, tmp_path):
     _set(raw_copy / "IdLookupTable.csv", 4, "FeatureName", "chin_x")
     with pytest.raises(DataError, match=r"IdLookupTable\.csv: line 4, column FeatureName: unknown feature 'chin_x'"):
-        from kpbench.data import preprocess
         preprocess(raw_copy, tmp_path / "d.npz", tmp_path / "s.json", tmp_path / "x.npz", 0.1, 0)
     assert not list(tmp_path.glob("*.npz")) and not (tmp_path / "s.json").exists()
 
@@ -196,7 +196,7 @@ def test_kaggle_source_downloads_unpacks_and_checks(raw_dir, tmp_path, kaggle_en
     kaggle_env.setenv("KAGGLE_USERNAME", "someone")
     kaggle_env.setenv("KAGGLE_KEY", "0123456789abcdef")
     archive = _kaggle_archive(raw_dir, tmp_path / "built.zip")
-    calls = _replace_download(kaggle_env, lambda c, path: __import__("shutil").copy(archive, f"{path}/{c}.zip"))
+    calls = _replace_download(kaggle_env, lambda c, path: shutil.copy(archive, f"{path}/{c}.zip"))
     kaggle_env.setattr("kpbench.data.KAGGLE_ROWS", {"training.csv": 60, "test.csv": 6,
                                                     "IdLookupTable.csv": len(_rows(raw_dir / "IdLookupTable.csv")) - 1})
     fetch_raw({"source": "kaggle", "competition": "facial-keypoints-detection"}, tmp_path / "raw")
@@ -208,7 +208,7 @@ def test_kaggle_download_with_wrong_row_counts_is_rejected(raw_dir, tmp_path, ka
     kaggle_env.setenv("KAGGLE_USERNAME", "someone")
     kaggle_env.setenv("KAGGLE_KEY", "0123456789abcdef")
     archive = _kaggle_archive(raw_dir, tmp_path / "built.zip")
-    _replace_download(kaggle_env, lambda c, path: __import__("shutil").copy(archive, f"{path}/{c}.zip"))
+    _replace_download(kaggle_env, lambda c, path: shutil.copy(archive, f"{path}/{c}.zip"))
     with pytest.raises(DataError, match="training.csv: 60 rows, expected 7049"):
         fetch_raw({"source": "kaggle"}, tmp_path / "raw")
     assert not list((tmp_path / "raw").glob("*.csv"))

@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,7 @@ from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, run_row, summarise, 
 from kpbench.data import KEYPOINTS
 from kpbench.train import HISTORY_COLUMNS, config_hash, per_keypoint_rmse, run_training
 
-ORIGINAL_CSV = __import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
+ORIGINAL_CSV = Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
 REFERENCE = {"epochs": 100, "train_images": 6344, "batch_size": 64, "price_date": "as published"}
 INSTANCE = {"name": "tiny-box", "backend": "local", "gpus": 0, "workers": 1, "usd_per_hour": 0.5,
             "price_date": "2026-01-01", "note": "a & b"}

@@ -21,6 +21,7 @@ from kpbench.io import read_json, write_json
 from kpbench.train import RUN_FILES
 
 PROGRESS_FILE = "progress.json"
+BACKUP_DIR = ".backup"  # survives a failed run (Snakemake does not know it), so a rerun resumes
 STEPS_FILE = "steps.json"
 
 
@@ -86,7 +87,8 @@ class LocalProcesses(Backend):
             log = open(folder / "worker.log", "w")
             self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "kpbench", "worker", "--spec", f"@{spec_path}",
-                 "--dataset", str(self.dataset), "--out", str(folder)],
+                 "--dataset", str(self.dataset), "--out", str(folder),
+                 "--backup-dir", str(self.out_dir / BACKUP_DIR)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
             log.close()
 
@@ -154,6 +156,11 @@ class LocalProcesses(Backend):
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         if self.staging is not None:
+            # The workers' own logs end up in this process's output: the rule's log file.
+            for index in range(len(self.processes)):
+                log = self._worker_dir(index) / "worker.log"
+                if log.exists():
+                    print(f"--- worker {index} log ---\n{log.read_text(errors='replace')}", flush=True)
             shutil.rmtree(self.staging, ignore_errors=True)
 
 

@@ -48,7 +48,7 @@ def _train(args):
 def _worker(args):
     from kpbench.train import load_spec, run_training
 
-    run_training(load_spec(args.spec), args.dataset, args.out)
+    run_training(load_spec(args.spec), args.dataset, args.out, args.backup_dir)
 
 
 def _aggregate(args):
@@ -71,6 +71,14 @@ def _paper(args):
     context = build_context(args.summary, args.stats, args.model, args.runs, json.loads(args.settings))
     for path in render(args.templates, args.out, context):
         print(path)
+
+
+def _store_campaign(args):
+    from kpbench.campaign import store_campaign
+
+    folder = store_campaign(args.results, args.configfile, args.out)
+    print(f"stored campaign in {folder}; rebuild its paper with:\n"
+          f"  snakemake --cores 1 paper --configfile {folder}/config.yaml")
 
 
 def build_parser():
@@ -105,6 +113,7 @@ def build_parser():
     p.add_argument("--spec", required=True, help="run spec as JSON, or @file")
     p.add_argument("--dataset", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--backup-dir", type=Path, help="checkpoint folder to resume an interrupted run from")
     p.set_defaults(func=_worker)
 
     p = commands.add_parser("aggregate", help="run.json files + original study → summary.csv")
@@ -131,6 +140,12 @@ def build_parser():
     p.add_argument("--templates", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_paper)
+    p = commands.add_parser("store-campaign", help="keep finished results as a campaign reviewers can rebuild")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--configfile", type=Path, nargs="+", default=[Path("config/config.yaml")],
+                   help="the configuration the results were made with, overlays last")
+    p.add_argument("--out", type=Path, required=True, help="e.g. campaigns/2026-11-25-default")
+    p.set_defaults(func=_store_campaign)
     return parser
 
 

@@ -128,15 +128,15 @@ def parse_images(strings, path, column="Image"):
     All rows are joined into one byte buffer; token boundaries, digits and values are found with
     array operations, so the cost is a few passes over the bytes instead of a Python loop per pixel.
     """
-    strings = list(strings)
-    lengths = np.fromiter((len(s) for s in strings), dtype=np.int64, count=len(strings))
+    strings = pd.Series(strings, dtype=str).reset_index(drop=True)
+    lengths = strings.str.len().to_numpy(dtype=np.int64)
     if (lengths == 0).any():
         row = int(np.argmax(lengths == 0))
         raise DataError(f"{path}: line {_line(row)}, column {column}: empty")
     try:
         buf = np.frombuffer(" ".join(strings).encode("ascii"), dtype=np.uint8)
     except UnicodeEncodeError:
-        row = next(i for i, s in enumerate(strings) if not s.isascii())
+        row = int(np.argmax(~strings.map(str.isascii).to_numpy()))
         raise DataError(f"{path}: line {_line(row)}, column {column}: non-ASCII characters") from None
     row_starts = np.concatenate(([0], np.cumsum(lengths[:-1] + 1)))
 
@@ -148,8 +148,8 @@ def parse_images(strings, path, column="Image"):
     if bad_char.any():
         offset = int(np.argmax(bad_char))
         row = row_of(offset)
-        local = offset - row_starts[row]
-        token = strings[row][strings[row].rfind(" ", 0, local) + 1:].split(" ", 1)[0]
+        text, local = strings.iloc[row], offset - row_starts[row]
+        token = text[text.rfind(" ", 0, local) + 1:].split(" ", 1)[0]
         raise DataError(f"{path}: line {_line(row)}, column {column}: {token!r} is not a pixel value "
                         "(integers 0-255 separated by spaces)")
     is_digit = ~is_space

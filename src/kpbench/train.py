@@ -72,13 +72,18 @@ def distributed_datasets(strategy, x_train, y_train, x_val, y_val, per_worker_ba
             "validation_data": per_worker(x_val, y_val, val_steps, False), "validation_steps": val_steps}
 
 
-def _epoch_timer(keras):
+def _epoch_timer(keras, earlier_rows=(), journal=None):
     class EpochTimer(keras.callbacks.Callback):
-        """Wall-clock per epoch, and how much of it validation took, measured around fit's own loop."""
+        """Wall-clock per epoch, and how much of it validation took, measured around fit's own loop.
+
+        A resumed run starts from the rows of the epochs already done (`earlier_rows`) so its history
+        covers every epoch; each finished epoch is journalled so a later resume finds it.
+        """
 
         def on_train_begin(self, logs=None):
             self.start = time.perf_counter()
-            self.rows = []
+            self.rows = list(earlier_rows)
+            self.offset = self.rows[-1]["elapsed_s"] if self.rows else 0.0
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_start = time.perf_counter()
@@ -93,13 +98,18 @@ def _epoch_timer(keras):
         def on_epoch_end(self, epoch, logs=None):
             now = time.perf_counter()
             logs = logs or {}
+            # An epoch redone after a resume replaces its journalled row.
+            self.rows = [row for row in self.rows if row["epoch"] < epoch + 1]
             self.rows.append({
-                "epoch": epoch + 1, "elapsed_s": now - self.start, "epoch_s": now - self.epoch_start,
+                "epoch": epoch + 1, "elapsed_s": self.offset + now - self.start,
+                "epoch_s": now - self.epoch_start,
                 "validation_s": self.validation_s, "loss": logs.get("loss"), "rmse_px": logs.get("rmse"),
                 "mae_px": logs.get("mae"), "pck": logs.get("pck"), "val_loss": logs.get("val_loss"),
                 "val_rmse_px": logs.get("val_rmse"), "val_mae_px": logs.get("val_mae"),
                 "val_pck": logs.get("val_pck"),
             })
+            if journal is not None:
+                write_json(journal, self.rows)
 
     return EpochTimer()
 
@@ -185,12 +195,30 @@ def _injected_fault(steps_done):
         time.sleep(10 ** 6)
 
 
-def run_training(spec, dataset_path, out_dir):
+def _prepare_backup(backup_dir, spec_hash, worker_index):
+    """Epoch rows of an interrupted run of the same spec, and where to journal new ones.
+
+    A backup made for another spec (the configuration changed since) is discarded, so a resume
+    never mixes two configurations."""
+    stamp = backup_dir / "spec_hash"
+    if backup_dir.exists() and (not stamp.exists() or stamp.read_text() != spec_hash):
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    journal = backup_dir / "epochs.json"
+    if worker_index != 0:
+        return [], None
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(spec_hash)
+    earlier = json.loads(journal.read_text()) if journal.exists() else []
+    return earlier, journal
+
+
+def run_training(spec, dataset_path, out_dir, backup_dir=None):
     """Train once as `spec` says and write the run's files into `out_dir`, all or nothing.
 
     Inside a cluster (TF_CONFIG names several workers) every worker runs this under
     MultiWorkerMirroredStrategy on its own shard; the chief (worker 0) writes the run's files and
-    every worker writes its step times.
+    every worker writes its step times. With `backup_dir`, a run interrupted mid-epoch resumes from
+    its last finished epoch when started again, and the backup is removed once the run is written.
     """
     process_start = process_start_time()
     import_start = time.time()
@@ -239,11 +267,19 @@ def run_training(spec, dataset_path, out_dir):
     model_build_s = time.time() - build_start
     init_s = time.time() - process_start
 
-    timer = _epoch_timer(keras)
+    earlier_rows, callbacks, journal = [], [], None
+    if backup_dir is not None:
+        earlier_rows, journal = _prepare_backup(Path(backup_dir), config_hash(spec), worker_index)
+        callbacks.append(keras.callbacks.BackupAndRestore(str(Path(backup_dir) / "checkpoint")))
+    timer = _epoch_timer(keras, earlier_rows, journal)
     steps = _step_timer(keras, out_dir / "progress.json")
     fit_start = time.time()
-    model.fit(**fit_data, epochs=int(workload["epochs"]), callbacks=[timer, steps], verbose=2)
+    model.fit(**fit_data, epochs=int(workload["epochs"]), callbacks=[timer, steps, *callbacks], verbose=2)
+    # A resumed run's training time is that of the epochs its result is made of.
     train_s = time.time() - fit_start
+    resumed_from_epoch = len(earlier_rows)
+    if resumed_from_epoch:
+        train_s = sum(row["epoch_s"] for row in timer.rows)
     wall_s = time.time() - process_start
     write_json(out_dir / "steps.json", {"worker": worker_index, "step_s": steps.step_s})
     # Reading batch-norm statistics is itself an all-reduce under MWMS: every worker takes part.
@@ -279,7 +315,7 @@ def run_training(spec, dataset_path, out_dir):
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(process_start)),
         "timings": {
             "imports_s": imports_s, "data_load_s": data_load_s, "model_build_s": model_build_s,
-            "init_s": init_s, "train_s": train_s, "wall_s": wall_s,
+            "init_s": init_s, "train_s": train_s, "wall_s": wall_s, "resumed_from_epoch": resumed_from_epoch,
             "epoch_s": [r["epoch_s"] for r in timer.rows],
             "validation_s": [r["validation_s"] for r in timer.rows],
             "images_per_s": images_seen / train_s,
@@ -299,6 +335,8 @@ def run_training(spec, dataset_path, out_dir):
         "images": np.rint(x_val[samples, ..., 0] * 255).astype(np.uint8),
         "true_px": true_px[samples], "mask": mask[samples], "predicted_px": predicted_px[samples],
     })
+    if backup_dir is not None:
+        shutil.rmtree(backup_dir, ignore_errors=True)
     return run
 
 

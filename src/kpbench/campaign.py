@@ -1,0 +1,60 @@
+"""Stored campaigns: finished results plus the configuration that made them, so a reviewer can
+rebuild every figure and the paper without data, credentials or accelerators (reviewer mode)."""
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from kpbench import KpbenchError
+from kpbench.io import atomic_path
+
+# What the figures and the paper read; data/ and training checkpoints are deliberately left out.
+CAMPAIGN_FILES = ("summary.csv", "model.json", "dataset/stats.json", "dataset/samples.npz")
+RUN_FILES = ("run.json", "history.csv", "predictions.npz")
+
+
+def merged_config(paths):
+    """The configuration as Snakemake sees it: later files override earlier ones, key by key."""
+    def merge(base, overlay):
+        for key, value in overlay.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    config = {}
+    for path in paths:
+        merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
+
+
+def store_campaign(results, config_paths, out):
+    """Copy the results of every configured instance and the configuration into `out`, whole or not
+    at all; the copied config.yaml points `campaign` at `out`, which turns on reviewer mode."""
+    results, out = Path(results), Path(out)
+    config = merged_config(config_paths)
+    wanted = list(CAMPAIGN_FILES) + [f"runs/{row['name']}/{name}" for row in config["instances"]
+                                     for name in RUN_FILES]
+    missing = [name for name in wanted if not (results / name).is_file()]
+    if missing:
+        raise KpbenchError(f"{results}: not a finished campaign, missing {', '.join(missing)}")
+    if out.exists():
+        raise KpbenchError(f"{out} exists already; campaigns are never overwritten")
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for name in wanted:
+            target = staging / "results" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(results / name, target)
+        config["campaign"] = out.as_posix()
+        with atomic_path(staging / "config.yaml") as tmp:
+            tmp.write_text("# A stored campaign: `snakemake --cores 1 paper --configfile "
+                           f"{out.as_posix()}/config.yaml` rebuilds its paper.\n"
+                           + yaml.safe_dump(config, sort_keys=False))
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

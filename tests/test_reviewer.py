@@ -1,0 +1,76 @@
+"""Reviewer mode: the shipped campaign rebuilds the paper with no data and no training."""
+
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from kpbench import KpbenchError
+from kpbench.campaign import store_campaign
+from test_pipeline import REPO, planned_jobs, snakemake
+
+CAMPAIGNS = sorted((REPO / "campaigns").glob("*/config.yaml"))
+
+
+def test_a_campaign_ships_with_the_repository():
+    assert CAMPAIGNS, "campaigns/*/config.yaml"
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory):
+    """A clean tree with the workflow and the stored campaigns, but no data/ and no results/."""
+    root = tmp_path_factory.mktemp("review")
+    for name in ("Snakefile", "rules", "config", "environment.yml", "campaigns"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    shutil.copytree(REPO / "paper" / "templates", root / "paper" / "templates")
+    config = CAMPAIGNS[0].relative_to(REPO)
+    result = snakemake(root, "--cores", "1", "paper", "--configfile", str(config))
+    return root, config.parent, result
+
+
+def test_reviewer_mode_builds_the_paper_without_data_or_training(reviewed):
+    root, campaign, result = reviewed
+    assert planned_jobs(result.stdout + result.stderr) == {
+        "render_figures": 1, "render_tex": 1, "compile_pdf": 1, "paper": 1}
+    assert (root / "paper" / "build" / "paper.pdf").is_file()
+    assert not (root / "data").exists() and not (root / "results").exists()
+
+
+def test_the_pdf_carries_the_stored_numbers(reviewed):
+    root, campaign, _ = reviewed
+    summary = pd.read_csv(root / campaign / "results" / "summary.csv")
+    text = subprocess.run(["pdftotext", str(root / "paper" / "build" / "paper.pdf"), "-"],
+                          capture_output=True, text=True, check=True).stdout
+    ours = summary[summary["source"] == "kpbench"]
+    assert len(ours) >= 1
+    for row in ours.itertuples():
+        assert row.instance in text
+        assert f"{row.val_rmse_px:.2f}" in text and f"{row.train_s:,.1f}" in text
+        assert f"{row.images_per_s:,.1f}" in text
+    for row in summary[summary["status"] == "measured"].itertuples():
+        assert f"{row.usd_per_hour:.3f}" in text  # the instance table's prices, ours and theirs
+    assert "7,266,494" in text
+
+
+def test_storing_a_campaign_copies_results_and_config(tmp_path):
+    source = REPO / CAMPAIGNS[0].parent / "results"
+    config = CAMPAIGNS[0]
+    out = tmp_path / "campaigns" / "copy"
+    store_campaign(source, [config], out)
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    assert stored["campaign"] == out.as_posix()
+    assert (out / "results" / "summary.csv").read_bytes() == (source / "summary.csv").read_bytes()
+    with pytest.raises(KpbenchError, match="never overwritten"):
+        store_campaign(source, [config], out)
+
+
+def test_an_unfinished_campaign_is_refused_and_nothing_is_written(tmp_path):
+    results = tmp_path / "results"
+    (results / "runs" / "local").mkdir(parents=True)
+    (results / "summary.csv").write_text("x\n")
+    with pytest.raises(KpbenchError, match="not a finished campaign, missing model.json"):
+        store_campaign(results, [REPO / "config" / "config.yaml"], tmp_path / "campaigns" / "c")
+    assert not (tmp_path / "campaigns").exists() or not any((tmp_path / "campaigns").iterdir())
