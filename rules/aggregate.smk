@@ -6,6 +6,7 @@ rule aggregate:
         runs=RUN_JSONS,
         histories=RUN_FILES["history.csv"],
         original=config["original_study"]["csv"],
+        model="results/model.json",
     output:
         "results/summary.csv",
     params:
@@ -19,4 +20,5 @@ rule aggregate:
         "benchmarks/aggregate.tsv"
     shell:
         "python -m kpbench aggregate --runs {input.runs} --original {input.original}"
-        " --reference {params.reference:q} --target-rmse {params.target} --out {output} > {log} 2>&1"
+        " --reference {params.reference:q} --target-rmse {params.target} --model {input.model}"
+        " --out {output} > {log} 2>&1"

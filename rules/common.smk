@@ -27,7 +27,7 @@ RUN_FILES = {
 }
 FIGURE_FILES = expand(
     "paper/build/figures/{name}.pdf",
-    name=["sample_faces", "predictions", "learning_curves", "time_cost"],
+    name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto"],
 )
 
 

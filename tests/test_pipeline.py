@@ -76,7 +76,7 @@ def test_rebuilding_from_the_same_results_is_byte_identical(tree):
     before = {path: path.read_bytes() for path in generated}
     snakemake(tree, "--cores", "1", "paper", "--forcerun", "render_figures", "render_tex",
               "--configfile", "tiny.yaml")
-    assert len(before) == 4 + 9
+    assert len(before) == 5 + 9
     for path, content in before.items():
         assert path.read_bytes() == content, f"{path.name} changed on rebuild"
 

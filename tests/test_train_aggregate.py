@@ -11,7 +11,8 @@ from kpbench.data import KEYPOINTS
 from kpbench.train import HISTORY_COLUMNS, config_hash, per_keypoint_rmse, run_training
 
 ORIGINAL_CSV = Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
-REFERENCE = {"epochs": 100, "train_images": 6344, "batch_size": 64, "price_date": "as published"}
+REFERENCE = {"epochs": 100, "train_images": 6344, "batch_size": 64, "price_date": "as published",
+             "training_flops_per_image": 3 * 795_703_296}
 INSTANCE = {"name": "tiny-box", "backend": "local", "gpus": 0, "workers": 1, "usd_per_hour": 0.5,
             "price_date": "2026-01-01", "note": "a & b"}
 
@@ -83,6 +84,8 @@ def test_summary_holds_our_runs_and_the_original_studys_rows(trained, tmp_path):
     t4 = stored[stored["instance"] == "g4dn.xlarge"].iloc[0]
     assert t4["cost_usd"] == pytest.approx((18.12 + 595.34) / 3600 * 0.71, rel=1e-5)
     assert t4["ec2_catalogue"] == "current"
+    # The T4 trained 6,344 x 100 images in 595.34 s: 1,065.6 img/s x 2.387 GFLOP against 8.1 TFLOP/s.
+    assert t4["mfu"] == pytest.approx(6344 * 100 / 595.34 * 3 * 795_703_296 / 8.1e12, rel=1e-4)
     retired = stored.set_index("instance")["ec2_catalogue"]
     assert retired["g3s.xlarge"] == retired["g3.4xlarge"] == retired["p3.2xlarge"] == "retired"
     abandoned = stored[stored["status"] == "abandoned"]

@@ -72,6 +72,17 @@ def _to_target(run, history, target_rmse_px, usd_per_hour):
             "cost_to_target_usd": costs.run_cost_usd(seconds, usd_per_hour)}
 
 
+def datasheet_mfu(images_per_s, training_flops_per_image, instance, gpu_model, gpus):
+    """MFU of a published row: its throughput against the datasheet peak of its devices."""
+    from kpbench.peaks import peak_tflops
+
+    device = gpu_model if gpus else f"{instance} CPU"
+    peak = peak_tflops(device, "float32", int(gpus) if gpus else 1)
+    if not peak or not images_per_s or not training_flops_per_image:
+        return None
+    return images_per_s * training_flops_per_image / (peak * 1e12)
+
+
 def original_rows(path, reference):
     """The original study's published rows; its cost is (init + train) at the price it paid."""
     frame = pd.read_csv(path)
@@ -96,6 +107,9 @@ def original_rows(path, reference):
             "batch_size": reference["batch_size"] if measured else None,
             "init_s": record["init_s"], "train_s": record["train_s"], "wall_s": seconds,
             "images_per_s": images_per_s, "usd_per_hour": record["usd_per_hour"],
+            "mfu": datasheet_mfu(images_per_s, reference.get("training_flops_per_image"), record["instance"],
+                                 record["gpu_model"], record["gpus"]),
+            "precision": "float32" if measured else None,
             "price_date": reference.get("price_date"),
             "cost_usd": costs.run_cost_usd(seconds, record["usd_per_hour"]),
             "projected_train_s": record["train_s"],

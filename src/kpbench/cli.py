@@ -54,7 +54,11 @@ def _worker(args):
 def _aggregate(args):
     from kpbench.aggregate import summarise
 
-    frame = summarise(args.runs, args.original, json.loads(args.reference), args.out, args.target_rmse)
+    from kpbench.io import read_json
+
+    reference = json.loads(args.reference)
+    reference["training_flops_per_image"] = read_json(args.model)["training_flops_per_image"]
+    frame = summarise(args.runs, args.original, reference, args.out, args.target_rmse)
     print(f"{len(frame)} rows written to {args.out}")
 
 
@@ -121,6 +125,7 @@ def build_parser():
     p.add_argument("--original", required=True, type=Path)
     p.add_argument("--reference", required=True, help="the original study's workload as JSON")
     p.add_argument("--target-rmse", type=float, help="validation RMSE target in pixels (time-to-target)")
+    p.add_argument("--model", required=True, type=Path, help="results/model.json (FLOPs per image, for MFU)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_aggregate)
 

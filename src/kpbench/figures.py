@@ -13,7 +13,6 @@ import pandas as pd  # noqa: E402
 from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS  # noqa: E402
 from kpbench.io import atomic_path  # noqa: E402
 
-FIGURES = ("sample_faces", "predictions", "learning_curves", "time_cost")
 # No dates or versions in the files: the same results give the same bytes.
 PDF_METADATA = {"Creator": "kpbench", "Producer": "kpbench", "CreationDate": None}
 COLOURS = {SOURCE_OURS: "#1f77b4", SOURCE_ORIGINAL: "#bbbbbb"}
@@ -106,6 +105,38 @@ def time_cost(summary, out_path):
     _save(fig, out_path)
 
 
+def pareto(summary, out_path):
+    """Cost against time of one run of the original study's workload: a machine is worth renting
+    only if no other is both faster and cheaper (the Pareto front, drawn as a line)."""
+    rows = summary[summary["projected_train_s"].notna() & summary["projected_cost_usd"].notna()]
+    minutes, cost = rows["projected_train_s"].to_numpy() / 60, rows["projected_cost_usd"].to_numpy()
+    front = [i for i in range(len(rows))
+             if not ((minutes <= minutes[i]) & (cost <= cost[i]) & ((minutes < minutes[i]) | (cost < cost[i]))).any()]
+    front.sort(key=lambda i: minutes[i])
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    for source, marker in ((SOURCE_OURS, "o"), (SOURCE_ORIGINAL, "s")):
+        chosen = (rows["source"] == source).to_numpy()
+        ax.scatter(minutes[chosen], cost[chosen], c=COLOURS[source], marker=marker, s=28,
+                   edgecolors="black", linewidths=0.4, label="kpbench" if source == SOURCE_OURS else "original study")
+    ax.plot(minutes[front], cost[front], color="black", linewidth=0.6, linestyle="--", label="Pareto front")
+    # Neighbours in time get labels above and below in turn, so close points stay readable.
+    for rank, i in enumerate(np.argsort(minutes, kind="stable")):
+        ax.annotate(rows["instance"].iloc[i], (minutes[i], cost[i]), xytext=(4, 4 if rank % 2 == 0 else -9),
+                    textcoords="offset points", fontsize=6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.margins(0.15)
+    ax.set_xlabel("training time (minutes)")
+    ax.set_ylabel("cost of one run (USD)")
+    ax.grid(True, which="major", linewidth=0.3, alpha=0.5)
+    ax.legend(frameon=False, loc="lower right")
+    _save(fig, out_path)
+
+
 def render_all(summary_path, samples_path, run_dirs, out_dir):
     """All figures of the paper; `run_dirs` maps a run's label to its results folder."""
     out_dir = Path(out_dir)
@@ -116,4 +147,5 @@ def render_all(summary_path, samples_path, run_dirs, out_dir):
     predictions(Path(run_dirs[best]) / "predictions.npz", out_dir / "predictions.pdf")
     learning_curves(histories, out_dir / "learning_curves.pdf")
     time_cost(summary, out_dir / "time_cost.pdf")
+    pareto(summary, out_dir / "pareto.pdf")
     return best

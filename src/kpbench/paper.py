@@ -15,6 +15,7 @@ from kpbench import KpbenchError
 from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS
 from kpbench.data import KEYPOINTS
 from kpbench.io import read_json, write_text
+from kpbench.peaks import PEAKS
 
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -129,6 +130,7 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
         "cheapest": dict(cheapest),
         "keypoint_rows": keypoint_rows,
         "commit": git_commit(Path(summary_path).resolve().parent),
+        "peaks": PEAKS,
     }
 
 
