@@ -11,6 +11,9 @@ configfile: "config/config.yaml"
 validate(config, "config/schema.yaml")
 
 
+report: "paper/report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 

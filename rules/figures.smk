@@ -9,7 +9,7 @@ rule render_figures:
         histories=RUN_FILES["history.csv"],
         predictions=RUN_FILES["predictions.npz"],
     output:
-        FIGURE_FILES,
+        [report(path, category="Figures") for path in FIGURE_FILES],
     conda:
         "../environment.yml"
     log:

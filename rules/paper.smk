@@ -48,7 +48,7 @@ rule compile_pdf:
         TEX_FILES,
         FIGURE_FILES,
     output:
-        "paper/build/paper.pdf",
+        report("paper/build/paper.pdf", category="Paper"),
     conda:
         "../environment.yml"
     log:

@@ -34,7 +34,7 @@ def tree(tmp_path_factory):
     for name in ("Snakefile", "rules", "config", "environment.yml"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    shutil.copytree(REPO / "paper" / "templates", root / "paper" / "templates")
+    shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
     shutil.copy(REPO / "tests" / "data" / "tiny.yaml", root / "tiny.yaml")
     snakemake(root, "--cores", "2", "paper", "--configfile", "tiny.yaml")
     return root

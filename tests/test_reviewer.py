@@ -25,7 +25,7 @@ def reviewed(tmp_path_factory):
     for name in ("Snakefile", "rules", "config", "environment.yml", "campaigns"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    shutil.copytree(REPO / "paper" / "templates", root / "paper" / "templates")
+    shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
     config = CAMPAIGNS[0].relative_to(REPO)
     result = snakemake(root, "--cores", "1", "paper", "--configfile", str(config))
     return root, config.parent, result
@@ -74,3 +74,12 @@ def test_an_unfinished_campaign_is_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(KpbenchError, match="not a finished campaign, missing model.json"):
         store_campaign(results, [REPO / "config" / "config.yaml"], tmp_path / "campaigns" / "c")
     assert not (tmp_path / "campaigns").exists() or not any((tmp_path / "campaigns").iterdir())
+
+
+def test_snakemake_report_holds_the_figures_and_the_paper(reviewed):
+    root, campaign, _ = reviewed
+    snakemake(root, "--report", "report.html", "--configfile", str(campaign / "config.yaml"))
+    html = (root / "report.html").read_text(errors="replace")
+    for name in ("sample_faces.pdf", "predictions.pdf", "learning_curves.pdf", "time_cost.pdf", "pareto.pdf",
+                 "paper.pdf"):
+        assert name in html
