@@ -237,3 +237,18 @@ def test_kaggle_refusals_are_explained(tmp_path, kaggle_env, status, expected):
     with pytest.raises(KpbenchError, match=expected) as info:
         fetch_raw({"source": "kaggle"}, tmp_path / "raw")
     assert "0123456789abcdef" not in str(info.value)
+
+
+def test_fast_and_checked_image_parsers_agree(raw_dir):
+    import pandas as pd
+
+    from kpbench.data import _parse_images_checked, _parse_images_fast, parse_images
+
+    images = pd.read_csv(raw_dir / "training.csv", dtype=str)["Image"]
+    fast = _parse_images_fast(images)
+    assert fast is not None
+    assert np.array_equal(fast, _parse_images_checked(images, "training.csv", "Image"))
+    # Odd spacing is not an error: the fast path declines and the checked parser gives the same pixels.
+    spaced = images.str.replace(" ", "  ", n=3)
+    assert _parse_images_fast(spaced) is None
+    assert np.array_equal(parse_images(spaced, "training.csv"), fast)
