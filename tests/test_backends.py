@@ -47,6 +47,18 @@ def _our_processes(marker):
     return found
 
 
+def test_step_breakdown_takes_medians_over_workers():
+    from kpbench.backends import step_breakdown
+
+    steps = [{"step_s": [9.0, 1.0, 1.2, 1.1], "compute_step_s": 0.7},
+             {"step_s": [9.0, 1.0, 1.0, 1.3], "compute_step_s": 0.9}]
+    result = step_breakdown(steps)
+    assert result["median_step_s"] == pytest.approx(1.05)  # medians 1.1 and 1.0, first step left out
+    assert result["compute_step_s"] == pytest.approx(0.8)
+    assert result["allreduce_wait_s"] == pytest.approx(0.25)
+    assert result["allreduce_share"] == pytest.approx(0.25 / 1.05)
+
+
 def test_ports_are_fresh_and_tf_config_names_every_worker():
     ports = free_ports(3)
     assert len(set(ports)) == 3
@@ -61,6 +73,10 @@ def test_two_worker_cluster_matches_one_worker_at_the_same_global_batch(cluster_
     assert cluster["cluster"]["workers"] == 2 and cluster["cluster"]["global_batch"] == 8
     assert cluster["cluster"]["per_worker_batch"] == 4
     assert len(cluster["cluster"]["median_step_s_per_worker"]) == 2
+    breakdown = cluster["cluster"]
+    assert 0 < breakdown["compute_step_s"] and 0 <= breakdown["allreduce_share"] < 1
+    assert breakdown["allreduce_wait_s"] == pytest.approx(
+        max(0.0, breakdown["median_step_s"] - breakdown["compute_step_s"]))
     assert cluster["cost"]["usd_per_hour"] == pytest.approx(0.2)
     assert single["cluster"]["workers"] == 1
     assert sorted(p.name for p in (tmp_path / "cluster").iterdir()) == ["history.csv", "predictions.npz", "run.json"]

@@ -137,6 +137,7 @@ class LocalProcesses(Backend):
         if self.workers > 1:
             steps = [read_json(self._worker_dir(i) / STEPS_FILE) for i in range(self.workers)]
             run["cluster"]["median_step_s_per_worker"] = step_summary(steps)
+            run["cluster"].update(step_breakdown(steps))
         write_json(chief / "run.json", run)
         for name in RUN_FILES:
             (chief / name).replace(self.out_dir / name)
@@ -169,6 +170,18 @@ def step_summary(steps_per_worker):
     import statistics
 
     return [statistics.median(w["step_s"][1:] or w["step_s"]) for w in steps_per_worker]
+
+
+def step_breakdown(steps_per_worker):
+    """Step time split into compute (each worker's own forward and backward pass, timed without
+    collectives) and the rest, spent in or waiting for the all-reduce; medians over workers."""
+    import statistics
+
+    step = statistics.median(step_summary(steps_per_worker))
+    compute = statistics.median(w["compute_step_s"] for w in steps_per_worker)
+    wait = max(0.0, step - compute)
+    return {"median_step_s": step, "compute_step_s": compute, "allreduce_wait_s": wait,
+            "allreduce_share": wait / step}
 
 
 BACKENDS = {"local": 1, "local-cluster": None}

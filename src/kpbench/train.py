@@ -195,6 +195,36 @@ def _injected_fault(steps_done):
         time.sleep(10 ** 6)
 
 
+def compute_step_seconds(build, precision, images, packed_targets, batch_size, steps=4):
+    """Median seconds of a forward and backward pass on one per-worker batch, with no all-reduce.
+
+    Every cluster worker runs this at the same moment, so the workers share the machine as they do
+    in training; a cluster step's excess over it is time spent in, or waiting for, the all-reduce.
+    """
+    import statistics
+
+    import tensorflow as tf
+
+    from kpbench.model import masked_mse
+
+    model = build(precision)
+    x, y = tf.constant(images[:batch_size]), tf.constant(packed_targets[:batch_size])
+
+    @tf.function
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(masked_mse(y, model(x, training=True)))
+        return tape.gradient(loss, model.trainable_variables)
+
+    gradients()  # trace
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        [g.numpy() for g in gradients()[-1:]]
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
 def _prepare_backup(backup_dir, spec_hash, worker_index):
     """Epoch rows of an interrupted run of the same spec, and where to journal new ones.
 
@@ -261,6 +291,8 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
     warmup_steps = int(float(training.get("warmup_epochs", 0)) * steps_per_epoch) if workers > 1 else 0
     learning_rate = (_warmup_schedule(keras, float(training["learning_rate"]), peak_lr, warmup_steps)
                      if workers > 1 else peak_lr)
+    compute_step_s = (compute_step_seconds(build_model, training.get("precision", "float32"), x_train, y_train,
+                                           batch_size) if workers > 1 else None)
     with strategy.scope():
         model = compile_model(build_model(training.get("precision", "float32")), learning_rate,
                               training["pck_radius_px"])
@@ -281,7 +313,8 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
     if resumed_from_epoch:
         train_s = sum(row["epoch_s"] for row in timer.rows)
     wall_s = time.time() - process_start
-    write_json(out_dir / "steps.json", {"worker": worker_index, "step_s": steps.step_s})
+    write_json(out_dir / "steps.json", {"worker": worker_index, "step_s": steps.step_s,
+                                        "compute_step_s": compute_step_s})
     # Reading batch-norm statistics is itself an all-reduce under MWMS: every worker takes part.
     weights = model.get_weights()
     if worker_index != 0:
