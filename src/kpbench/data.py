@@ -408,7 +408,7 @@ def preprocess(raw_dir, dataset_path, stats_path, samples_path, validation_fract
     samples = train_idx[:n_samples]
     with atomic_path(samples_path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, images=images[samples], targets=np.nan_to_num(targets[samples]),
+            np.savez_compressed(handle, images=images[samples], targets=targets[samples],
                                 mask=mask[samples])
     write_json(stats_path, stats)
     return stats
