@@ -74,13 +74,12 @@ def _to_target(run, history, target_rmse_px, usd_per_hour):
 
 def datasheet_mfu(images_per_s, training_flops_per_image, instance, gpu_model, gpus):
     """MFU of a published row: its throughput against the datasheet peak of its devices."""
-    from kpbench.peaks import peak_tflops
+    from kpbench.peaks import mfu
 
-    device = gpu_model if gpus else f"{instance} CPU"
-    peak = peak_tflops(device, "float32", int(gpus) if gpus else 1)
-    if not peak or not images_per_s or not training_flops_per_image:
+    if not images_per_s or not training_flops_per_image:
         return None
-    return images_per_s * training_flops_per_image / (peak * 1e12)
+    device = gpu_model if gpus else f"{instance} CPU"
+    return mfu(images_per_s * training_flops_per_image / 1e9, device, "float32", int(gpus) if gpus else 1)
 
 
 def original_rows(path, reference):

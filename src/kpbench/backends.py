@@ -78,6 +78,7 @@ class LocalProcesses(Backend):
         spec_path = self.staging / "spec.json"
         write_json(spec_path, self.spec)
         ports = free_ports(self.workers) if self.workers > 1 else []
+        self.launched = time.time()
         for index in range(self.workers):
             folder = self._worker_dir(index)
             folder.mkdir()
@@ -98,7 +99,6 @@ class LocalProcesses(Backend):
         return path.stat().st_mtime if path.exists() else self.launched
 
     def wait(self):
-        self.launched = time.time()
         deadline = self.launched + self.deadline_s
         while True:
             codes = [p.poll() for p in self.processes]

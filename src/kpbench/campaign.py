@@ -8,10 +8,10 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.io import atomic_path
+from kpbench.train import RUN_FILES
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
 CAMPAIGN_FILES = ("summary.csv", "model.json", "dataset/stats.json", "dataset/samples.npz")
-RUN_FILES = ("run.json", "history.csv", "predictions.npz")
 
 
 def merged_config(paths):

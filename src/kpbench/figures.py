@@ -29,7 +29,7 @@ def _save(fig, path):
     plt.close(fig)
 
 
-def _face_grid(images, count, columns):
+def _face_grid(count, columns):
     rows = int(np.ceil(count / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.1))
     axes = np.atleast_1d(axes).ravel()
@@ -42,7 +42,7 @@ def sample_faces(samples_path, out_path, columns=6):
     """Training faces with the keypoints their rows carry (missing ones are simply not drawn)."""
     with np.load(samples_path) as s:
         images, targets, mask = s["images"], s["targets"], s["mask"]
-    fig, axes = _face_grid(images, len(images), columns)
+    fig, axes = _face_grid(len(images), columns)
     for ax, image, points, present in zip(axes, images, targets, mask):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         keep = present[0::2]
@@ -55,7 +55,7 @@ def predictions(predictions_path, out_path, columns=4):
     """Validation faces: true keypoints (green) against the model's predictions (red crosses)."""
     with np.load(predictions_path) as p:
         images, true_px, mask, predicted = p["images"], p["true_px"], p["mask"], p["predicted_px"]
-    fig, axes = _face_grid(images, len(images), columns)
+    fig, axes = _face_grid(len(images), columns)
     for ax, image, truth, present, guess in zip(axes, images, true_px, mask, predicted):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         keep = present[0::2]

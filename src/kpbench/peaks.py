@@ -17,6 +17,14 @@ PEAKS = {
 }
 
 
+def mfu(achieved_gflops, device, precision="float32", count=1):
+    """Model FLOPs utilisation against the datasheet peak; None when the catalogue lacks a peak."""
+    peak = peak_tflops(device, precision, count)
+    if not peak or not achieved_gflops:
+        return None
+    return achieved_gflops / (peak * 1e3)
+
+
 def peak_tflops(device, precision="float32", count=1):
     """Peak TFLOP/s of `count` such devices at `precision`; None when the catalogue lacks it."""
     entry = PEAKS.get(device or "")

@@ -15,7 +15,7 @@ import numpy as np
 
 from kpbench import KpbenchError, costs
 from kpbench.hardware import detect_hardware, matmul_gflops, package_versions, process_start_time
-from kpbench.peaks import peak_tflops
+from kpbench.peaks import mfu, peak_tflops
 from kpbench.io import write_json
 
 HISTORY_COLUMNS = ["epoch", "elapsed_s", "epoch_s", "validation_s", "loss", "rmse_px", "mae_px",
@@ -220,7 +220,7 @@ def compute_step_seconds(build, precision, images, packed_targets, batch_size, s
     seconds = []
     for _ in range(steps):
         start = time.perf_counter()
-        [g.numpy() for g in gradients()[-1:]]
+        gradients()[-1].numpy()  # waits for the whole backward pass
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
@@ -381,7 +381,7 @@ def model_flops_utilisation(instance, training, train_step_images_per_s, trainin
     matmul = matmul_gflops(int(training.get("peak_matmul_size", 4096)))
     device = instance.get("peak_device") or instance.get("gpu_model")
     count = max(1, int(instance.get("gpus") or 1)) if instance.get("gpu_model") else 1
-    peak = peak_tflops(device, precision, count * int(instance.get("workers", 1)))
+    count *= int(instance.get("workers", 1))
     return {
         "precision": precision,
         "training_flops_per_image": training_flops_per_image,
@@ -389,8 +389,8 @@ def model_flops_utilisation(instance, training, train_step_images_per_s, trainin
         "matmul_gflops": matmul,
         "share_of_matmul": achieved / matmul,
         "peak_device": device,
-        "peak_tflops": peak,
-        "mfu": achieved / (peak * 1e3) if peak else None,
+        "peak_tflops": peak_tflops(device, precision, count),
+        "mfu": mfu(achieved, device, precision, count),
     }
 
 
