@@ -2,14 +2,25 @@
 import json
 
 from kpbench import KpbenchError
+from kpbench.settings import trained_instances
 
 if config["workload"] not in config["workloads"]:
     raise KpbenchError(
         f"config: workload '{config['workload']}' is not one of {', '.join(config['workloads'])}"
     )
-INSTANCES = {row["name"]: row for row in config["instances"]}
-if len(INSTANCES) != len(config["instances"]):
+if len({row["name"] for row in config["instances"]}) != len(config["instances"]):
     raise KpbenchError("config: instance names must be unique")
+INSTANCES = {row["name"]: row for row in trained_instances(config)}
+REMOTE_BACKENDS = ("ec2", "ec2-cluster")
+REMOTE = [name for name, row in INSTANCES.items() if row["backend"] in REMOTE_BACKENDS]
+for name in REMOTE:
+    if not INSTANCES[name].get("instance_type"):
+        raise KpbenchError(f"config: instance {name} (backend {INSTANCES[name]['backend']}) needs instance_type")
+if REMOTE and not config["aws"].get("bucket"):
+    raise KpbenchError(
+        f"config: instance(s) {', '.join(REMOTE)} run on EC2 and need aws.bucket (an S3 bucket for code, "
+        "data and results); see config/aws.yaml"
+    )
 
 
 wildcard_constraints:
@@ -34,16 +45,21 @@ FIGURE_FILES = expand(
 def run_spec(wildcards):
     """Everything that defines one instance's run; a change to it reruns that instance only."""
     workload = {"name": config["workload"], **config["workloads"][config["workload"]]}
-    return json.dumps(
-        {
-            "instance": INSTANCES[wildcards.instance],
-            "workload": workload,
-            "training": config["training"],
-            "data": {"source": config["data"]["source"], **config["preprocess"]},
-            "limits": config["limits"],
-        },
-        sort_keys=True,
-    )
+    spec = {
+        "instance": INSTANCES[wildcards.instance],
+        "workload": workload,
+        "training": config["training"],
+        "data": {"source": config["data"]["source"], **config["preprocess"]},
+        "limits": config["limits"],
+    }
+    if wildcards.instance in REMOTE:
+        spec["aws"] = config["aws"]
+    return json.dumps(spec, sort_keys=True)
+
+
+def plan_input(wildcards):
+    """EC2 runs wait for the plan, which refuses a matrix over budget before anything launches."""
+    return ["results/plan.json"] if wildcards.instance in REMOTE else []
 
 
 def original_reference():

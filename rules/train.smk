@@ -1,9 +1,25 @@
 # One training run per configured instance, and the model description the paper's layer table uses.
 
 
+rule plan:
+    output:
+        "results/plan.json",
+    params:
+        settings=json.dumps(config, sort_keys=True),
+    conda:
+        "../environment.yml"
+    log:
+        "logs/plan.log",
+    benchmark:
+        "benchmarks/plan.tsv"
+    shell:
+        "python -m kpbench plan --settings {params.settings:q} --out {output} 2>&1 | tee {log}"
+
+
 rule train:
     input:
         dataset="data/processed/dataset.npz",
+        plan=plan_input,
     output:
         run="results/runs/{instance}/run.json",
         history="results/runs/{instance}/history.csv",

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from kpbench import KpbenchError
-from kpbench.backends import free_ports, run_instance, tf_config
+from kpbench.backends import free_ports, run_instance
+from kpbench.train import tf_config
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_step_breakdown_takes_medians_over_workers():
 def test_ports_are_fresh_and_tf_config_names_every_worker():
     ports = free_ports(3)
     assert len(set(ports)) == 3
-    config = tf_config(ports, 2)
+    config = tf_config([f"127.0.0.1:{p}" for p in ports], 2)
     assert config["cluster"]["worker"] == [f"127.0.0.1:{p}" for p in ports]
     assert config["task"] == {"type": "worker", "index": 2}
 

@@ -1,6 +1,10 @@
+from pathlib import Path
+
 import pytest
 
 from kpbench.costs import cluster_usd_per_hour, projected_train_s, run_cost_usd
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_run_cost_is_hours_times_price():
@@ -20,3 +24,53 @@ def test_cluster_pays_for_every_worker():
 def test_projection_scales_throughput_to_a_workload():
     assert projected_train_s(100.0, 6344, 100) == pytest.approx(6344.0)
     assert projected_train_s(0, 10, 1) is None
+
+
+AWS = {"max_lifetime_h": 4, "boot_overhead_s": 600, "budget_usd": 10}
+WORKLOAD = {"epochs": 100, "batch_size": 64, "max_train_images": None}
+
+
+def _row(name, backend="ec2", **fields):
+    return {"name": name, "backend": backend, "usd_per_hour": 1.0, "workers": 1, **fields}
+
+
+def test_plan_charges_boot_plus_workload_at_the_expected_throughput():
+    from kpbench.costs import plan
+
+    result = plan([_row("gpu", expected_images_per_s=1000.0, workers=2)], WORKLOAD, 6000, AWS)
+    (row,) = result["rows"]
+    seconds = 600 + 6000 * 100 / 1000.0
+    assert row["hours"] == pytest.approx(seconds / 3600)
+    assert row["usd"] == pytest.approx(seconds / 3600 * 2.0)  # two machines
+    assert result["total_usd"] == pytest.approx(row["usd"]) and result["within_budget"]
+
+
+def test_plan_charges_the_lifetime_cap_when_throughput_is_unknown_and_skips_the_rest():
+    from kpbench.costs import plan
+
+    rows = [_row("unknown"), _row("slow", expected_images_per_s=1.0), _row("old", ec2_catalogue="retired"),
+            _row("here", backend="local")]
+    result = plan(rows, {**WORKLOAD, "max_train_images": 500}, 6000, AWS)
+    unknown, slow, old, here = result["rows"]
+    assert unknown["hours"] == slow["hours"] == 4 and "maximum lifetime" in unknown["action"]
+    assert old["usd"] is None and "retired" in old["action"]
+    assert here["usd"] is None and "no AWS cost" in here["action"]
+    assert result["train_images"] == 500
+    assert result["total_usd"] == pytest.approx(8.0) and result["within_budget"]
+    assert not plan(rows, WORKLOAD, 6000, {**AWS, "budget_usd": 7.99})["within_budget"]
+
+
+def test_plan_command_refuses_a_matrix_over_budget(tmp_path):
+    import subprocess
+    import sys
+
+    overlay = tmp_path / "poor.yaml"
+    overlay.write_text("aws:\n  budget_usd: 1\n")
+    out = tmp_path / "plan.json"
+    result = subprocess.run([sys.executable, "-m", "kpbench", "plan", "--configfile", "config/config.yaml",
+                             "config/aws.yaml", str(overlay), "--out", str(out)],
+                            capture_output=True, text=True, cwd=str(REPO))
+    assert result.returncode == 1
+    assert "over aws.budget_usd = 1.00: nothing launched" in result.stderr
+    assert "retired from EC2: not launched" in result.stdout and "4x-g4dn.xlarge" in result.stdout
+    assert not out.exists()

@@ -13,12 +13,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from kpbench import KpbenchError
 from kpbench.io import read_json, write_json
-from kpbench.train import RUN_FILES
+from kpbench.train import RUN_FILES, tf_config
 
 PROGRESS_FILE = "progress.json"
 BACKUP_DIR = ".backup"  # survives a failed run (Snakemake does not know it), so a rerun resumes
@@ -55,11 +56,6 @@ def free_ports(count):
             s.close()
 
 
-def tf_config(ports, index):
-    return {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
-            "task": {"type": "worker", "index": index}}
-
-
 class LocalProcesses(Backend):
     """N training processes on this machine (N = 1 for `local`)."""
 
@@ -84,7 +80,7 @@ class LocalProcesses(Backend):
             folder.mkdir()
             env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
             if ports:
-                env["TF_CONFIG"] = json.dumps(tf_config(ports, index))
+                env["TF_CONFIG"] = json.dumps(tf_config([f"127.0.0.1:{port}" for port in ports], index))
             log = open(folder / "worker.log", "w")
             self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "kpbench", "worker", "--spec", f"@{spec_path}",
@@ -135,9 +131,7 @@ class LocalProcesses(Backend):
         chief = self._worker_dir(0)
         run = read_json(chief / "run.json")
         if self.workers > 1:
-            steps = [read_json(self._worker_dir(i) / STEPS_FILE) for i in range(self.workers)]
-            run["cluster"]["median_step_s_per_worker"] = step_summary(steps)
-            run["cluster"].update(step_breakdown(steps))
+            merge_step_times(run, [read_json(self._worker_dir(i) / STEPS_FILE) for i in range(self.workers)])
         write_json(chief / "run.json", run)
         for name in RUN_FILES:
             (chief / name).replace(self.out_dir / name)
@@ -165,6 +159,12 @@ class LocalProcesses(Backend):
             shutil.rmtree(self.staging, ignore_errors=True)
 
 
+def merge_step_times(run, steps_per_worker):
+    """Every worker's step times into the chief's run.json: per-worker medians and the breakdown."""
+    run["cluster"]["median_step_s_per_worker"] = step_summary(steps_per_worker)
+    run["cluster"].update(step_breakdown(steps_per_worker))
+
+
 def step_summary(steps_per_worker):
     """Median step seconds per worker (the first step, which traces the graph, left out)."""
     import statistics
@@ -184,27 +184,263 @@ def step_breakdown(steps_per_worker):
             "allreduce_share": wait / step}
 
 
-BACKENDS = {"local": 1, "local-cluster": None}
+class Ec2Instances(Backend):
+    """`workers` EC2 instances of one type (one for `ec2`), one MultiWorkerMirrored cluster when more.
+
+    The launcher uploads the code bundle, data and run spec to S3, launches every instance in one
+    idempotent call, writes the cluster spec once all private IPs are known, polls each instance's
+    status while printing progress, collects the chief's checked result, and terminates every
+    instance in teardown, whatever happened.
+    """
+
+    def __init__(self, spec, dataset, out_dir, workers, aws_config, stall_timeout_s, deadline_s):
+        self.spec, self.dataset, self.out_dir = spec, Path(dataset), Path(out_dir)
+        self.workers, self.aws, self.stall_timeout_s, self.deadline_s = workers, aws_config, stall_timeout_s, deadline_s
+        self.instance = spec["instance"]
+        self.instance_type, self.region = self.instance["instance_type"], aws_config.get("region")
+        self.instance_ids, self.group_id, self.run_id, self.clients = [], None, None, None
+        self.launched = self.running_at = None
+        self.phases = {}
+
+    def _translated(self):
+        from kpbench.aws import translated
+
+        return translated(self.instance_type, self.region)
+
+    def launch(self):
+        import secrets
+
+        from kpbench import aws
+        from kpbench.remote import user_data
+
+        with self._translated():
+            boto = aws.session(self.aws)
+            self.clients = {name: boto.client(name) for name in ("ec2", "s3", "ssm", "iam")}
+            ec2, s3 = self.clients["ec2"], self.clients["s3"]
+            bucket = self.aws["bucket"]
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            self.run_id = f"{self.instance['name']}-{stamp}-{secrets.token_hex(3)}"
+            self.prefix = f"{self.aws['prefix']}/{self.run_id}"
+            print(f"run {self.run_id}: uploading code, data and spec to s3://{bucket}/{self.prefix}/input",
+                  flush=True)
+            aws.ensure_bucket(s3, bucket, self.region)
+            aws.put_private(s3, bucket, f"{self.prefix}/input/bundle.tar.gz", aws.code_bundle())
+            s3.upload_file(str(self.dataset), bucket, f"{self.prefix}/input/dataset.npz", ExtraArgs=aws.SSE)
+            aws.put_private(s3, bucket, f"{self.prefix}/input/spec.json",
+                            json.dumps(self.spec, sort_keys=True).encode())
+            ami = aws.resolve_ami(self.aws, ec2, self.clients["ssm"])
+            profile = aws.ensure_instance_profile(self.clients["iam"], self.aws["instance_profile"], bucket,
+                                                  self.aws["prefix"])
+            self.group_id = aws.ensure_security_group(ec2, f"kpbench-{self.run_id}", self.aws["worker_port"],
+                                                      self.run_id, self.aws.get("vpc_id"))
+            params = aws.launch_params(
+                instance_type=self.instance_type, count=self.workers, ami=ami, group_id=self.group_id,
+                user_data=user_data(bucket, self.prefix, self.region, self.aws["max_lifetime_h"],
+                                    int(self.instance.get("gpus") or 0)),
+                profile_arn=profile, run_id=self.run_id, instance_name=self.instance["name"],
+                max_lifetime_h=self.aws["max_lifetime_h"], subnet_id=self.aws.get("subnet_id"),
+                spot=bool(self.instance.get("spot")), volume_gb=self.aws.get("volume_gb"))
+            self.launched = time.time()
+            self.ami = ami
+            launched = aws.run_instances(ec2, params)
+            self.instance_ids = [i["InstanceId"] for i in sorted(launched, key=lambda i: i.get("AmiLaunchIndex", 0))]
+            print(f"launched {self.workers} x {self.instance_type} ({ami}): {', '.join(self.instance_ids)}",
+                  flush=True)
+            described = self._wait_running(ec2)
+            if self.workers > 1:
+                port = self.aws["worker_port"]
+                cluster = {"workers": [{"instance_id": i, "address": f"{described[i]['PrivateIpAddress']}:{port}"}
+                                       for i in self.instance_ids]}
+                aws.put_private(s3, bucket, f"{self.prefix}/input/cluster.json",
+                                json.dumps(cluster, sort_keys=True).encode())
+                print("cluster spec written: " + ", ".join(w["address"] for w in cluster["workers"]), flush=True)
+
+    def _wait_running(self, ec2):
+        from kpbench.aws import describe
+
+        deadline = time.time() + float(self.aws["launch_timeout_s"])
+        while True:
+            described = describe(ec2, self.instance_ids)
+            states = {i: described[i]["State"]["Name"] for i in self.instance_ids}
+            ended = [i for i, s in states.items() if s in ("shutting-down", "terminated", "stopping", "stopped")]
+            if ended:
+                reason = described[ended[0]].get("StateReason", {}).get("Message", "no reason given")
+                raise KpbenchError(f"instance {ended[0]} ended before it ran ({states[ended[0]]}: {reason})")
+            if all(s == "running" for s in states.values()):
+                self.running_at = time.time()
+                print(f"all {self.workers} instance(s) running after {self.running_at - self.launched:.0f} s",
+                      flush=True)
+                return described
+            if time.time() > deadline:
+                raise KpbenchError(f"instance(s) not running within {self.aws['launch_timeout_s']:.0f} s: "
+                                   + ", ".join(f"{i} {s}" for i, s in states.items()))
+            time.sleep(float(self.aws["poll_s"]))
+
+    def _statuses(self):
+        s3, bucket = self.clients["s3"], self.aws["bucket"]
+        found = {}
+        for item in s3.list_objects_v2(Bucket=bucket, Prefix=f"{self.prefix}/status/").get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            found[Path(item["Key"]).stem] = json.loads(body)
+        return found
+
+    def _exists(self, name):
+        s3 = self.clients["s3"]
+        try:
+            s3.head_object(Bucket=self.aws["bucket"], Key=f"{self.prefix}/{name}")
+            return True
+        except s3.exceptions.ClientError:
+            return False
+
+    def _instance_log(self, instance_id, lines=25):
+        s3 = self.clients["s3"]
+        try:
+            text = s3.get_object(Bucket=self.aws["bucket"], Key=f"{self.prefix}/logs/{instance_id}.log")["Body"]
+            text = text.read().decode(errors="replace")
+        except s3.exceptions.ClientError:
+            return "(no log uploaded)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait(self):
+        from kpbench.aws import describe
+
+        with self._translated():
+            deadline = self.launched + self.deadline_s
+            while True:
+                statuses = self._statuses()
+                self._report(statuses)
+                failed = [i for i, s in statuses.items() if s.get("phase") == "failed"]
+                if failed:
+                    raise KpbenchError(f"{len(failed)} of {self.workers} instance(s) failed:\n" + "\n".join(
+                        f"--- {i} (exit status {statuses[i].get('exit_status')}):\n{self._instance_log(i)}"
+                        for i in failed))
+                stalled = [i for i, s in statuses.items() if s.get("last_step_age_s", 0) > self.stall_timeout_s]
+                if stalled:
+                    raise KpbenchError(f"instance(s) {', '.join(stalled)} made no training progress for "
+                                       f"{self.stall_timeout_s:.0f} s; stopped")
+                done = [i for i in self.instance_ids if statuses.get(i, {}).get("phase") == "done"]
+                if len(done) == self.workers and self._exists("result/manifest.json"):
+                    return
+                states = {i: d["State"]["Name"] for i, d in describe(self.clients["ec2"], self.instance_ids).items()}
+                gone = [i for i, s in states.items() if s not in ("pending", "running") and i not in done]
+                if gone:
+                    raise KpbenchError(f"instance {gone[0]} {states[gone[0]]} without a result:\n"
+                                       + self._instance_log(gone[0]))
+                if time.time() > deadline:
+                    raise KpbenchError(f"no result within {self.deadline_s:.0f} s of launch (limits.deadline_s)")
+                time.sleep(float(self.aws["poll_s"]))
+
+    def _report(self, statuses):
+        """One progress line per instance whose phase changed."""
+        for instance_id in self.instance_ids:
+            phase = statuses.get(instance_id, {}).get("phase", "booting")
+            if self.phases.get(instance_id) != phase:
+                self.phases[instance_id] = phase
+                print(f"[{time.time() - self.launched:6.0f} s] {instance_id}: {phase}", flush=True)
+
+    def collect(self):
+        """The chief's files, checked against its manifest, with every worker's step times."""
+        from kpbench import costs
+        from kpbench.remote import MANIFEST, sha256
+
+        with self._translated():
+            s3, bucket = self.clients["s3"], self.aws["bucket"]
+            manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{self.prefix}/{MANIFEST}")["Body"].read())
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.out_dir))
+            try:
+                for name in RUN_FILES:
+                    s3.download_file(bucket, f"{self.prefix}/result/{name}", str(staging / name))
+                    if sha256(staging / name) != manifest["files"][name]["sha256"]:
+                        raise KpbenchError(f"result file {name} of run {self.run_id} does not match its "
+                                           "manifest (a partial or altered upload); not collected")
+                run = read_json(staging / "run.json")
+                if self.workers > 1:
+                    steps = []
+                    for index in range(self.workers):
+                        s3.download_file(bucket, f"{self.prefix}/steps/{index}.json", str(staging / STEPS_FILE))
+                        steps.append(read_json(staging / STEPS_FILE))
+                    merge_step_times(run, steps)
+                billed_s = time.time() - self.launched
+                run["remote"] = {"run_id": self.run_id, "region": self.region, "ami": self.ami,
+                                 "instance_type": self.instance_type, "instance_ids": self.instance_ids,
+                                 "launch_to_running_s": self.running_at - self.launched, "billed_s": billed_s}
+                # EC2 bills every instance from launch, boot and set-up included, not just the training.
+                run["cost"].update({"hours": billed_s / 3600,
+                                    "usd": costs.run_cost_usd(billed_s, run["cost"]["usd_per_hour"])})
+                write_json(staging / "run.json", run)
+                for name in RUN_FILES:
+                    (staging / name).replace(self.out_dir / name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return run
+
+    def teardown(self):
+        """Terminate every instance, then remove the run's security group and (unless kept) its S3
+        prefix; each step runs even if an earlier one fails, and says what it left behind."""
+        from kpbench import aws
+
+        if self.clients is None:
+            return
+        ec2, s3 = self.clients["ec2"], self.clients["s3"]
+        problems = []
+        try:
+            if self.instance_ids:
+                print(f"terminating {', '.join(self.instance_ids)}", flush=True)
+                aws.terminate(ec2, self.instance_ids)
+        except Exception as error:  # noqa: BLE001 - teardown must go on, and name what is left
+            problems.append(f"instances {', '.join(self.instance_ids)} may still run ({error}); "
+                            f"run `python -m kpbench cleanup --run-id {self.run_id}`")
+        try:
+            if self.group_id:
+                aws.delete_security_group(ec2, self.group_id)
+            for instance_id in self.instance_ids:
+                print(f"--- {instance_id} log ---\n{self._instance_log(instance_id, lines=200)}", flush=True)
+            if self.run_id and not self.aws.get("keep_s3"):
+                aws.delete_prefix(s3, self.aws["bucket"], self.prefix)
+        except Exception as error:  # noqa: BLE001
+            problems.append(f"cleanup of run {self.run_id} incomplete ({error}); run `python -m kpbench cleanup "
+                            f"--run-id {self.run_id}`")
+        for problem in problems:
+            print(f"WARNING: {problem}", file=sys.stderr, flush=True)
+
+
+REMOTE_BACKENDS = ("ec2", "ec2-cluster")
 
 
 def make_backend(spec, dataset, out_dir):
     instance = spec["instance"]
     name = instance["backend"]
-    if name not in BACKENDS:
-        raise KpbenchError(f"instance {instance['name']}: unknown backend {name!r}")
-    workers = BACKENDS[name] or int(instance.get("workers", 1))
     limits = spec.get("limits", {})
-    return LocalProcesses(spec, dataset, out_dir, workers,
-                          stall_timeout_s=float(limits.get("stall_timeout_s", 600)),
-                          deadline_s=float(limits.get("deadline_s", 24 * 3600)))
+    stall, deadline = float(limits.get("stall_timeout_s", 600)), float(limits.get("deadline_s", 24 * 3600))
+    single = name in ("local", "ec2")
+    workers = 1 if single else int(instance.get("workers", 1))
+    if name in ("local", "local-cluster"):
+        return LocalProcesses(spec, dataset, out_dir, workers, stall_timeout_s=stall, deadline_s=deadline)
+    if name in REMOTE_BACKENDS:
+        if "aws" not in spec:
+            raise KpbenchError(f"instance {instance['name']}: backend {name} needs the config's aws section")
+        return Ec2Instances(spec, dataset, out_dir, workers, spec["aws"], stall_timeout_s=stall, deadline_s=deadline)
+    raise KpbenchError(f"instance {instance['name']}: unknown backend {name!r}")
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_instance(spec, dataset, out_dir):
-    """Launch, wait and collect one instance's run; tear everything down whatever happens."""
+    """Launch, wait and collect one instance's run; tear everything down whatever happens, also when
+    Snakemake or the user stops the job (SIGTERM and Ctrl-C both reach the teardown)."""
     backend = make_backend(spec, dataset, out_dir)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if in_main_thread else None
     try:
         backend.launch()
         backend.wait()
         return backend.collect()
+    except KeyboardInterrupt:
+        raise KpbenchError("interrupted; every launched machine is being torn down") from None
     finally:
         backend.teardown()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

@@ -8,26 +8,11 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.io import atomic_path
+from kpbench.settings import merged_config, trained_instances
 from kpbench.train import RUN_FILES
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
 CAMPAIGN_FILES = ("summary.csv", "model.json", "dataset/stats.json", "dataset/samples.npz")
-
-
-def merged_config(paths):
-    """The configuration as Snakemake sees it: later files override earlier ones, key by key."""
-    def merge(base, overlay):
-        for key, value in overlay.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    config = {}
-    for path in paths:
-        merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    return config
 
 
 def store_campaign(results, config_paths, out):
@@ -35,7 +20,7 @@ def store_campaign(results, config_paths, out):
     at all; the copied config.yaml points `campaign` at `out`, which turns on reviewer mode."""
     results, out = Path(results), Path(out)
     config = merged_config(config_paths)
-    wanted = list(CAMPAIGN_FILES) + [f"runs/{row['name']}/{name}" for row in config["instances"]
+    wanted = list(CAMPAIGN_FILES) + [f"runs/{row['name']}/{name}" for row in trained_instances(config)
                                      for name in RUN_FILES]
     missing = [name for name in wanted if not (results / name).is_file()]
     if missing:

@@ -85,6 +85,39 @@ def _store_campaign(args):
           f"  snakemake --cores 1 paper --configfile {folder}/config.yaml")
 
 
+def _plan(args):
+    from kpbench.costs import plan, plan_table
+    from kpbench.io import write_json
+    from kpbench.settings import load_config
+
+    config = load_config(args.configfile) if args.configfile else json.loads(args.settings)
+    workload = {"name": config["workload"], **config["workloads"][config["workload"]]}
+    result = plan(config["instances"], workload, config["original_study"]["train_images"], config["aws"])
+    print(plan_table(result))
+    if not result["within_budget"]:
+        raise KpbenchError(f"the plan costs {result['total_usd']:.2f} USD, over aws.budget_usd = "
+                           f"{result['budget_usd']:.2f}: nothing launched. Raise the budget, or run fewer "
+                           "instances or a smaller workload.")
+    if args.out:
+        write_json(args.out, result)
+
+
+def _cleanup(args):
+    from kpbench.aws import cleanup
+    from kpbench.settings import load_config
+
+    report = cleanup(load_config(args.configfile)["aws"], run_id=args.run_id, expired_only=args.expired)
+    print(f"terminated {len(report['terminated'])} instance(s) {' '.join(report['terminated'])}; removed "
+          f"{len(report['security_groups'])} security group(s) and {report['s3_objects_removed']} S3 object(s) "
+          f"of {len(report['runs'])} run(s)")
+
+
+def _remote_worker(args):
+    from kpbench.remote import remote_worker
+
+    remote_worker(args.bucket, args.prefix, args.workdir)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="kpbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +178,27 @@ def build_parser():
     p.add_argument("--templates", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_paper)
+    configfiles = {"nargs": "+", "type": Path, "metavar": "FILE",
+                   "help": "configuration files, later ones overriding earlier ones (as snakemake --configfile)"}
+    p = commands.add_parser("plan", help="expected EC2 hours and cost of the configured matrix, against the budget")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--configfile", **configfiles)
+    source.add_argument("--settings", help="the validated configuration as JSON (the Snakemake rule's)")
+    p.add_argument("--out", type=Path, help="write the plan as JSON (only when within budget)")
+    p.set_defaults(func=_plan)
+
+    p = commands.add_parser("cleanup", help="terminate kpbench's EC2 instances and remove their runs' S3 prefixes")
+    p.add_argument("--configfile", default=[Path("config/config.yaml")], **configfiles)
+    p.add_argument("--run-id", help="only this run (as printed by the launcher)")
+    p.add_argument("--expired", action="store_true", help="only instances past their kpbench:expires-at tag")
+    p.set_defaults(func=_cleanup)
+
+    p = commands.add_parser("remote-worker", help="the training run on an EC2 instance (started by its user data)")
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--workdir", required=True, type=Path)
+    p.set_defaults(func=_remote_worker)
+
     p = commands.add_parser("store-campaign", help="keep finished results as a campaign reviewers can rebuild")
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--configfile", type=Path, nargs="+", default=[Path("config/config.yaml")],

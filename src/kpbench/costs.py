@@ -26,3 +26,46 @@ def projected_train_s(images_per_s, images, epochs):
     if not images_per_s:
         return None
     return images * epochs / images_per_s
+
+
+def plan(instances, workload, train_images, aws_config):
+    """What running the configured matrix on EC2 should cost: per remote instance, expected hours
+    (boot and set-up, then the workload at its expected throughput, never past the maximum
+    lifetime after which an instance ends itself) × machines × USD/h. Rows without an expected
+    throughput are charged the maximum lifetime, the most they can cost."""
+    cap_s = float(aws_config["max_lifetime_h"]) * SECONDS_PER_HOUR
+    images = min(int(workload.get("max_train_images") or train_images), int(train_images))
+    rows = []
+    for instance in instances:
+        row = {"instance": instance["name"], "backend": instance["backend"],
+               "instance_type": instance.get("instance_type"), "machines": int(instance.get("workers", 1)),
+               "usd_per_hour": cluster_usd_per_hour(instance), "hours": None, "usd": None}
+        if instance.get("ec2_catalogue") == "retired":
+            row["action"] = "retired from EC2: not launched"
+        elif instance["backend"] not in ("ec2", "ec2-cluster"):
+            row["action"] = "runs on this machine: no AWS cost"
+        else:
+            rate = instance.get("expected_images_per_s")
+            seconds = cap_s if not rate else min(
+                cap_s, float(aws_config["boot_overhead_s"]) + images * int(workload["epochs"]) / float(rate))
+            row.update(action="launch" if rate else "launch (no expected throughput: charged the maximum lifetime)",
+                       hours=seconds / SECONDS_PER_HOUR, usd=run_cost_usd(seconds, row["usd_per_hour"]))
+        rows.append(row)
+    total = sum(row["usd"] for row in rows if row["usd"] is not None)
+    return {"rows": rows, "total_usd": total, "budget_usd": float(aws_config["budget_usd"]),
+            "within_budget": total <= float(aws_config["budget_usd"]), "workload": workload,
+            "train_images": images}
+
+
+def plan_table(result):
+    """The plan as a fixed-width table for the terminal."""
+    lines = [f"{'instance':<16} {'type':<13} {'machines':>8} {'USD/h':>8} {'hours':>7} {'USD':>9}  action"]
+    for row in result["rows"]:
+        def number(value, digits):
+            return f"{value:.{digits}f}" if value is not None else "-"
+        lines.append(f"{row['instance']:<16} {row['instance_type'] or '-':<13} {row['machines']:>8} "
+                     f"{number(row['usd_per_hour'], 3):>8} {number(row['hours'], 2):>7} {number(row['usd'], 2):>9}"
+                     f"  {row['action']}")
+    lines.append(f"total {result['total_usd']:.2f} USD of a {result['budget_usd']:.2f} USD budget "
+                 f"({result['workload']['epochs']} epochs x {result['train_images']} images)")
+    return "\n".join(lines)

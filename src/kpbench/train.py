@@ -140,6 +140,11 @@ def cluster_from_environment():
     return workers, int(config.get("task", {}).get("index", 0))
 
 
+def tf_config(addresses, index):
+    """TF_CONFIG of worker `index` in a cluster of `addresses` (host:port each)."""
+    return {"cluster": {"worker": list(addresses)}, "task": {"type": "worker", "index": index}}
+
+
 def scaled_learning_rate(training, workers):
     """Linear scaling with the global batch and a linear warm-up (Goyal et al. 2017)."""
     base = float(training["learning_rate"])

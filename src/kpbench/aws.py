@@ -1,0 +1,363 @@
+"""AWS for the remote backends: EC2 instances, their S3 exchange, safety rails, plan and cleanup.
+
+Credentials come from boto3's standard chain (environment, profile, SSO, instance role) and never
+pass through kpbench: nothing here writes them anywhere. Every AWS refusal is translated into a
+sentence that says what to do (`explain`).
+"""
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+from kpbench import KpbenchError
+
+PROJECT = "kpbench"
+TAG_PROJECT, TAG_RUN, TAG_INSTANCE, TAG_EXPIRES = "project", "kpbench:run-id", "kpbench:instance", "kpbench:expires-at"
+LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+SSE = {"ServerSideEncryption": "AES256"}
+
+# Service Quotas codes of the on-demand vCPU quotas, by instance family's first letter.
+VCPU_QUOTAS = {
+    "p": ("Running On-Demand P instances", "L-417A185B"),
+    "g": ("Running On-Demand G and VT instances", "L-DB2E81BA"),
+    "v": ("Running On-Demand G and VT instances", "L-DB2E81BA"),
+}
+STANDARD_QUOTA = ("Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", "L-1216C47A")
+# Launch refusals worth one more try with the same ClientToken (an instance profile created a
+# moment ago is not yet visible to EC2; API throttling).
+RETRYABLE = {"RequestLimitExceeded", "InvalidParameterValue", "IncorrectState"}
+
+
+def vcpu_quota(instance_type):
+    return VCPU_QUOTAS.get(instance_type[:1].lower(), STANDARD_QUOTA)
+
+
+def explain(error, instance_type=None, region=None):
+    """A KpbenchError in plain language for an AWS refusal (ClientError or a missing credential)."""
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, ProfileNotFound
+
+    if isinstance(error, (NoCredentialsError, ProfileNotFound)):
+        return KpbenchError(
+            "no AWS credentials found: set AWS_PROFILE (or aws.profile in the config) to a configured "
+            "profile, run `aws sso login`, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. "
+            f"({type(error).__name__})")
+    if isinstance(error, NoRegionError):
+        return KpbenchError("no AWS region: set aws.region in the config or AWS_DEFAULT_REGION")
+    if not isinstance(error, ClientError):
+        return KpbenchError(f"AWS: {error}")
+    code = error.response.get("Error", {}).get("Code", "")
+    message = error.response.get("Error", {}).get("Message", "")
+    what = instance_type or "this instance type"
+    where = region or "this region"
+    if code == "VcpuLimitExceeded":
+        name, quota = vcpu_quota(what)
+        return KpbenchError(
+            f"EC2 refused {what}: your account's vCPU quota '{name}' ({quota}) in {where} is too low for it "
+            f"(new accounts often have 0 for P and G instances — the original study's P-instance refusal). "
+            f"Ask for more in the Service Quotas console: Amazon EC2 → '{name}' → Request increase, or "
+            f"`aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {quota} "
+            f"--desired-value <vCPUs> --region {where}`. AWS said: {message}")
+    if code == "InstanceLimitExceeded":
+        return KpbenchError(
+            f"EC2 refused {what}: the account's instance limit for this type in {where} is reached. "
+            f"Terminate unused instances (`python -m kpbench cleanup`) or ask for a higher limit in the "
+            f"Service Quotas console (Amazon EC2). AWS said: {message}")
+    if code == "InsufficientInstanceCapacity":
+        return KpbenchError(
+            f"AWS has no spare {what} capacity in {where} right now: try again later, another "
+            f"availability zone (aws.subnet_id) or another region (aws.region). AWS said: {message}")
+    if code == "Unsupported":
+        return KpbenchError(
+            f"{what} is not offered in {where} (or its chosen availability zone): pick a region or "
+            f"subnet that offers it (`aws ec2 describe-instance-type-offerings`). AWS said: {message}")
+    if code.startswith("InvalidAMIID"):
+        return KpbenchError(f"unknown AMI: {message}. Check aws.ami in the config (an AMI id, an SSM "
+                            "parameter, or a name pattern) for this region.")
+    if code in ("AuthFailure", "UnauthorizedOperation", "AccessDenied", "AccessDeniedException",
+                "InvalidClientTokenId", "ExpiredToken", "SignatureDoesNotMatch"):
+        return KpbenchError(f"AWS refused the credentials or their permissions ({code}): refresh them "
+                            f"(`aws sso login`) or grant the missing permission. AWS said: {message}")
+    return KpbenchError(f"AWS error {code}: {message}")
+
+
+@contextlib.contextmanager
+def translated(instance_type=None, region=None):
+    """Turn AWS refusals raised inside the block into plain-language KpbenchErrors."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError) as error:
+        raise explain(error, instance_type, region) from error
+
+
+def session(aws_config):
+    import boto3
+
+    with translated(region=aws_config.get("region")):
+        return boto3.Session(profile_name=aws_config.get("profile"), region_name=aws_config.get("region"))
+
+
+def resolve_ami(aws_config, ec2, ssm):
+    """The AMI to boot: an id as given, the value of an SSM parameter (the Deep Learning AMIs
+    publish theirs), or the newest image whose name matches a pattern; checked to exist before
+    anything is launched."""
+    from botocore.exceptions import ClientError
+
+    ami = aws_config["ami"]
+    if ami.get("id"):
+        image_id = ami["id"]
+    elif ami.get("ssm_parameter"):
+        try:
+            image_id = ssm.get_parameter(Name=ami["ssm_parameter"])["Parameter"]["Value"]
+        except ssm.exceptions.ParameterNotFound:
+            raise KpbenchError(f"unknown AMI: SSM parameter {ami['ssm_parameter']} does not exist in "
+                               f"{aws_config.get('region')}; check aws.ami.ssm_parameter") from None
+    else:
+        return _newest_image(aws_config, ec2)
+    try:
+        found = ec2.describe_images(ImageIds=[image_id])["Images"]
+    except ClientError as error:
+        if not error.response.get("Error", {}).get("Code", "").startswith("InvalidAMIID"):
+            raise
+        found = []
+    if not found:
+        raise KpbenchError(f"unknown AMI: {image_id} does not exist in {aws_config.get('region')} "
+                           f"(from aws.ami = {ami}); check the config")
+    return image_id
+
+
+def _newest_image(aws_config, ec2):
+    ami = aws_config["ami"]
+    images = ec2.describe_images(Owners=ami.get("owners", ["amazon"]),
+                                 Filters=[{"Name": "name", "Values": [ami["name_pattern"]]},
+                                          {"Name": "state", "Values": ["available"]}])["Images"]
+    if not images:
+        raise KpbenchError(f"unknown AMI: no image named like {ami['name_pattern']!r} owned by "
+                           f"{', '.join(ami.get('owners', ['amazon']))} in {aws_config.get('region')}")
+    return max(images, key=lambda image: image.get("CreationDate", ""))["ImageId"]
+
+
+def ensure_bucket(s3, bucket, region):
+    """The exchange bucket, private and encrypted by default; created when missing."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return
+    except s3.exceptions.ClientError as error:
+        if error.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    extra = {} if region in (None, "us-east-1") else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    s3.create_bucket(Bucket=bucket, **extra)
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+
+
+def put_private(s3, bucket, key, body):
+    """A private, server-side encrypted object."""
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ACL="private", **SSE)
+
+
+def code_bundle():
+    """The kpbench package as a tar.gz (no caches), byte-stable for the same sources."""
+    package = Path(__file__).resolve().parent
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(package.rglob("*")):
+            if "__pycache__" in path.parts or path.is_dir():
+                continue
+            info = tar.gettarinfo(path, arcname=str(Path("kpbench") / path.relative_to(package)))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            with open(path, "rb") as handle:
+                tar.addfile(info, handle)
+    return buffer.getvalue()
+
+
+def ensure_security_group(ec2, name, port, run_id, vpc_id=None):
+    """A group whose members may reach each other on the worker port, and nothing else inbound:
+    no 0.0.0.0/0, no SSH."""
+    if vpc_id is None:
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+        if not vpcs:
+            raise KpbenchError("this region has no default VPC: set aws.subnet_id and aws.vpc_id")
+        vpc_id = vpcs[0]["VpcId"]
+    group_id = ec2.create_security_group(
+        GroupName=name, VpcId=vpc_id, Description="kpbench workers: worker port within the group only",
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": [
+            {"Key": TAG_PROJECT, "Value": PROJECT}, {"Key": TAG_RUN, "Value": run_id}]}])["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+        "UserIdGroupPairs": [{"GroupId": group_id, "Description": "kpbench peers"}]}])
+    return group_id
+
+
+def instance_role_policy(bucket, prefix):
+    """What an instance may do: read and write its own run's objects, nothing else."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+         "Resource": f"arn:aws:s3:::{bucket}/{prefix}/*"},
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": f"{prefix}/*"}}}]}
+
+
+def ensure_instance_profile(iam, name, bucket, prefix):
+    """An instance profile whose role reaches only kpbench's S3 prefix: no keys in user data."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    try:
+        iam.get_role(RoleName=name)
+    except iam.exceptions.NoSuchEntityException:
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
+                        Description="kpbench training instances: S3 access to the run prefix",
+                        Tags=[{"Key": TAG_PROJECT, "Value": PROJECT}])
+    iam.put_role_policy(RoleName=name, PolicyName="kpbench-s3",
+                        PolicyDocument=json.dumps(instance_role_policy(bucket, prefix)))
+    try:
+        profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    except iam.exceptions.NoSuchEntityException:
+        profile = iam.create_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    if not any(role["RoleName"] == name for role in profile.get("Roles", [])):
+        iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    return profile["Arn"]
+
+
+def client_token(run_id):
+    """Idempotency token of one launch: a retried call with it cannot start a second set."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:64]
+
+
+def run_instances(ec2, params, attempts=4, pause_s=5.0):
+    """run_instances with retries on transient refusals, always with the same ClientToken."""
+    from botocore.exceptions import ClientError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return ec2.run_instances(**params)["Instances"]
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code not in RETRYABLE or attempt == attempts:
+                raise
+            print(f"launch refused ({code}), retrying with the same ClientToken", flush=True)
+            time.sleep(pause_s * attempt)
+
+
+def expiry(hours, now=None):
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return (now + dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def launch_params(*, instance_type, count, ami, user_data, group_id, profile_arn, run_id, instance_name,
+                  max_lifetime_h, subnet_id=None, spot=False, volume_gb=None):
+    """Every safety rail of a launch in one place: self-terminating, IMDSv2 only, tagged, idempotent."""
+    tags = [{"Key": TAG_PROJECT, "Value": PROJECT}, {"Key": TAG_RUN, "Value": run_id},
+            {"Key": TAG_INSTANCE, "Value": instance_name}, {"Key": TAG_EXPIRES, "Value": expiry(max_lifetime_h)},
+            {"Key": "Name", "Value": f"kpbench {instance_name} {run_id}"}]
+    params = {
+        "ImageId": ami, "InstanceType": instance_type, "MinCount": count, "MaxCount": count,
+        "UserData": user_data, "ClientToken": client_token(run_id),
+        "IamInstanceProfile": {"Arn": profile_arn},
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}, {"ResourceType": "volume", "Tags": tags}],
+    }
+    if subnet_id:
+        params["NetworkInterfaces"] = [{"DeviceIndex": 0, "SubnetId": subnet_id, "Groups": [group_id],
+                                        "AssociatePublicIpAddress": True}]
+    else:
+        params["SecurityGroupIds"] = [group_id]
+    if spot:
+        params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
+            "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+    if volume_gb:
+        params["BlockDeviceMappings"] = [{"DeviceName": "/dev/sda1", "Ebs": {
+            "VolumeSize": int(volume_gb), "VolumeType": "gp3", "DeleteOnTermination": True, "Encrypted": True}}]
+    return params
+
+
+def describe(ec2, instance_ids):
+    """{instance id: instance description}."""
+    reservations = ec2.describe_instances(InstanceIds=list(instance_ids))["Reservations"]
+    return {i["InstanceId"]: i for r in reservations for i in r["Instances"]}
+
+
+def terminate(ec2, instance_ids, wait_s=300):
+    """Terminate and wait until EC2 says so (bounded), so a teardown is a fact, not a request."""
+    instance_ids = list(instance_ids)
+    if not instance_ids:
+        return
+    ec2.terminate_instances(InstanceIds=instance_ids)
+    waiter = ec2.get_waiter("instance_terminated")
+    delay = 5 if wait_s >= 30 else 1
+    waiter.wait(InstanceIds=instance_ids, WaiterConfig={"Delay": delay, "MaxAttempts": max(1, int(wait_s / delay))})
+
+
+def delete_prefix(s3, bucket, prefix):
+    """Remove every object under `prefix/`; returns how many."""
+    removed = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            removed += len(keys)
+    return removed
+
+
+def delete_security_group(ec2, group_id, wait_s=120):
+    """Delete a run's group once no instance uses it any more (termination frees it with a delay)."""
+    from botocore.exceptions import ClientError
+
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            ec2.delete_security_group(GroupId=group_id)
+            return True
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code == "InvalidGroup.NotFound":
+                return True
+            if code != "DependencyViolation" or time.time() > deadline:
+                print(f"could not delete security group {group_id} ({code}); `kpbench cleanup` retries",
+                      flush=True)
+                return False
+            time.sleep(5)
+
+
+def cleanup(aws_config, run_id=None, expired_only=False, now=None):
+    """Terminate instances carrying the project's tag (all, one run's, or those past their expiry),
+    delete their runs' security groups, and remove their runs' S3 prefixes."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    boto = session(aws_config)
+    with translated(region=aws_config.get("region")):
+        ec2, s3 = boto.client("ec2"), boto.client("s3")
+        filters = [{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]},
+                   {"Name": "instance-state-name", "Values": LIVE_STATES}]
+        if run_id:
+            filters.append({"Name": f"tag:{TAG_RUN}", "Values": [run_id]})
+        found = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+        chosen = [i for i in found if not expired_only or _expired(i, now)]
+        runs = {_tag(i, TAG_RUN) for i in chosen} | ({run_id} if run_id else set())
+        terminate(ec2, [i["InstanceId"] for i in chosen])
+        groups = ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]}])
+        deleted_groups = [g["GroupId"] for g in groups["SecurityGroups"]
+                          if _tag(g, TAG_RUN) in runs and delete_security_group(ec2, g["GroupId"])]
+        objects = sum(delete_prefix(s3, aws_config["bucket"], f"{aws_config['prefix']}/{run}")
+                      for run in sorted(r for r in runs if r)) if aws_config.get("bucket") else 0
+    return {"terminated": sorted(i["InstanceId"] for i in chosen), "runs": sorted(r for r in runs if r),
+            "security_groups": deleted_groups, "s3_objects_removed": objects}
+
+
+def _tag(resource, key):
+    return next((t["Value"] for t in resource.get("Tags", []) if t["Key"] == key), None)
+
+
+def _expired(instance, now):
+    stamp = _tag(instance, TAG_EXPIRES)
+    if not stamp:
+        return True  # a kpbench instance without an expiry is not one we launched safely: end it
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc) <= now

@@ -1,0 +1,142 @@
+"""The instance side of the EC2 backends: the user data that bootstraps an instance, and the
+`remote-worker` it runs, which trains through the same `kpbench worker` as every other backend.
+
+The launcher and the instances talk only through the run's S3 prefix:
+  input/   bundle.tar.gz, dataset.npz, spec.json (launcher), cluster.json (once all IPs are known)
+  status/  <instance id>.json: the instance's phase and heartbeat
+  steps/   <worker index>.json: every worker's step times
+  result/  the chief's run files, then manifest.json with their checksums (written last: a result
+           without a manifest, or whose files do not match it, is partial and never collected)
+  logs/    <instance id>.log: the bootstrap's log, uploaded on exit
+"""
+
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kpbench import KpbenchError
+from kpbench.train import RUN_FILES, tf_config
+
+WORKER_PACKAGES = ["boto3", "numpy", "pandas", "tf-keras==2.21.*"]
+MANIFEST = "result/manifest.json"
+
+
+def user_data(bucket, prefix, region, max_lifetime_h, gpus):
+    """The instance's bootstrap script: this run's settings, then the fixed body."""
+    tensorflow = "tensorflow[and-cuda]==2.21.*" if gpus else "tensorflow==2.21.*"
+    settings = {"KPBENCH_BUCKET": bucket, "KPBENCH_PREFIX": prefix, "AWS_DEFAULT_REGION": region,
+                "KPBENCH_MAX_MINUTES": str(max(1, int(max_lifetime_h * 60))),
+                "KPBENCH_PACKAGES": " ".join([tensorflow, *WORKER_PACKAGES])}
+    header = "#!/bin/bash\n" + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in settings.items())
+    return header + (Path(__file__).parent / "instance_bootstrap.sh").read_text()
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Exchange:
+    """This run's S3 prefix, as the instance sees it."""
+
+    def __init__(self, bucket, prefix):
+        import boto3
+
+        self.s3, self.bucket, self.prefix = boto3.client("s3"), bucket, prefix
+
+    def key(self, name):
+        return f"{self.prefix}/{name}"
+
+    def get_json(self, name):
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read())
+
+    def put_json(self, name, obj):
+        self.s3.put_object(Bucket=self.bucket, Key=self.key(name), Body=json.dumps(obj, sort_keys=True).encode(),
+                           ServerSideEncryption="AES256")
+
+    def download(self, name, path):
+        self.s3.download_file(self.bucket, self.key(name), str(path))
+
+    def upload(self, path, name):
+        self.s3.upload_file(str(path), self.bucket, self.key(name), ExtraArgs={"ServerSideEncryption": "AES256"})
+
+    def wait_json(self, name, timeout_s, poll_s=2.0):
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                return self.get_json(name)
+            except self.s3.exceptions.NoSuchKey:
+                if time.time() > deadline:
+                    raise KpbenchError(f"{name} did not appear in s3://{self.bucket}/{self.prefix} "
+                                       f"within {timeout_s:.0f} s") from None
+                time.sleep(poll_s)
+
+
+def remote_worker(bucket, prefix, workdir):
+    """Train on this instance as its row of the run says, upload the result, report each phase."""
+    instance_id = os.environ["KPBENCH_INSTANCE_ID"]
+    exchange, workdir = Exchange(bucket, prefix), Path(workdir)
+    status_name = f"status/{instance_id}.json"
+    exchange.put_json(status_name, {"phase": "bootstrapped", "time": time.time()})
+    spec_path, dataset_path, out = workdir / "spec.json", workdir / "dataset.npz", workdir / "out"
+    exchange.download("input/spec.json", spec_path)
+    exchange.download("input/dataset.npz", dataset_path)
+    spec = json.loads(spec_path.read_text())
+    limits = spec.get("limits", {})
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    index = 0
+    if int(spec["instance"].get("workers", 1)) > 1:
+        cluster = exchange.wait_json("input/cluster.json", float(limits.get("stall_timeout_s", 600)))
+        ids = [worker["instance_id"] for worker in cluster["workers"]]
+        index = ids.index(instance_id)
+        override = os.environ.get("KPBENCH_CLUSTER_ADDRESSES")
+        addresses = override.split(",") if override else [w["address"] for w in cluster["workers"]]
+        env["TF_CONFIG"] = json.dumps(tf_config(addresses, index))
+
+    exchange.put_json(status_name, {"phase": "training", "worker": index, "time": time.time()})
+    out.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "worker.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "kpbench", "worker", "--spec", f"@{spec_path}",
+                                    "--dataset", str(dataset_path), "--out", str(out)],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+    code = _supervise(process, out / "progress.json", exchange, status_name, index,
+                      float(limits.get("stall_timeout_s", 600)))
+    print((workdir / "worker.log").read_text(errors="replace"), flush=True)
+    if code != 0:
+        print(f"training on {instance_id} failed (exit status {code})", file=sys.stderr, flush=True)
+        raise SystemExit(code if code > 0 else 1)
+
+    exchange.put_json(status_name, {"phase": "uploading", "worker": index, "time": time.time()})
+    exchange.upload(out / "steps.json", f"steps/{index}.json")
+    if index == 0:
+        files = {name: {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size} for name in RUN_FILES}
+        for name in RUN_FILES:
+            exchange.upload(out / name, f"result/{name}")
+        exchange.put_json(MANIFEST, {"files": files, "instance_id": instance_id})
+    exchange.put_json(status_name, {"phase": "done", "worker": index, "time": time.time()})
+
+
+def _supervise(process, progress_path, exchange, status_name, index, stall_timeout_s, heartbeat_s=30.0):
+    """Wait for the training process, sending a heartbeat; a hung one is killed after the stall limit."""
+    started = time.time()
+    while True:
+        try:
+            return process.wait(timeout=heartbeat_s)
+        except subprocess.TimeoutExpired:
+            pass
+        last_step = progress_path.stat().st_mtime if progress_path.exists() else started
+        exchange.put_json(status_name, {"phase": "training", "worker": index, "time": time.time(),
+                                        "last_step_age_s": time.time() - last_step})
+        if time.time() - last_step > stall_timeout_s:
+            process.kill()
+            process.wait()
+            print(f"no training step for {stall_timeout_s:.0f} s: stopped", flush=True)
+            return -9

@@ -1,0 +1,492 @@
+"""The EC2 backends against moto in server mode on 127.0.0.1.
+
+Moto does not run user data, so `InstancePlayer` plays the instances: for each instance moto reports
+running it runs that instance's real user data (the bootstrap script) with bash on this machine,
+against moto's S3, and terminates the instance when the script ends, as its shutdown would.
+"""
+
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import boto3
+import pytest
+
+from kpbench import KpbenchError, aws
+from kpbench.backends import free_ports, run_instance
+
+SECRET_KEY = "kpbench-test-secret-Zq81xV"
+ACCESS_KEY = "AKIAKPBENCHTESTKEY01"
+BUCKET = "kpbench-test"
+AMI_PARAMETER = "/kpbench-test/ami-id"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_ports(1)[0]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, monkeypatch):
+    """A fresh moto account, reached through the standard environment variables only."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    for name, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                        "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    ec2 = boto3.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    boto3.client("ssm").put_parameter(Name=AMI_PARAMETER, Value=image, Type="String")
+    yield moto_endpoint
+    assert live_instances() == [], "a test left instances running"
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    from kpbench.data import preprocess
+    from kpbench.synthetic import write_synthetic_csvs
+
+    folder = tmp_path_factory.mktemp("ec2-data")
+    write_synthetic_csvs(folder, n_train=60, n_test=2, seed=5)
+    preprocess(folder, folder / "dataset.npz", folder / "stats.json", folder / "samples.npz", 0.3, 0)
+    return folder / "dataset.npz"
+
+
+def aws_config(**overrides):
+    config = {"region": "us-east-1", "profile": None, "bucket": BUCKET, "prefix": "kpbench",
+              "ami": {"ssm_parameter": AMI_PARAMETER}, "instance_profile": "kpbench-instance",
+              "worker_port": 12345, "vpc_id": None, "subnet_id": None, "volume_gb": 50, "max_lifetime_h": 1,
+              "budget_usd": 5, "boot_overhead_s": 600, "launch_timeout_s": 20, "poll_s": 0.3, "keep_s3": False}
+    return {**config, **overrides}
+
+
+def ec2_spec(backend="ec2", workers=1, limits=None, **aws_overrides):
+    return {
+        "instance": {"name": f"test-{backend}", "backend": backend, "instance_type": "g4dn.xlarge",
+                     "workers": workers, "gpus": 0, "usd_per_hour": 0.526, "price_date": "2025-01-01"},
+        "workload": {"name": "tiny", "epochs": 2, "batch_size": 4, "max_train_images": 16, "max_val_images": 8},
+        "training": {"learning_rate": 1e-3, "seed": 3, "pck_radius_px": 3.0, "prediction_samples": 2,
+                     "peak_matmul_size": 128, "warmup_epochs": 0, "scale_learning_rate": True},
+        "limits": {"stall_timeout_s": 120, "deadline_s": 300, **(limits or {})},
+        "aws": aws_config(**aws_overrides),
+    }
+
+
+def live_instances():
+    reservations = boto3.client("ec2").describe_instances(Filters=[
+        {"Name": "tag:project", "Values": ["kpbench"]},
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+    return [i["InstanceId"] for r in reservations["Reservations"] for i in r["Instances"]]
+
+
+def all_instances():
+    reservations = boto3.client("ec2").describe_instances()["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def user_data_of(instance_id):
+    value = boto3.client("ec2").describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    return base64.b64decode(value["UserData"]["Value"]).decode()
+
+
+class InstancePlayer(threading.Thread):
+    """Runs each running kpbench instance's user data locally, as the instance would."""
+
+    def __init__(self, workdir, python=sys.executable, extra_env=None):
+        super().__init__(daemon=True)
+        self.workdir, self.python, self.extra_env = workdir, python, extra_env or {}
+        self.halt = threading.Event()
+        self.played, self.processes, self.addresses = set(), {}, {}
+
+    def run(self):
+        ec2 = boto3.client("ec2")
+        while not self.halt.is_set():
+            running = [i for i in all_instances() if i["State"]["Name"] == "running"
+                       and any(t["Key"] == "project" for t in i.get("Tags", []))]
+            for instance in running:
+                if instance["InstanceId"] not in self.played:
+                    self._play(instance, running)
+            for instance_id, process in list(self.processes.items()):
+                if process.poll() is not None:
+                    del self.processes[instance_id]
+                    ec2.terminate_instances(InstanceIds=[instance_id])  # shutdown → terminate
+            time.sleep(0.2)
+
+    def _play(self, instance, running):
+        run_id = next(t["Value"] for t in instance["Tags"] if t["Key"] == aws.TAG_RUN)
+        peers = [i for i in running if any(t["Value"] == run_id for t in i["Tags"])]
+        # Loopback stand-ins for the instances' private addresses: no traffic leaves this machine.
+        addresses = self.addresses.setdefault(run_id, ",".join(f"127.0.0.1:{p}" for p in free_ports(len(peers))))
+        instance_id = instance["InstanceId"]
+        env = {**os.environ, "KPBENCH_INSTANCE_ID": instance_id, "KPBENCH_PYTHON": self.python,
+               "KPBENCH_SHUTDOWN": "true", "KPBENCH_WORKDIR": str(self.workdir / instance_id),
+               "KPBENCH_CLUSTER_ADDRESSES": addresses, **self.extra_env}
+        self.played.add(instance_id)
+        self.processes[instance_id] = subprocess.Popen(["bash", "-c", user_data_of(instance_id)], env=env,
+                                                       start_new_session=True)
+
+    def stop(self):
+        self.halt.set()
+        self.join(timeout=10)
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture
+def player(tmp_path):
+    players = []
+
+    def start(**kwargs):
+        players.append(InstancePlayer(tmp_path / "instances", **kwargs))
+        players[-1].start()
+        return players[-1]
+
+    yield start
+    for each in players:
+        each.stop()
+
+
+def secret_free(text):
+    return SECRET_KEY not in text and ACCESS_KEY not in text
+
+
+# --- whole runs -------------------------------------------------------------------------------
+
+
+def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, tiny_dataset, tmp_path,
+                                                                      player, capsys, monkeypatch):
+    sent = []
+    inject(monkeypatch, "provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(dict(params)))
+    player()
+    run = run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+    output = capsys.readouterr()
+
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["history.csv", "predictions.npz", "run.json"]
+    assert len(run["timings"]["epoch_s"]) == 2 and run["metrics"]["val_rmse_px"] > 0
+    remote = run["remote"]
+    assert len(remote["instance_ids"]) == 1 and remote["instance_type"] == "g4dn.xlarge"
+    assert run["cost"]["hours"] == pytest.approx(remote["billed_s"] / 3600)
+    assert run["cost"]["usd"] == pytest.approx(remote["billed_s"] / 3600 * 0.526)
+
+    (instance,) = [i for i in all_instances() if i["InstanceId"] == remote["instance_ids"][0]]
+    assert instance["State"]["Name"] == "terminated"
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert instance["ClientToken"] == aws.client_token(remote["run_id"])
+    (params,) = sent  # moto drops the profile association on termination: check what was asked
+    assert params["IamInstanceProfile"]["Arn"].endswith("instance-profile/kpbench-instance")
+    assert params["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["project"] == "kpbench" and tags[aws.TAG_RUN] == remote["run_id"] and aws.TAG_EXPIRES in tags
+    behaviour = boto3.client("ec2").describe_instance_attribute(
+        InstanceId=instance["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")
+    assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+
+    # Teardown: no security group of the run, no S3 objects of the run.
+    groups = boto3.client("ec2").describe_security_groups(
+        Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])["SecurityGroups"]
+    assert groups == []
+    assert boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="kpbench/").get("KeyCount") == 0
+    assert "running" in output.out and "terminating" in output.out
+
+    # No secret in user data, the launcher's output (the rule's log), the instance's log or results.
+    user_data = user_data_of(instance["InstanceId"])
+    assert "KPBENCH_BUCKET=kpbench-test" in user_data and secret_free(user_data)
+    assert secret_free(output.out + output.err)
+    for path in [*(tmp_path / "out").iterdir(), *(tmp_path / "instances").rglob("*.log")]:
+        assert secret_free(path.read_bytes().decode(errors="replace")), path
+
+
+def test_ec2_cluster_trains_two_played_instances_as_one_cluster(aws_env, tiny_dataset, tmp_path, player):
+    player()
+    run = run_instance(ec2_spec("ec2-cluster", 2, keep_s3=True), tiny_dataset, tmp_path / "out")
+
+    cluster = run["cluster"]
+    assert cluster["workers"] == 2 and cluster["global_batch"] == 8
+    assert cluster["scaled_learning_rate"] == pytest.approx(2e-3)
+    assert len(cluster["median_step_s_per_worker"]) == 2
+    assert 0 <= cluster["allreduce_share"] < 1 and cluster["compute_step_s"] > 0
+    assert len(run["remote"]["instance_ids"]) == 2
+
+    s3 = boto3.client("s3")
+    prefix = f"kpbench/{run['remote']['run_id']}"
+    spec = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/input/cluster.json")["Body"].read())
+    assert [w["instance_id"] for w in spec["workers"]] == run["remote"]["instance_ids"]
+    assert all(w["address"].endswith(":12345") for w in spec["workers"])
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
+    assert {f"{prefix}/result/manifest.json", f"{prefix}/steps/0.json", f"{prefix}/steps/1.json"} <= set(keys)
+    for key in keys:  # every object private and encrypted at rest
+        assert s3.head_object(Bucket=BUCKET, Key=key)["ServerSideEncryption"] == "AES256", key
+    block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+
+
+# --- faults at each step ----------------------------------------------------------------------
+
+
+class _Refusal:
+    status_code = 400
+    headers = {}
+
+
+def inject(monkeypatch, event, handler):
+    """Every session kpbench opens gets `handler` on `event` (botocore's own hook points)."""
+    real = aws.session
+
+    def patched(config):
+        session = real(config)
+        session.events.register(event, handler)
+        return session
+
+    monkeypatch.setattr(aws, "session", patched)
+
+
+@pytest.mark.parametrize("code, says", [
+    ("VcpuLimitExceeded", "L-DB2E81BA"),
+    ("InstanceLimitExceeded", "instance limit"),
+    ("InsufficientInstanceCapacity", "no spare g4dn.xlarge capacity"),
+    ("Unsupported", "not offered"),
+])
+def test_launch_refusals_are_explained_and_leave_nothing(aws_env, tiny_dataset, tmp_path, monkeypatch, code, says):
+    inject(monkeypatch, "before-call.ec2.RunInstances",
+           lambda **_: (_Refusal(), {"Error": {"Code": code, "Message": f"injected {code}"}}))
+    with pytest.raises(KpbenchError, match=says):
+        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+    assert all_instances() == []
+    assert boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="kpbench/").get("KeyCount") == 0
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
+def test_unknown_ami_is_refused_before_launch(aws_env, tiny_dataset, tmp_path):
+    with pytest.raises(KpbenchError, match="unknown AMI"):
+        run_instance(ec2_spec(ami={"id": "ami-0123456789abcdef0"}), tiny_dataset, tmp_path / "out")
+    with pytest.raises(KpbenchError, match="unknown AMI: SSM parameter /nope"):
+        run_instance(ec2_spec(ami={"ssm_parameter": "/nope"}), tiny_dataset, tmp_path / "out")
+    assert all_instances() == []
+
+
+def test_missing_credentials_get_plain_instructions(aws_env, tiny_dataset, tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(KpbenchError, match="no AWS credentials found"):
+        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+
+
+def test_instance_that_never_runs_times_out_and_is_terminated(aws_env, tiny_dataset, tmp_path, monkeypatch):
+    def still_pending(parsed, **_):
+        for reservation in parsed.get("Reservations", []):
+            for instance in reservation["Instances"]:
+                if instance["State"]["Name"] == "running":
+                    instance["State"] = {"Code": 0, "Name": "pending"}
+
+    inject(monkeypatch, "after-call.ec2.DescribeInstances", still_pending)
+    with pytest.raises(KpbenchError, match="not running within 2 s"):
+        run_instance(ec2_spec(launch_timeout_s=2), tiny_dataset, tmp_path / "out")
+    assert [i["State"]["Name"] for i in all_instances()] == ["terminated"]
+
+
+def test_no_result_before_the_deadline_ends_the_run(aws_env, tiny_dataset, tmp_path):
+    with pytest.raises(KpbenchError, match="no result within 3 s"):
+        run_instance(ec2_spec(limits={"deadline_s": 3}), tiny_dataset, tmp_path / "out")
+    assert [i["State"]["Name"] for i in all_instances()] == ["terminated"]
+
+
+def test_failed_training_on_the_instance_reports_its_log(aws_env, tiny_dataset, tmp_path, player):
+    player(extra_env={"KPBENCH_INJECT_FAULT": "crash:0:1"})
+    with pytest.raises(KpbenchError, match=r"(?s)1 of 1 instance\(s\) failed.*exit status 3"):
+        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
+def test_failed_bootstrap_is_reported(aws_env, tiny_dataset, tmp_path, player):
+    player(python="/bin/false")  # no usable Python on the instance: the bundle cannot even be fetched
+    with pytest.raises(KpbenchError, match="terminated without a result"):
+        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_the_launcher_during_the_wait_terminates_everything(aws_env, tiny_dataset, tmp_path, stop):
+    spec = ec2_spec()
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "kpbench", "train", "--spec", json.dumps(spec), "--dataset", str(tiny_dataset),
+         "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not live_instances():
+        assert launcher.poll() is None and time.time() < deadline, launcher.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)  # now inside the wait loop
+    launcher.send_signal(stop)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 1
+    assert "interrupted" in err and "terminating" in out
+    assert live_instances() == []
+
+
+# --- the pieces -------------------------------------------------------------------------------
+
+
+def test_security_group_admits_only_its_members_on_the_worker_port(aws_env):
+    ec2 = boto3.client("ec2")
+    group = aws.ensure_security_group(ec2, "kpbench-test", 12345, "run-1")
+    (rule,) = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    assert (rule["FromPort"], rule["ToPort"], rule["IpProtocol"]) == (12345, 12345, "tcp")
+    assert rule["IpRanges"] == [] and rule["Ipv6Ranges"] == []
+    assert [pair["GroupId"] for pair in rule["UserIdGroupPairs"]] == [group]
+
+
+def test_instance_profile_reaches_only_the_projects_prefix(aws_env):
+    iam = boto3.client("iam")
+    arn = aws.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")
+    assert arn == aws.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")  # idempotent
+    policy = iam.get_role_policy(RoleName="kpbench-instance", PolicyName="kpbench-s3")["PolicyDocument"]
+    resources = [s["Resource"] for s in policy["Statement"]]
+    assert resources == [f"arn:aws:s3:::{BUCKET}/kpbench/*", f"arn:aws:s3:::{BUCKET}"]
+    assert policy["Statement"][1]["Condition"]["StringLike"]["s3:prefix"] == "kpbench/*"
+
+
+def test_ami_name_pattern_picks_the_newest_match(aws_env):
+    ec2 = boto3.client("ec2")
+    images = ec2.describe_images(Owners=["amazon"])["Images"]
+    name = images[0]["Name"]
+    chosen = aws.resolve_ami({"ami": {"name_pattern": name[:6] + "*", "owners": ["amazon"]}}, ec2, None)
+    candidates = [i for i in images if i["Name"].startswith(name[:6])]
+    assert chosen == max(candidates, key=lambda i: i.get("CreationDate", ""))["ImageId"]
+    with pytest.raises(KpbenchError, match="no image named like 'no-such-ami-\\*'"):
+        aws.resolve_ami({"ami": {"name_pattern": "no-such-ami-*"}}, ec2, None)
+
+
+def test_retried_launch_reuses_its_client_token():
+    """moto stores ClientToken without de-duplicating, so the retry contract is checked on a stub."""
+    from botocore.exceptions import ClientError
+
+    class StubEc2:
+        def __init__(self):
+            self.calls = []
+
+        def run_instances(self, **params):
+            self.calls.append(params)
+            if len(self.calls) == 1:
+                raise ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}}, "RunInstances")
+            return {"Instances": [{"InstanceId": "i-1"}]}
+
+    stub = StubEc2()
+    params = aws.launch_params(instance_type="g4dn.xlarge", count=1, ami="ami-1", user_data="#!/bin/bash",
+                               group_id="sg-1", profile_arn="arn:x", run_id="run-7", instance_name="x",
+                               max_lifetime_h=1)
+    assert aws.run_instances(stub, params, pause_s=0) == [{"InstanceId": "i-1"}]
+    assert len(stub.calls) == 2 and stub.calls[0]["ClientToken"] == stub.calls[1]["ClientToken"]
+    assert stub.calls[0]["ClientToken"] == aws.client_token("run-7") != aws.client_token("run-8")
+
+
+def test_a_refusal_that_is_not_transient_is_not_retried():
+    from botocore.exceptions import ClientError
+
+    calls = []
+
+    class StubEc2:
+        def run_instances(self, **params):
+            calls.append(params)
+            raise ClientError({"Error": {"Code": "VcpuLimitExceeded", "Message": "no"}}, "RunInstances")
+
+    with pytest.raises(ClientError):
+        aws.run_instances(StubEc2(), {"ClientToken": "t"}, pause_s=0)
+    assert len(calls) == 1
+
+
+def test_quota_messages_name_the_quota_to_raise():
+    from botocore.exceptions import ClientError
+
+    def refusal(code, instance_type):
+        return str(aws.explain(ClientError({"Error": {"Code": code, "Message": "m"}}, "RunInstances"),
+                               instance_type, "eu-west-1"))
+
+    assert "Running On-Demand P instances" in refusal("VcpuLimitExceeded", "p3.2xlarge")
+    assert "L-417A185B" in refusal("VcpuLimitExceeded", "p2.xlarge")
+    assert "L-1216C47A" in refusal("VcpuLimitExceeded", "c5.4xlarge")
+    assert "eu-west-1" in refusal("InsufficientInstanceCapacity", "g5.xlarge")
+    assert "AWS error Weird: m" == refusal("Weird", "g5.xlarge")
+
+
+def test_user_data_sets_the_lifetime_and_carries_no_credentials(monkeypatch):
+    from kpbench.remote import user_data
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    script = user_data("bucket-1", "kpbench/run-1", "eu-west-1", 1.5, gpus=1)
+    assert script.startswith("#!/bin/bash\n")
+    assert "export KPBENCH_MAX_MINUTES=90" in script
+    assert "tensorflow[and-cuda]==2.21.*" in script
+    assert secret_free(script) and "AWS_SECRET" not in script and "AWS_ACCESS" not in script
+    syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert syntax.returncode == 0, syntax.stderr
+
+
+def test_cleanup_terminates_tagged_instances_and_removes_their_runs(aws_env):
+    ec2, s3 = boto3.client("ec2"), boto3.client("s3")
+    image = boto3.client("ssm").get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
+
+    def launch(run_id, expires):
+        tags = [{"Key": "project", "Value": "kpbench"}, {"Key": aws.TAG_RUN, "Value": run_id},
+                {"Key": aws.TAG_EXPIRES, "Value": expires}]
+        ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                          TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+
+    aws.ensure_bucket(s3, BUCKET, "us-east-1")
+    for run_id in ("old", "young"):
+        aws.put_private(s3, BUCKET, f"kpbench/{run_id}/input/spec.json", b"{}")
+    launch("old", "2020-01-01T00:00:00Z")
+    launch("young", "2999-01-01T00:00:00Z")
+    ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)  # not ours
+
+    report = aws.cleanup(aws_config(), expired_only=True)
+    assert report["runs"] == ["old"] and len(report["terminated"]) == 1 and report["s3_objects_removed"] == 1
+    assert len(live_instances()) == 1
+    report = aws.cleanup(aws_config())
+    assert report["runs"] == ["young"] and live_instances() == []
+    assert [i["State"]["Name"] for i in all_instances()].count("running") == 1  # the untagged one stays
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="kpbench/").get("KeyCount") == 0
+
+
+def test_cleanup_command_runs_against_the_config(aws_env, tmp_path):
+    overlay = tmp_path / "aws.yaml"
+    overlay.write_text(f"aws:\n  bucket: {BUCKET}\n")
+    result = subprocess.run([sys.executable, "-m", "kpbench", "cleanup", "--configfile", "config/config.yaml",
+                             str(overlay)], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 0, result.stderr
+    assert "terminated 0 instance(s)" in result.stdout
+
+
+def test_aws_matrix_plans_first_and_never_trains_retired_rows(tmp_path):
+    """A dry run of the EC2 matrix: one plan job before every current row's training, none for
+    the retired types; without a bucket the workflow refuses to start."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "results", "--configfile",
+               "config/aws.yaml"]
+    refused = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    assert refused.returncode != 0 and "need aws.bucket" in refused.stdout + refused.stderr
+    result = subprocess.run([*command, "--config", 'aws={"bucket": "my-bucket"}'], cwd=root,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    trained = sorted(line.split("=", 1)[1] for line in result.stdout.splitlines()
+                     if line.strip().startswith("wildcards: instance="))
+    assert trained == ["2x-g4dn.xlarge", "4x-g4dn.xlarge", "c5.4xlarge", "g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
+    assert result.stdout.count("rule plan:") == 1
