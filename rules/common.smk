@@ -25,20 +25,23 @@ if REMOTE and not config["aws"].get("bucket"):
 
 wildcard_constraints:
     instance="|".join(INSTANCES),
+    repeat=r"\d+",
 
 
 # Reviewer mode: with `campaign` set (a stored campaign's config.yaml sets it), every figure and the
 # paper are built from that campaign's stored results; no data is fetched and nothing is trained.
 CAMPAIGN = config.get("campaign")
 RESULTS = f"{CAMPAIGN}/results" if CAMPAIGN else "results"
-RUN_JSONS = expand(f"{RESULTS}/runs/{{instance}}/run.json", instance=INSTANCES)
+# Every instance runs `repeats` times, each repeat with its own seed (training.seed + repeat - 1).
+REPEATS = range(1, config["repeats"] + 1)
+RUN_JSONS = expand(f"{RESULTS}/runs/{{instance}}/r{{repeat}}/run.json", instance=INSTANCES, repeat=REPEATS)
 RUN_FILES = {
-    name: expand(f"{RESULTS}/runs/{{instance}}/{name}", instance=INSTANCES)
+    name: expand(f"{RESULTS}/runs/{{instance}}/r{{repeat}}/{name}", instance=INSTANCES, repeat=REPEATS)
     for name in ("history.csv", "predictions.npz")
 }
 FIGURE_FILES = expand(
     "paper/build/figures/{name}.pdf",
-    name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto"],
+    name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling"],
 )
 
 
@@ -48,7 +51,8 @@ def run_spec(wildcards):
     spec = {
         "instance": INSTANCES[wildcards.instance],
         "workload": workload,
-        "training": config["training"],
+        "training": {**config["training"], "seed": config["training"]["seed"] + int(wildcards.repeat) - 1},
+        "repeat": int(wildcards.repeat),
         "data": {"source": config["data"]["source"], **config["preprocess"]},
         "limits": config["limits"],
     }

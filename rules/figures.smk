@@ -8,8 +8,11 @@ rule render_figures:
         runs=RUN_JSONS,
         histories=RUN_FILES["history.csv"],
         predictions=RUN_FILES["predictions.npz"],
+        model=f"{RESULTS}/model.json",
     output:
         [report(path, category="Figures") for path in FIGURE_FILES],
+    params:
+        reference=config["analysis"]["scaling_reference"],
     conda:
         "../environment.yml"
     log:
@@ -18,4 +21,4 @@ rule render_figures:
         "benchmarks/render_figures.tsv"
     shell:
         "python -m kpbench figures --summary {input.summary} --samples {input.samples} --runs {input.runs}"
-        " --out paper/build/figures > {log} 2>&1"
+        " --model {input.model} --scaling-reference {params.reference:q} --out paper/build/figures > {log} 2>&1"

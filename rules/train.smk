@@ -21,20 +21,20 @@ rule train:
         dataset="data/processed/dataset.npz",
         plan=plan_input,
     output:
-        run="results/runs/{instance}/run.json",
-        history="results/runs/{instance}/history.csv",
-        predictions="results/runs/{instance}/predictions.npz",
+        run="results/runs/{instance}/r{repeat}/run.json",
+        history="results/runs/{instance}/r{repeat}/history.csv",
+        predictions="results/runs/{instance}/r{repeat}/predictions.npz",
     params:
         spec=run_spec,
     conda:
         "../environment.yml"
     log:
-        "logs/train/{instance}.log",
+        "logs/train/{instance}/r{repeat}.log",
     benchmark:
-        "benchmarks/train/{instance}.tsv"
+        "benchmarks/train/{instance}/r{repeat}.tsv"
     shell:
         "python -m kpbench train --spec {params.spec:q} --dataset {input.dataset}"
-        " --out results/runs/{wildcards.instance} > {log} 2>&1"
+        " --out results/runs/{wildcards.instance}/r{wildcards.repeat} > {log} 2>&1"
 
 
 rule describe_model:

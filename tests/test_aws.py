@@ -117,12 +117,17 @@ class InstancePlayer(threading.Thread):
     def run(self):
         ec2 = boto3.client("ec2")
         while not self.halt.is_set():
-            running = [i for i in all_instances() if i["State"]["Name"] == "running"
+            instances = all_instances()
+            running = [i for i in instances if i["State"]["Name"] == "running"
                        and any(t["Key"] == "project" for t in i.get("Tags", []))]
             for instance in running:
                 if instance["InstanceId"] not in self.played:
                     self._play(instance, running)
+            ended = {i["InstanceId"] for i in instances if i["State"]["Name"] in ("shutting-down", "terminated")}
             for instance_id, process in list(self.processes.items()):
+                if process.poll() is None and instance_id in ended:  # terminated from outside: it dies
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
                 if process.poll() is not None:
                     del self.processes[instance_id]
                     ec2.terminate_instances(InstanceIds=[instance_id])  # shutdown → terminate
@@ -486,7 +491,7 @@ def test_aws_matrix_plans_first_and_never_trains_retired_rows(tmp_path):
     result = subprocess.run([*command, "--config", 'aws={"bucket": "my-bucket"}'], cwd=root,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    trained = sorted(line.split("=", 1)[1] for line in result.stdout.splitlines()
+    trained = sorted(line.split("instance=", 1)[1].split(",")[0] for line in result.stdout.splitlines()
                      if line.strip().startswith("wildcards: instance="))
     assert trained == ["2x-g4dn.xlarge", "4x-g4dn.xlarge", "c5.4xlarge", "g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
     assert result.stdout.count("rule plan:") == 1

@@ -135,6 +135,22 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_with_every_epoch(cluster_datase
     assert not (out / ".backup").exists()
 
 
+def test_a_cluster_whose_worker_is_killed_mid_epoch_resumes_on_rerun(cluster_dataset, tmp_path, monkeypatch):
+    spec = _spec("local-cluster", 2, 4)  # global batch 8: 8 steps an epoch, 3 epochs
+    out = tmp_path / "cluster-resumed"
+    monkeypatch.setenv("KPBENCH_INJECT_FAULT", "crash:1:12")  # worker 1 dies halfway through epoch 2
+    with pytest.raises(KpbenchError, match=r"worker 1 \(exit status 3\)"):
+        run_instance(spec, cluster_dataset, out)
+    assert _our_processes(str(out)) == []
+    assert json.loads((out / ".backup" / "epochs.json").read_text())[-1]["epoch"] == 1
+    monkeypatch.delenv("KPBENCH_INJECT_FAULT")
+    run = run_instance(spec, cluster_dataset, out)
+    assert run["timings"]["resumed_from_epoch"] == 1 and run["cluster"]["workers"] == 2
+    history = (out / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
+    assert not (out / ".backup").exists()
+
+
 def test_a_backup_from_another_configuration_is_not_resumed(cluster_dataset, tmp_path, monkeypatch):
     out = tmp_path / "changed"
     monkeypatch.setenv("KPBENCH_INJECT_FAULT", "crash:0:12")

@@ -3,6 +3,10 @@ import pytest
 from kpbench.paper import Latex, integer, latex_escape, make_environment, num, percent, usd
 
 
+def test_command_lines_keep_their_double_hyphens_and_backquotes():
+    assert latex_escape("`aws ec2 --region x`") == r"\textasciigrave{}aws ec2 -{}-region x\textasciigrave{}"
+
+
 def test_every_latex_special_character_is_escaped():
     text = r"a&b%c$d#e_f{g}h~i^j\k<l>m"
     assert latex_escape(text) == (r"a\&b\%c\$d\#e\_f\{g\}h\textasciitilde{}i\textasciicircum{}j"

@@ -50,18 +50,20 @@ def test_paper_target_builds_a_pdf_with_pages(tree):
     assert "7,266,494" in text and "original study" in text
 
 
-def test_summary_has_our_run_and_the_original_studys_rows(tree):
+def test_summary_has_every_repeat_and_the_original_studys_rows(tree):
     summary = pd.read_csv(tree / "results" / "summary.csv")
-    assert list(summary["source"]) == ["kpbench"] * 2 + ["original study"] * 8
-    assert list(summary["instance"][:2]) == ["local", "local-2w"]
-    assert list(summary["workers"][:2]) == [1, 2] and (summary["epochs"][:2] == 2).all()
+    assert list(summary["source"]) == ["kpbench"] * 4 + ["original study"] * 8
+    assert list(summary["instance"][:4]) == ["local", "local", "local-2w", "local-2w"]
+    assert list(summary["repeat"][:4]) == [1, 2, 1, 2]
+    assert list(summary["seed"][:4]) == [1, 2, 1, 2]  # each repeat its own seed
+    assert list(summary["workers"][:4]) == [1, 1, 2, 2] and (summary["epochs"][:4] == 2).all()
     for figure in ("sample_faces", "predictions", "learning_curves", "time_cost"):
         assert (tree / "paper" / "build" / "figures" / f"{figure}.pdf").stat().st_size > 1000
     assert all((tree / "logs").rglob("*.log")) and list((tree / "benchmarks").rglob("*.tsv"))
 
 
 def test_rerunning_one_instance_reruns_only_its_training(tree):
-    dry = snakemake(tree, "-n", "--cores", "1", "results/runs/local/run.json", "--forcerun", "train",
+    dry = snakemake(tree, "-n", "--cores", "1", "results/runs/local/r1/run.json", "--forcerun", "train",
                     "--configfile", "tiny.yaml")
     assert planned_jobs(dry.stdout) == {"train": 1}
 
@@ -76,7 +78,7 @@ def test_rebuilding_from_the_same_results_is_byte_identical(tree):
     before = {path: path.read_bytes() for path in generated}
     snakemake(tree, "--cores", "1", "paper", "--forcerun", "render_figures", "render_tex",
               "--configfile", "tiny.yaml")
-    assert len(before) == 5 + 9
+    assert len(before) == 6 + 10
     for path, content in before.items():
         assert path.read_bytes() == content, f"{path.name} changed on rebuild"
 

@@ -110,3 +110,36 @@ def test_cost_to_target_prices_init_plus_training_to_the_target(trained):
     assert row["cost_to_target_usd"] == pytest.approx(seconds / 3600 * 0.5)
     missed = run_row(run, REFERENCE, history, target_rmse_px=1.0)
     assert missed["time_to_target_s"] is None and missed["cost_to_target_usd"] is None
+
+
+def test_olympic_mean_drops_the_fastest_and_slowest_run():
+    from kpbench.aggregate import olympic_mean
+
+    assert olympic_mean([10.0, 1.0, 4.0, 5.0, 100.0]) == pytest.approx(19 / 3)  # 1 and 100 dropped
+    assert olympic_mean([3.0, 9.0, 6.0]) == pytest.approx(6.0)
+    assert olympic_mean([2.0, 4.0]) == pytest.approx(3.0)  # too few to drop any
+    assert olympic_mean([float("nan"), 7.0]) == pytest.approx(7.0)
+    assert olympic_mean([]) is None
+
+
+def test_repeats_become_one_row_per_instance_with_their_spread():
+    import pandas as pd
+
+    from kpbench.aggregate import REPEATED_COLUMNS, by_instance
+
+    def row(source, instance, train_s, time_to_target_s=None):
+        return {"source": source, "instance": instance, "train_s": train_s, "time_to_target_s": time_to_target_s,
+                **{c: 1.0 for c in REPEATED_COLUMNS if c not in ("train_s", "time_to_target_s")}}
+
+    summary = pd.DataFrame([row("kpbench", "a", 10.0, 5.0), row("kpbench", "a", 30.0), row("kpbench", "a", 11.0, 6.0),
+                            row("kpbench", "a", 12.0, 7.0), row("kpbench", "b", 3.0),
+                            row("original study", "a", 99.0)])
+    result = by_instance(summary)
+    assert list(zip(result["source"], result["instance"])) == [("kpbench", "a"), ("kpbench", "b"),
+                                                                ("original study", "a")]
+    a = result.iloc[0]
+    assert a["repeats"] == 4 and a["train_s"] == pytest.approx(11.5)  # 10 and 30 dropped
+    assert (a["train_s_min"], a["train_s_max"]) == (10.0, 30.0)
+    assert a["reached_target"] == 3 and a["time_to_target_s"] == pytest.approx(6.0)
+    assert pd.isna(result.iloc[1]["time_to_target_s"]) and result.iloc[1]["reached_target"] == 0
+    assert result.iloc[2]["train_s"] == 99.0 and result.iloc[2]["repeats"] == 1

@@ -16,7 +16,13 @@ SUMMARY_COLUMNS = [
     "network_gbps", "epochs", "train_images", "batch_size", "init_s", "train_s", "wall_s",
     "images_per_s", "achieved_gflops", "share_of_matmul", "mfu", "precision", "val_rmse_px", "val_mae_px", "val_pck", "usd_per_hour", "price_date", "cost_usd",
     "projected_train_s", "projected_cost_usd", "target_rmse_px", "epochs_to_target", "time_to_target_s",
-    "cost_to_target_usd", "seed", "config_hash", "note",
+    "cost_to_target_usd", "repeat", "seed", "config_hash", "note",
+]
+# Measurements that repeats reduce to an olympic mean with a spread.
+REPEATED_COLUMNS = [
+    "init_s", "train_s", "wall_s", "images_per_s", "achieved_gflops", "share_of_matmul", "mfu", "val_rmse_px",
+    "val_mae_px", "val_pck", "cost_usd", "projected_train_s", "projected_cost_usd", "epochs_to_target",
+    "time_to_target_s", "cost_to_target_usd",
 ]
 
 
@@ -58,7 +64,7 @@ def run_row(run, reference, history=None, target_rmse_px=None):
         "projected_train_s": projected,
         "projected_cost_usd": costs.run_cost_usd(None if projected is None else timings["init_s"] + projected,
                                                  usd_per_hour),
-        "seed": run["seed"], "config_hash": run["config_hash"], "note": instance.get("note"),
+        "repeat": run.get("repeat", 1), "seed": run["seed"], "config_hash": run["config_hash"], "note": instance.get("note"),
         **_to_target(run, history, target_rmse_px, usd_per_hour),
     }
 
@@ -128,6 +134,35 @@ def summarise(run_paths, original_csv, reference, out_path, target_rmse_px=None)
     with atomic_path(out_path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     return frame
+
+
+def olympic_mean(values):
+    """MLPerf's rule for repeated runs: the mean after dropping the fastest and the slowest run
+    (with three or more runs; the plain mean below that). None when no run has the value."""
+    values = sorted(float(v) for v in values if v is not None and not pd.isna(v))
+    if not values:
+        return None
+    if len(values) >= 3:
+        values = values[1:-1]
+    return sum(values) / len(values)
+
+
+def by_instance(summary):
+    """One row per instance: our repeats reduced to olympic means, with `<column>_min` and
+    `<column>_max` for the spread and `repeats` for how many runs; the original study's rows as
+    published (one run each). Instances keep the summary's order."""
+    rows = []
+    for _, group in summary.groupby(["source", "instance"], sort=False):
+        row = group.iloc[0].to_dict()
+        row["repeats"] = len(group)
+        for column in REPEATED_COLUMNS:
+            present = group[column].dropna()
+            row[column] = olympic_mean(present)
+            row[f"{column}_min"] = float(present.min()) if len(present) else None
+            row[f"{column}_max"] = float(present.max()) if len(present) else None
+        row["reached_target"] = int(group["time_to_target_s"].notna().sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def load_summary(path):

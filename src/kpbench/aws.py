@@ -59,7 +59,7 @@ def explain(error, instance_type=None, region=None):
         return KpbenchError(
             f"EC2 refused {what}: your account's vCPU quota '{name}' ({quota}) in {where} is too low for it "
             f"(new accounts often have 0 for P and G instances — the original study's P-instance refusal). "
-            f"Ask for more in the Service Quotas console: Amazon EC2 → '{name}' → Request increase, or "
+            f"Ask for more in the Service Quotas console (Amazon EC2, '{name}', Request increase), or "
             f"`aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {quota} "
             f"--desired-value <vCPUs> --region {where}`. AWS said: {message}")
     if code == "InstanceLimitExceeded":

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from kpbench import KpbenchError
 from kpbench.io import read_json, write_json
-from kpbench.train import RUN_FILES, tf_config
+from kpbench.train import RUN_FILES, prepare_backup, tf_config
 
 PROGRESS_FILE = "progress.json"
 BACKUP_DIR = ".backup"  # survives a failed run (Snakemake does not know it), so a rerun resumes
 STEPS_FILE = "steps.json"
+LOG_GRACE_S = 60.0  # how long a finished EC2 run waits for its instances' logs
 
 
 class Backend:
@@ -73,6 +74,7 @@ class LocalProcesses(Backend):
         self.staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.out_dir))
         spec_path = self.staging / "spec.json"
         write_json(spec_path, self.spec)
+        prepare_backup(self.out_dir / BACKUP_DIR, self.spec)
         ports = free_ports(self.workers) if self.workers > 1 else []
         self.launched = time.time()
         for index in range(self.workers):
@@ -305,7 +307,7 @@ class Ec2Instances(Backend):
         from kpbench.aws import describe
 
         with self._translated():
-            deadline = self.launched + self.deadline_s
+            deadline, finished = self.launched + self.deadline_s, None
             while True:
                 statuses = self._statuses()
                 self._report(statuses)
@@ -320,7 +322,12 @@ class Ec2Instances(Backend):
                                        f"{self.stall_timeout_s:.0f} s; stopped")
                 done = [i for i in self.instance_ids if statuses.get(i, {}).get("phase") == "done"]
                 if len(done) == self.workers and self._exists("result/manifest.json"):
-                    return
+                    # Each instance uploads its log on the way out: wait for it (briefly), so that the
+                    # run's prefix is complete when teardown prints and removes it.
+                    finished = finished or time.time()
+                    logs = [self._exists(f"logs/{i}.log") for i in self.instance_ids]
+                    if all(logs) or time.time() - finished > LOG_GRACE_S:
+                        return
                 states = {i: d["State"]["Name"] for i, d in describe(self.clients["ec2"], self.instance_ids).items()}
                 gone = [i for i, s in states.items() if s not in ("pending", "running") and i not in done]
                 if gone:

@@ -20,7 +20,8 @@ def store_campaign(results, config_paths, out):
     at all; the copied config.yaml points `campaign` at `out`, which turns on reviewer mode."""
     results, out = Path(results), Path(out)
     config = merged_config(config_paths)
-    wanted = list(CAMPAIGN_FILES) + [f"runs/{row['name']}/{name}" for row in trained_instances(config)
+    wanted = list(CAMPAIGN_FILES) + [f"runs/{row['name']}/r{repeat}/{name}" for row in trained_instances(config)
+                                     for repeat in range(1, int(config.get("repeats", 1)) + 1)
                                      for name in RUN_FILES]
     missing = [name for name in wanted if not (results / name).is_file()]
     if missing:

@@ -65,8 +65,7 @@ def _aggregate(args):
 def _figures(args):
     from kpbench.figures import render_all
 
-    run_dirs = {Path(p).parent.name: Path(p).parent for p in args.runs}
-    render_all(args.summary, args.samples, run_dirs, args.out)
+    render_all(args.summary, args.samples, args.runs, args.model, args.scaling_reference, args.out)
 
 
 def _paper(args):
@@ -166,6 +165,8 @@ def build_parser():
     p.add_argument("--summary", required=True, type=Path)
     p.add_argument("--samples", required=True, type=Path)
     p.add_argument("--runs", nargs="+", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path, help="results/model.json (gradient bytes)")
+    p.add_argument("--scaling-reference", required=True, help="original-study row the scaling model predicts")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_figures)
 

@@ -10,8 +10,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS  # noqa: E402
-from kpbench.io import atomic_path  # noqa: E402
+from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, by_instance, load_summary  # noqa: E402
+from kpbench.io import atomic_path, read_json  # noqa: E402
 
 # No dates or versions in the files: the same results give the same bytes.
 PDF_METADATA = {"Creator": "kpbench", "Producer": "kpbench", "CreationDate": None}
@@ -66,11 +66,16 @@ def predictions(predictions_path, out_path, columns=4):
 
 
 def learning_curves(histories, out_path):
-    """Validation RMSE against epoch and against wall-clock seconds, one line per run."""
+    """Validation RMSE against epoch and against wall-clock seconds: one colour per instance, one
+    line per repeat (`histories` maps (instance, repeat) to a history)."""
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(6.4, 2.4), sharey=True)
-    for label, history in histories.items():
-        by_epoch.plot(history["epoch"], history["val_rmse_px"], marker="o", ms=2, label=label)
-        by_time.plot(history["elapsed_s"], history["val_rmse_px"], marker="o", ms=2, label=label)
+    colours = {}
+    for (instance, repeat), history in histories.items():
+        colour = colours.setdefault(instance, f"C{len(colours)}")
+        label = instance if repeat == min(r for i, r in histories if i == instance) else None
+        for ax, x in ((by_epoch, "epoch"), (by_time, "elapsed_s")):
+            ax.plot(history[x], history["val_rmse_px"], marker="o", ms=2, color=colour, label=label,
+                    linewidth=1.0, alpha=0.9)
     by_epoch.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     by_epoch.set_xlabel("epoch")
     by_time.set_xlabel("wall-clock seconds since fit began")
@@ -81,6 +86,14 @@ def learning_curves(histories, out_path):
     _save(fig, out_path)
 
 
+def _spread(rows, column):
+    """Error-bar lengths (below, above) from the olympic mean to the slowest and fastest repeat."""
+    centre = rows[column].to_numpy(dtype=float)
+    low = rows[f"{column}_min"].fillna(rows[column]).to_numpy(dtype=float)
+    high = rows[f"{column}_max"].fillna(rows[column]).to_numpy(dtype=float)
+    return np.vstack([centre - low, high - centre])
+
+
 def time_cost(summary, out_path):
     """Training time and cost of the original study's workload per instance, ours beside theirs."""
     rows = summary[summary["projected_train_s"].notna()]
@@ -88,9 +101,12 @@ def time_cost(summary, out_path):
     colours = [COLOURS[source] for source in rows["source"]]
     fig, (time_ax, cost_ax) = plt.subplots(1, 2, figsize=(6.4, 2.8))
     positions = np.arange(len(rows))
-    time_ax.barh(positions, rows["projected_train_s"] / 60, color=colours)
+    bars = {"error_kw": {"elinewidth": 0.6, "capsize": 1.5}}
+    time_ax.barh(positions, rows["projected_train_s"] / 60, color=colours,
+                 xerr=_spread(rows, "projected_train_s") / 60, **bars)
     time_ax.set_xlabel("training time (minutes, log scale)")
-    cost_ax.barh(positions, rows["projected_cost_usd"], color=colours)
+    cost_ax.barh(positions, rows["projected_cost_usd"], color=colours, xerr=_spread(rows, "projected_cost_usd"),
+                 **bars)
     cost_ax.set_xlabel("cost of one run (USD, log scale)")
     for ax in (time_ax, cost_ax):
         ax.set_xscale("log")
@@ -114,6 +130,8 @@ def pareto(summary, out_path):
              if not ((minutes <= minutes[i]) & (cost <= cost[i]) & ((minutes < minutes[i]) | (cost < cost[i]))).any()]
     front.sort(key=lambda i: minutes[i])
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    ax.errorbar(minutes, cost, xerr=_spread(rows, "projected_train_s") / 60,
+                yerr=_spread(rows, "projected_cost_usd"), fmt="none", ecolor="black", elinewidth=0.5, capsize=1.5)
     for source, marker in ((SOURCE_OURS, "o"), (SOURCE_ORIGINAL, "s")):
         chosen = (rows["source"] == source).to_numpy()
         ax.scatter(minutes[chosen], cost[chosen], c=COLOURS[source], marker=marker, s=28,
@@ -137,15 +155,51 @@ def pareto(summary, out_path):
     _save(fig, out_path)
 
 
-def render_all(summary_path, samples_path, run_dirs, out_dir):
-    """All figures of the paper; `run_dirs` maps a run's label to its results folder."""
+def scaling(analysis, out_path):
+    """Predicted speedup over one worker against workers, per network bandwidth, with the measured
+    cluster speedups (ours and the original study's) as points."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    most = max(analysis["workers"])
+    ax.plot([1, most], [1, most], color="black", linewidth=0.6, linestyle=":", label="ideal")
+    for index, prediction in enumerate(analysis["predictions"]):
+        workers = [1, *prediction["speedups"]]
+        ax.plot(workers, [1.0, *prediction["speedups"].values()], color=f"C{index}", linewidth=1.0, marker=".",
+                label=f"model, {prediction['gbps']:g} Gbit/s")
+    for source, marker in ((SOURCE_OURS, "o"), (SOURCE_ORIGINAL, "s")):
+        points = [m for m in analysis["measured"] if m["source"] == source]
+        if points:
+            ax.scatter([m["workers"] for m in points], [m["speedup"] for m in points], marker=marker, s=28,
+                       c=COLOURS[source], edgecolors="black", linewidths=0.4, zorder=3,
+                       label=f"measured, {'kpbench' if source == SOURCE_OURS else 'original study'}")
+            for m in points:  # ours labelled above their points, the original study's below
+                ax.annotate(m["instance"], (m["workers"], m["speedup"]),
+                            xytext=(5, 3) if source == SOURCE_OURS else (5, -9),
+                            textcoords="offset points", fontsize=6)
+    ax.set_xlabel("workers")
+    ax.set_ylabel("speedup over one worker")
+    ax.set_xticks([1, *analysis["workers"]])
+    ax.set_ylim(0, most + 0.5)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(frameon=False, fontsize=6, loc="upper left")
+    _save(fig, out_path)
+
+
+def render_all(summary_path, samples_path, run_paths, model_path, scaling_reference, out_dir):
+    """All figures of the paper from the summary and every run's files (run.json paths given);
+    our repeated runs appear as olympic means with their spread as error bars."""
+    from kpbench.scaling import scaling_analysis
+
     out_dir = Path(out_dir)
-    summary = pd.read_csv(summary_path)
-    histories = {label: pd.read_csv(Path(d) / "history.csv") for label, d in run_dirs.items()}
-    best = min(run_dirs, key=lambda label: histories[label]["val_rmse_px"].iloc[-1])
+    summary = by_instance(load_summary(summary_path))
+    loaded = [(Path(path), read_json(path)) for path in run_paths]
+    runs = {(run["instance"]["name"], run.get("repeat", 1)): path.parent for path, run in loaded}
+    histories = {key: pd.read_csv(folder / "history.csv") for key, folder in runs.items()}
+    best = min(runs, key=lambda key: histories[key]["val_rmse_px"].iloc[-1])
     sample_faces(samples_path, out_dir / "sample_faces.pdf")
-    predictions(Path(run_dirs[best]) / "predictions.npz", out_dir / "predictions.pdf")
+    predictions(runs[best] / "predictions.npz", out_dir / "predictions.pdf")
     learning_curves(histories, out_dir / "learning_curves.pdf")
     time_cost(summary, out_dir / "time_cost.pdf")
     pareto(summary, out_dir / "pareto.pdf")
+    scaling(scaling_analysis(summary, [run for _, run in loaded], read_json(model_path)["parameters"],
+                             scaling_reference), out_dir / "scaling.pdf")
     return best

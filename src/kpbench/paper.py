@@ -12,10 +12,11 @@ import jinja2
 import pandas as pd
 
 from kpbench import KpbenchError
-from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS
+from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, by_instance, load_summary, olympic_mean
 from kpbench.data import KEYPOINTS
 from kpbench.io import read_json, write_text
 from kpbench.peaks import PEAKS
+from kpbench.scaling import scaling_analysis
 
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -30,7 +31,9 @@ class Latex(str):
 
 
 def latex_escape(text):
-    return _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIALS[m.group()], str(text))
+    """Specials escaped; `--` kept as two hyphens and backquotes as themselves (command lines)."""
+    escaped = _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIALS[m.group()], str(text))
+    return escaped.replace("--", "-{}-").replace("`", r"\textasciigrave{}")
 
 
 def _finalize(value):
@@ -104,23 +107,39 @@ def _records(frame):
     return [{k: (None if _missing(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
+def quota_refusal(instance_type="p3.2xlarge", region="us-east-1"):
+    """What kpbench tells a user whose account EC2 refuses a P instance, as the original study's was."""
+    from botocore.exceptions import ClientError
+
+    from kpbench.aws import explain
+
+    refusal = ClientError({"Error": {"Code": "VcpuLimitExceeded", "Message": (
+        "You have requested more vCPU capacity than your current vCPU limit of 0 allows for the instance "
+        "bucket that the specified instance type belongs to.")}}, "RunInstances")
+    return str(explain(refusal, instance_type, region))
+
+
 def build_context(summary_path, stats_path, model_path, run_paths, settings):
     """Everything the templates print, gathered from stored results and the configuration."""
-    summary = pd.read_csv(summary_path)
+    summary = by_instance(load_summary(summary_path))
     runs = [read_json(p) for p in run_paths]
     ours = summary[summary["source"] == SOURCE_OURS]
     original = summary[summary["source"] == SOURCE_ORIGINAL]
     ranked = summary[summary["projected_train_s"].notna()]
     fastest = ranked.loc[ranked["projected_train_s"].idxmin()]
     cheapest = ranked.loc[ranked["projected_cost_usd"].idxmin()]
+    instances = list(ours["instance"])
     keypoint_rows = [{"name": name, "present": read_json(stats_path)["keypoints_present"][name],
-                      "rmse": [run["metrics"]["per_keypoint_rmse_px"][name] for run in runs]}
+                      "rmse": [olympic_mean([run["metrics"]["per_keypoint_rmse_px"][name] for run in runs
+                                             if run["instance"]["name"] == instance]) for instance in instances]}
                      for name in KEYPOINTS]
     return {
         "settings": settings,
         "stats": read_json(stats_path),
         "model": read_json(model_path),
         "runs": runs,
+        "instances": instances,
+        "repeats": int(ours["repeats"].max()),
         "ours": _records(ours),
         # Fastest to the quality target first; runs that never reached it last.
         "to_target": sorted(_records(ours), key=lambda r: (r["time_to_target_s"] is None,
@@ -129,8 +148,11 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
         "fastest": dict(fastest),
         "cheapest": dict(cheapest),
         "keypoint_rows": keypoint_rows,
+        "scaling": scaling_analysis(summary, runs, read_json(model_path)["parameters"],
+                                    settings["analysis"]["scaling_reference"]),
         "commit": git_commit(Path(summary_path).resolve().parent),
         "peaks": PEAKS,
+        "quota_refusal": quota_refusal(),
     }
 
 

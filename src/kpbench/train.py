@@ -230,21 +230,24 @@ def compute_step_seconds(build, precision, images, packed_targets, batch_size, s
     return statistics.median(seconds)
 
 
-def _prepare_backup(backup_dir, spec_hash, worker_index):
-    """Epoch rows of an interrupted run of the same spec, and where to journal new ones.
-
-    A backup made for another spec (the configuration changed since) is discarded, so a resume
-    never mixes two configurations."""
+def prepare_backup(backup_dir, spec):
+    """Keep an interrupted run's checkpoint only if it was made for this very spec (a changed
+    configuration starts afresh, so a resume never mixes two), and stamp the folder with the spec.
+    The launcher calls this once, before any worker starts: workers of a cluster never race on it."""
+    backup_dir, spec_hash = Path(backup_dir), config_hash(spec)
     stamp = backup_dir / "spec_hash"
     if backup_dir.exists() and (not stamp.exists() or stamp.read_text() != spec_hash):
-        shutil.rmtree(backup_dir, ignore_errors=True)
-    journal = backup_dir / "epochs.json"
-    if worker_index != 0:
-        return [], None
+        shutil.rmtree(backup_dir)
     backup_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(spec_hash)
-    earlier = json.loads(journal.read_text()) if journal.exists() else []
-    return earlier, journal
+
+
+def _journalled_epochs(backup_dir, worker_index):
+    """Epoch rows of the interrupted run, and where the chief journals new ones."""
+    if worker_index != 0:
+        return [], None
+    journal = Path(backup_dir) / "epochs.json"
+    return (json.loads(journal.read_text()) if journal.exists() else []), journal
 
 
 def run_training(spec, dataset_path, out_dir, backup_dir=None):
@@ -306,7 +309,7 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
 
     earlier_rows, callbacks, journal = [], [], None
     if backup_dir is not None:
-        earlier_rows, journal = _prepare_backup(Path(backup_dir), config_hash(spec), worker_index)
+        earlier_rows, journal = _journalled_epochs(backup_dir, worker_index)
         callbacks.append(keras.callbacks.BackupAndRestore(str(Path(backup_dir) / "checkpoint")))
     timer = _epoch_timer(keras, earlier_rows, journal)
     steps = _step_timer(keras, out_dir / "progress.json")
@@ -347,6 +350,7 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
                     "warmup_steps": warmup_steps, "steps_per_epoch": steps_per_epoch},
         "training": training,
         "seed": seed,
+        "repeat": int(spec.get("repeat", 1)),
         "config_hash": config_hash(spec),
         "hardware": detect_hardware(),
         "software": package_versions(),
