@@ -36,3 +36,18 @@ def dataset(raw_dir, tmp_path_factory):
     preprocess(raw_dir, out / "dataset.npz", out / "stats.json", out / "samples.npz",
                validation_fraction=0.2, seed=3)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_dataset():
+    """Makes synthetic Kaggle files of `n_train` rows in a folder and preprocesses them."""
+    from kpbench.data import preprocess
+    from kpbench.synthetic import write_synthetic_csvs
+
+    def make(folder, n_train, seed, validation_fraction):
+        write_synthetic_csvs(folder, n_train=n_train, n_test=2, seed=seed)
+        preprocess(folder, folder / "dataset.npz", folder / "stats.json", folder / "samples.npz",
+                   validation_fraction, 0)
+        return folder / "dataset.npz"
+
+    return make

@@ -58,14 +58,8 @@ def aws_env(moto_endpoint, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    from kpbench.data import preprocess
-    from kpbench.synthetic import write_synthetic_csvs
-
-    folder = tmp_path_factory.mktemp("ec2-data")
-    write_synthetic_csvs(folder, n_train=60, n_test=2, seed=5)
-    preprocess(folder, folder / "dataset.npz", folder / "stats.json", folder / "samples.npz", 0.3, 0)
-    return folder / "dataset.npz"
+def tiny_dataset(tmp_path_factory, small_dataset):
+    return small_dataset(tmp_path_factory.mktemp("ec2-data"), n_train=60, seed=5, validation_fraction=0.3)
 
 
 def aws_config(**overrides):

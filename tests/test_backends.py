@@ -13,14 +13,8 @@ from kpbench.train import tf_config
 
 
 @pytest.fixture(scope="module")
-def cluster_dataset(tmp_path_factory):
-    from kpbench.data import preprocess
-    from kpbench.synthetic import write_synthetic_csvs
-
-    folder = tmp_path_factory.mktemp("cluster-data")
-    write_synthetic_csvs(folder, n_train=100, n_test=2, seed=21)
-    preprocess(folder, folder / "dataset.npz", folder / "stats.json", folder / "samples.npz", 0.2, 0)
-    return folder / "dataset.npz"
+def cluster_dataset(tmp_path_factory, small_dataset):
+    return small_dataset(tmp_path_factory.mktemp("cluster-data"), n_train=100, seed=21, validation_fraction=0.2)
 
 
 def _spec(backend, workers, batch, **training):

@@ -41,7 +41,12 @@ def test_reviewer_mode_builds_the_paper_without_data_or_training(reviewed):
 
 def test_the_pdf_carries_the_stored_numbers(reviewed):
     root, campaign, _ = reviewed
-    summary = pd.read_csv(root / campaign / "results" / "summary.csv")
+    from kpbench.aggregate import by_instance
+    from kpbench.io import read_json
+    from kpbench.scaling import scaling_analysis
+
+    results = root / campaign / "results"
+    summary = by_instance(pd.read_csv(results / "summary.csv"))  # repeats as the tables show them
     text = subprocess.run(["pdftotext", str(root / "paper" / "build" / "paper.pdf"), "-"],
                           capture_output=True, text=True, check=True).stdout
     ours = summary[summary["source"] == "kpbench"]
@@ -50,9 +55,17 @@ def test_the_pdf_carries_the_stored_numbers(reviewed):
         assert row.instance in text
         assert f"{row.val_rmse_px:.2f}" in text and f"{row.train_s:,.1f}" in text
         assert f"{row.images_per_s:,.1f}" in text
+        if row.repeats > 1:
+            assert f"{row.train_s_min:,.1f}–{row.train_s_max:,.1f}" in text
     for row in summary[summary["status"] == "measured"].itertuples():
         assert f"{row.usd_per_hour:.3f}" in text  # the instance table's prices, ours and theirs
     assert "7,266,494" in text
+    runs = [read_json(path) for path in sorted(results.glob("runs/*/r*/run.json"))]
+    scaling = scaling_analysis(summary, runs, read_json(results / "model.json")["parameters"], "g4dn.xlarge")
+    for prediction in scaling["predictions"]:  # the predicted-speedup table
+        assert all(f"{speedup:.2f}" in text for speedup in prediction["speedups"].values())
+    for measured in scaling["measured"]:
+        assert f"{measured['speedup']:.2f}" in text
 
 
 def test_storing_a_campaign_copies_results_and_config(tmp_path):

@@ -201,7 +201,7 @@ class Ec2Instances(Backend):
         self.instance = spec["instance"]
         self.instance_type, self.region = self.instance["instance_type"], aws_config.get("region")
         self.instance_ids, self.group_id, self.run_id, self.clients = [], None, None, None
-        self.launched = self.running_at = None
+        self.launched = self.running_at = self.ami = None
         self.phases = {}
 
     def _translated(self):
@@ -242,8 +242,7 @@ class Ec2Instances(Backend):
                 profile_arn=profile, run_id=self.run_id, instance_name=self.instance["name"],
                 max_lifetime_h=self.aws["max_lifetime_h"], subnet_id=self.aws.get("subnet_id"),
                 spot=bool(self.instance.get("spot")), volume_gb=self.aws.get("volume_gb"))
-            self.launched = time.time()
-            self.ami = ami
+            self.launched, self.ami = time.time(), ami
             launched = aws.run_instances(ec2, params)
             self.instance_ids = [i["InstanceId"] for i in sorted(launched, key=lambda i: i.get("AmiLaunchIndex", 0))]
             print(f"launched {self.workers} x {self.instance_type} ({ami}): {', '.join(self.instance_ids)}",
