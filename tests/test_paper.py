@@ -5,6 +5,7 @@ from kpbench.paper import Latex, integer, latex_escape, make_environment, num, p
 
 def test_command_lines_keep_their_double_hyphens_and_backquotes():
     assert latex_escape("`aws ec2 --region x`") == r"\textasciigrave{}aws ec2 -{}-region x\textasciigrave{}"
+    assert latex_escape("--") == "--"  # an empty cell's dash
 
 
 def test_every_latex_special_character_is_escaped():

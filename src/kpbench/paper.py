@@ -24,6 +24,7 @@ _LATEX_SPECIALS = {
     "<": r"\textless{}", ">": r"\textgreater{}",
 }
 _LATEX_PATTERN = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIALS))
+_OPTION_PATTERN = re.compile(r"--(?=[A-Za-z])")
 
 
 class Latex(str):
@@ -31,9 +32,10 @@ class Latex(str):
 
 
 def latex_escape(text):
-    """Specials escaped; `--` kept as two hyphens and backquotes as themselves (command lines)."""
+    """Specials escaped; command-line options (`--name`) keep both hyphens and backquotes stay
+    backquotes, while a lone `--` (an empty cell) still sets as a dash."""
     escaped = _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIALS[m.group()], str(text))
-    return escaped.replace("--", "-{}-").replace("`", r"\textasciigrave{}")
+    return _OPTION_PATTERN.sub("-{}-", escaped).replace("`", r"\textasciigrave{}")
 
 
 def _finalize(value):
