@@ -489,3 +489,14 @@ def test_aws_matrix_plans_first_and_never_trains_retired_rows(tmp_path):
                      if line.strip().startswith("wildcards: instance="))
     assert trained == ["2x-g4dn.xlarge", "4x-g4dn.xlarge", "c5.4xlarge", "g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
     assert result.stdout.count("rule plan:") == 1
+
+
+def test_an_ec2_row_without_an_instance_type_is_refused(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text("aws: {bucket: b}\ninstances:\n  - {name: gpu, backend: ec2, usd_per_hour: 1.0, "
+                       "price_date: '2025-01-01'}\n")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "results", "--configfile",
+                             str(overlay)], cwd=root, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "instance gpu (backend ec2) needs instance_type" in result.stdout + result.stderr

@@ -292,9 +292,8 @@ def terminate(ec2, instance_ids, wait_s=300):
     if not instance_ids:
         return
     ec2.terminate_instances(InstanceIds=instance_ids)
-    waiter = ec2.get_waiter("instance_terminated")
-    delay = 5 if wait_s >= 30 else 1
-    waiter.wait(InstanceIds=instance_ids, WaiterConfig={"Delay": delay, "MaxAttempts": max(1, int(wait_s / delay))})
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=instance_ids,
+                                               WaiterConfig={"Delay": 5, "MaxAttempts": max(1, int(wait_s / 5))})
 
 
 def delete_prefix(s3, bucket, prefix):

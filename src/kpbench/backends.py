@@ -200,7 +200,7 @@ class Ec2Instances(Backend):
         self.workers, self.aws, self.stall_timeout_s, self.deadline_s = workers, aws_config, stall_timeout_s, deadline_s
         self.instance = spec["instance"]
         self.instance_type, self.region = self.instance["instance_type"], aws_config.get("region")
-        self.instance_ids, self.group_id, self.run_id, self.clients = [], None, None, None
+        self.instance_ids, self.group_id, self.run_id, self.prefix, self.clients = [], None, None, None, None
         self.launched = self.running_at = self.ami = None
         self.phases = {}
 

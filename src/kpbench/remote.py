@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from kpbench import KpbenchError
+from kpbench.aws import SSE, put_private
 from kpbench.train import RUN_FILES, tf_config
 
 WORKER_PACKAGES = ["boto3", "numpy", "pandas", "tf-keras==2.21.*"]
@@ -59,14 +60,13 @@ class Exchange:
         return json.loads(self.s3.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read())
 
     def put_json(self, name, obj):
-        self.s3.put_object(Bucket=self.bucket, Key=self.key(name), Body=json.dumps(obj, sort_keys=True).encode(),
-                           ServerSideEncryption="AES256")
+        put_private(self.s3, self.bucket, self.key(name), json.dumps(obj, sort_keys=True).encode())
 
     def download(self, name, path):
         self.s3.download_file(self.bucket, self.key(name), str(path))
 
     def upload(self, path, name):
-        self.s3.upload_file(str(path), self.bucket, self.key(name), ExtraArgs={"ServerSideEncryption": "AES256"})
+        self.s3.upload_file(str(path), self.bucket, self.key(name), ExtraArgs=SSE)
 
     def wait_json(self, name, timeout_s, poll_s=2.0):
         deadline = time.time() + timeout_s
