@@ -239,16 +239,81 @@ def test_kaggle_refusals_are_explained(tmp_path, kaggle_env, status, expected):
     assert "0123456789abcdef" not in str(info.value)
 
 
-def test_fast_and_checked_image_parsers_agree(raw_dir):
-    import pandas as pd
+def _careful(path):
+    """The careful reader alone, as the fast one must match it."""
+    from kpbench.data import TRAINING_COLUMNS, parse_images, parse_targets, read_kaggle_csv
 
-    from kpbench.data import _parse_images_checked, _parse_images_fast, parse_images
+    frame = read_kaggle_csv(path, TRAINING_COLUMNS)
+    targets, mask = parse_targets(frame, path)
+    return parse_images(frame["Image"], path), targets, mask
 
-    images = pd.read_csv(raw_dir / "training.csv", dtype=str)["Image"]
-    fast = _parse_images_fast(images)
-    assert fast is not None
-    assert np.array_equal(fast, _parse_images_checked(images, "training.csv", "Image"))
-    # Odd spacing is not an error: the fast path declines and the checked parser gives the same pixels.
-    spaced = images.str.replace(" ", "  ", n=3)
-    assert _parse_images_fast(spaced) is None
-    assert np.array_equal(parse_images(spaced, "training.csv"), fast)
+
+def _same(got, expected):
+    assert np.array_equal(got[0], expected[0])
+    assert np.array_equal(got[1], expected[1], equal_nan=True)
+    assert np.array_equal(got[2], expected[2])
+
+
+def test_fast_reader_accepts_well_formed_files_and_matches_the_careful_reader(raw_copy):
+    from kpbench.data import TRAINING_COLUMNS, _read_fast
+
+    path = raw_copy / "training.csv"
+    expected = _careful(path)
+    values, images = _read_fast(path, TRAINING_COLUMNS)
+    _same((images, values.astype(np.float32), ~np.isnan(values)), expected)
+    # Neither a missing final newline nor zero-padded pixels are faults.
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    assert _read_fast(path, TRAINING_COLUMNS) is not None
+    _same(load_training_csv(path), expected)
+    rows = _rows(path)
+    rows[45][-1] = " ".join(f"{int(v):03d}" for v in rows[45][-1].split(" "))
+    _write(path, rows)
+    assert _read_fast(path, TRAINING_COLUMNS) is not None
+    _same(load_training_csv(path), expected)
+
+
+@pytest.mark.parametrize("variant", ["doubled spaces", "CRLF line endings", "quoted fields", "blank last line"])
+def test_unusual_but_valid_files_decline_the_fast_reader_and_give_the_same_arrays(raw_copy, variant):
+    from kpbench.data import TRAINING_COLUMNS, _read_fast
+
+    path = raw_copy / "training.csv"
+    expected = _careful(path)
+    text = path.read_bytes()
+    if variant == "doubled spaces":
+        rows = _rows(path)
+        rows[40][-1] = rows[40][-1].replace(" ", "  ", 5)
+        _write(path, rows)
+    elif variant == "CRLF line endings":
+        path.write_bytes(text.replace(b"\n", b"\r\n"))
+    elif variant == "quoted fields":
+        rows = _rows(path)
+        with open(path, "w", newline="") as handle:
+            csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(rows)
+    else:
+        path.write_bytes(text + b"\n")
+    assert _read_fast(path, TRAINING_COLUMNS) is None
+    _same(load_training_csv(path), expected)
+
+
+@pytest.mark.parametrize("line, value, fragment", [
+    (41, "256", "pixel value 256 is out of range"),
+    (58, "1000", "pixel value 1000 is out of range"),
+    (33, "12.5", "'12.5' is not a pixel value"),
+])
+def test_a_bad_pixel_beyond_the_first_chunk_is_named(raw_copy, line, value, fragment):
+    from kpbench.data import TRAINING_COLUMNS, _read_fast
+
+    path = raw_copy / "training.csv"
+    _set(path, line, "Image", value + " " + _rows(path)[line - 1][-1].split(" ", 1)[1])
+    assert _read_fast(path, TRAINING_COLUMNS) is None
+    with pytest.raises(DataError, match=rf"line {line}, column Image: {fragment}"):
+        load_training_csv(path)
+
+
+def test_fast_reader_reads_the_test_file(raw_copy):
+    from kpbench.data import TEST_COLUMNS, _read_fast, parse_images
+
+    path = raw_copy / "test.csv"
+    ids, images = _read_fast(path, TEST_COLUMNS)
+    assert ids[:, 0].tolist() == list(range(1, len(images) + 1))
+    assert np.array_equal(images, parse_images([row[1] for row in _rows(path)[1:]], path))
