@@ -8,7 +8,7 @@ import pytest
 
 from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, run_row, summarise, time_to_target
 from kpbench.data import KEYPOINTS
-from kpbench.train import HISTORY_COLUMNS, config_hash, per_keypoint_rmse, run_training
+from kpbench.train import HISTORY_COLUMNS, config_hash, per_keypoint_rmse, run_training, steady_step_images_per_s
 
 ORIGINAL_CSV = Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
 REFERENCE = {"epochs": 100, "train_images": 6344, "batch_size": 64, "price_date": "as published",
@@ -59,6 +59,12 @@ def test_training_writes_a_complete_timed_run(trained):
     assert float(rows[-1]["val_rmse_px"]) == pytest.approx(stored["metrics"]["val_rmse_px"], rel=1e-4)
     with np.load(out / "predictions.npz") as p:
         assert p["images"].shape == (4, 96, 96) and p["predicted_px"].shape == (4, 30)
+
+
+def test_step_throughput_leaves_out_the_first_step_that_traces_the_graph():
+    # 2 epochs of 100 images in batches of 64 and 36: steps 64, 36, 64, 36 images.
+    assert steady_step_images_per_s([9.0, 0.5, 1.0, 0.5], 200, first_batch=64) == pytest.approx(136 / 2.0)
+    assert steady_step_images_per_s([2.0], 64, first_batch=64) == pytest.approx(32.0)
 
 
 def test_per_keypoint_rmse_pools_x_and_y_over_labelled_rows():

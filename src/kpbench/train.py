@@ -200,6 +200,14 @@ def _injected_fault(steps_done):
         time.sleep(10 ** 6)
 
 
+def steady_step_images_per_s(step_s, images, first_batch):
+    """Images/s of the training steps after the first, which also traces and compiles the graph:
+    the steady state that GFLOP/s and MFU describe (epoch starts and validation are not steps)."""
+    if len(step_s) < 2:
+        return images / sum(step_s)
+    return (images - first_batch) / sum(step_s[1:])
+
+
 def compute_step_seconds(build, precision, images, packed_targets, batch_size, steps=4):
     """Median seconds of a forward and backward pass on one per-worker batch, with no all-reduce.
 
@@ -336,10 +344,12 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
     last = timer.rows[-1]
     images_per_epoch = fit_data.get("steps_per_epoch", 0) * global_batch or len(x_train)
     images_seen = images_per_epoch * int(workload["epochs"])
-    compute_s = sum(r["epoch_s"] - r["validation_s"] for r in timer.rows)
+    step_images_per_s = steady_step_images_per_s(
+        steps.step_s, images_per_epoch * (int(workload["epochs"]) - resumed_from_epoch),
+        first_batch=min(global_batch, images_per_epoch))
     usd_per_hour = costs.cluster_usd_per_hour(instance)
     performance = model_flops_utilisation(
-        instance, training, train_step_images_per_s=images_seen / compute_s,
+        instance, training, train_step_images_per_s=step_images_per_s,
         training_flops_per_image=3 * sum(row["flops"] for row in layer_table(model)))
     run = {
         "schema": 1,
@@ -361,7 +371,7 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
             "epoch_s": [r["epoch_s"] for r in timer.rows],
             "validation_s": [r["validation_s"] for r in timer.rows],
             "images_per_s": images_seen / train_s,
-            "train_step_images_per_s": images_seen / compute_s,
+            "train_step_images_per_s": step_images_per_s,
         },
         "metrics": {
             "val_rmse_px": last["val_rmse_px"], "val_mae_px": last["val_mae_px"], "val_pck": last["val_pck"],
