@@ -26,6 +26,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default=None, help="default: mixed_float16 on a GPU, else float32")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile the training step with XLA (compare with bench/throughput.py --xla first)")
     parser.add_argument("--out", type=Path, help="keep the run's files here")
     args = parser.parse_args()
 
@@ -47,11 +49,12 @@ def main():
                          "gpus": len(gpus), "workers": 1, "usd_per_hour": None, "price_date": None},
             "workload": {"name": "full", "epochs": args.epochs, "batch_size": args.batch_size},
             "training": {"learning_rate": 1e-3, "seed": 1, "pck_radius_px": 3.0, "prediction_samples": 4,
-                         "precision": precision},
+                         "precision": precision, "jit_compile": args.jit_compile},
         }
         run = run_training(spec, scratch / "dataset.npz", args.out or scratch / "run")
     t = run["timings"]
-    print(f"machine: {machine_line()}; GPUs: {', '.join(gpus) or 'none'}; precision {precision}")
+    print(f"machine: {machine_line()}; GPUs: {', '.join(gpus) or 'none'}; precision {precision}"
+          f"{', XLA' if args.jit_compile else ''}")
     print(f"workload: {run['workload']['train_images']} training images x {args.epochs} epochs, batch {args.batch_size}")
     print(f"init {t['init_s']:.1f} s, train {t['train_s']:.1f} s, {t['images_per_s']:.1f} img/s "
           f"(training steps alone {t['train_step_images_per_s']:.1f} img/s), "

@@ -3,8 +3,9 @@
 Measured side by side in one process: an FP32 matrix multiply (the machine's practical peak), the
 original study's plain `model.fit` on NumPy arrays (MSE on forward-filled pixels, batch 64), and
 kpbench's training step (tf.data, masked loss, exact metrics) in FP32 and, where the CPU has
-AVX512_BF16 or a GPU is present, mixed precision. Achieved GFLOP/s = images/s × the model's counted
-training FLOPs per image (3 × forward). Each path gets one warm-up epoch (graph tracing); then the
+AVX512_BF16 or a GPU is present, mixed precision; on a GPU (or with --xla) each also compiled with
+XLA, so `training.jit_compile` is chosen by measurement. Achieved GFLOP/s = images/s × the model's
+counted training FLOPs per image (3 × forward). Each path gets one warm-up epoch (graph tracing); then the
 training steps are timed one by one (the steady state MFU describes), and `fit`'s wall time,
 epoch starts included, is printed beside them. Medians of repeats.
 
@@ -55,6 +56,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--precisions", nargs="*", help="mixed precisions to try (default: what the machine has)")
+    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time each kpbench precision compiled with XLA (default: on a GPU only)")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -87,12 +90,14 @@ def main():
     if precisions is None:
         precisions = ["mixed_float16"] if gpu else (["mixed_bfloat16"] if "avx512_bf16" in cpu_flags() else [])
     dataset = make_dataset(x, pack_targets(pixels, mask), args.batch_size, shuffle_seed=0)
+    xla = gpu if args.xla is None else args.xla
     for precision in ["float32", *precisions]:
-        keras.utils.set_random_seed(0)
-        model = compile_model(build_model(precision), 1e-3, 3.0)
-        results[f"kpbench: tf.data, masked loss, {precision}"] = fit_images_per_s(
-            keras, lambda e, c, m=model: m.fit(dataset, epochs=e, callbacks=c, verbose=0),
-            args.images, args.epochs, args.repeats)
+        for jit_compile in [False, True] if xla else [False]:
+            keras.utils.set_random_seed(0)
+            model = compile_model(build_model(precision), 1e-3, 3.0, jit_compile=jit_compile)
+            results[f"kpbench: tf.data, masked loss, {precision}{', XLA' if jit_compile else ''}"] = fit_images_per_s(
+                keras, lambda e, c, m=model: m.fit(dataset, epochs=e, callbacks=c, verbose=0),
+                args.images, args.epochs, args.repeats)
 
     print(f"machine: {machine_line()}; GPU: {gpu}")
     print(f"FP32 matmul {args.matmul_size}^2: {peak:.1f} GFLOP/s (median of {args.repeats})")

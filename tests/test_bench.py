@@ -1,5 +1,6 @@
 """Each benchmark script runs on tiny inputs and prints its figures (CI never times anything)."""
 
+import json
 import os
 import re
 import subprocess
@@ -24,9 +25,10 @@ def test_parse_benchmark_compares_both_parsers_on_the_same_pixels():
 
 def test_throughput_benchmark_reports_images_per_second_against_the_matmul_peak():
     out = run("throughput.py", "--images", "16", "--epochs", "1", "--repeats", "1", "--batch-size", "8",
-              "--matmul-size", "128", "--precisions", "mixed_bfloat16")
+              "--matmul-size", "128", "--precisions", "mixed_bfloat16", "--xla")
     assert re.search(r"FP32 matmul 128\^2: [\d.]+ GFLOP/s", out)
-    for name in ("original study: plain fit", "kpbench: tf.data, masked loss, float32", "mixed_bfloat16"):
+    for name in ("original study: plain fit", "kpbench: tf.data, masked loss, float32", "mixed_bfloat16",
+                 "float32, XLA", "mixed_bfloat16, XLA"):
         assert re.search(re.escape(name) + r".* [\d.]+ img/s .* % of matmul", out), out
 
 
@@ -38,9 +40,10 @@ def test_init_benchmark_times_both_paths_in_fresh_processes():
 
 def test_gpu_benchmark_runs_kpbench_training_and_compares_with_the_t4(tmp_path):
     out = run("gpu.py", "--rows", "20", "--epochs", "1", "--batch-size", "8", "--precision", "float32",
-              "--out", str(tmp_path))
+              "--jit-compile", "--out", str(tmp_path))
     assert re.search(r"train [\d.]+ s, [\d.]+ img/s", out) and "Tesla T4" in out
-    assert (tmp_path / "run.json").is_file()
+    assert "float32, XLA" in out
+    assert json.loads((tmp_path / "run.json").read_text())["training"]["jit_compile"] is True
 
 
 def test_cluster_benchmark_compares_one_and_two_workers():

@@ -154,9 +154,11 @@ class PCK(_MaskedSum):
         return {**super().get_config(), "radius_px": self.radius_px}
 
 
-def compile_model(model, learning_rate, pck_radius_px):
+def compile_model(model, learning_rate, pck_radius_px, jit_compile=False):
+    """Adam on the masked loss with the exact epoch metrics; `jit_compile` compiles the training step
+    with XLA (slower on CPUs here: bench/RESULTS.md; worth measuring on GPUs with bench/throughput.py)."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_mse,
-                  metrics=[RMSE(), MAE(), PCK(pck_radius_px)])
+                  metrics=[RMSE(), MAE(), PCK(pck_radius_px)], jit_compile=jit_compile)
     return model
 
 

@@ -311,7 +311,7 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
                                            batch_size) if workers > 1 else None)
     with strategy.scope():
         model = compile_model(build_model(training.get("precision", "float32")), learning_rate,
-                              training["pck_radius_px"])
+                              training["pck_radius_px"], jit_compile=bool(training.get("jit_compile", False)))
     model_build_s = time.time() - build_start
     init_s = time.time() - process_start
 
