@@ -326,15 +326,21 @@ def test_failed_bootstrap_is_reported(aws_env, tiny_dataset, tmp_path, player):
 def test_stopping_the_launcher_during_the_wait_terminates_everything(aws_env, tiny_dataset, tmp_path, stop):
     spec = ec2_spec()
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "kpbench", "train", "--spec", json.dumps(spec), "--dataset", str(tiny_dataset),
-         "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-X", "faulthandler", "-m", "kpbench", "train", "--spec", json.dumps(spec),
+         "--dataset", str(tiny_dataset), "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not live_instances():
         assert launcher.poll() is None and time.time() < deadline, launcher.communicate()
         time.sleep(0.2)
     time.sleep(1.0)  # now inside the wait loop
     launcher.send_signal(stop)
-    out, err = launcher.communicate(timeout=120)
+    try:
+        out, err = launcher.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        launcher.send_signal(signal.SIGABRT)  # faulthandler prints where every thread was stuck
+        out, err = launcher.communicate()
+        pytest.fail(f"the launcher did not stop within 120 s of {stop.name}:\n{out}\n{err}")
     assert launcher.returncode == 1
     assert "interrupted" in err and "terminating" in out
     assert live_instances() == []
