@@ -116,7 +116,7 @@ class InstancePlayer(threading.Thread):
                        and any(t["Key"] == "project" for t in i.get("Tags", []))]
             for instance in running:
                 if instance["InstanceId"] not in self.played:
-                    self._play(instance, running)
+                    self._play(instance, instances)
             ended = {i["InstanceId"] for i in instances if i["State"]["Name"] in ("shutting-down", "terminated")}
             for instance_id, process in list(self.processes.items()):
                 if process.poll() is None and instance_id in ended:  # terminated from outside: it dies
@@ -127,9 +127,10 @@ class InstancePlayer(threading.Thread):
                     ec2.terminate_instances(InstanceIds=[instance_id])  # shutdown → terminate
             time.sleep(0.2)
 
-    def _play(self, instance, running):
+    def _play(self, instance, instances):
         run_id = next(t["Value"] for t in instance["Tags"] if t["Key"] == aws.TAG_RUN)
-        peers = [i for i in running if any(t["Value"] == run_id for t in i["Tags"])]
+        # All of the run's instances, pending ones too: one may be seen running before its peers.
+        peers = [i for i in instances if any(t["Value"] == run_id for t in i.get("Tags", []))]
         # Loopback stand-ins for the instances' private addresses: no traffic leaves this machine.
         addresses = self.addresses.setdefault(run_id, ",".join(f"127.0.0.1:{p}" for p in free_ports(len(peers))))
         instance_id = instance["InstanceId"]
@@ -328,7 +329,9 @@ def test_stopping_the_launcher_during_the_wait_terminates_everything(aws_env, ti
     launcher = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-m", "kpbench", "train", "--spec", json.dumps(spec),
          "--dataset", str(tiny_dataset), "--out", str(tmp_path / "out")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a shell that starts jobs in the background hands them SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not live_instances():
         assert launcher.poll() is None and time.time() < deadline, launcher.communicate()
