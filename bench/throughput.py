@@ -16,6 +16,7 @@ epoch starts included, is printed beside them. Medians of repeats.
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,25 +27,19 @@ from common import machine_line  # noqa: E402
 
 
 def fit_images_per_s(keras, fit, images, epochs, repeats):
-    """(step images/s, wall images/s) of `fit(epochs, callbacks)` after one warm-up epoch."""
-    class StepClock(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.seconds = 0.0
+    """(step images/s, wall images/s) of `fit(epochs, callbacks)` after one warm-up epoch; the steps
+    are timed by the pipeline's own step timer."""
+    from kpbench.train import _step_timer
 
-        def on_train_batch_begin(self, batch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.seconds += time.perf_counter() - self.start
-
-    clock = StepClock()
     fit(1, [])
     step_s, wall_s = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fit(epochs, [clock])
-        wall_s.append(time.perf_counter() - start)
-        step_s.append(clock.seconds)
+    with tempfile.TemporaryDirectory() as scratch:
+        clock = _step_timer(keras, Path(scratch) / "progress.json")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fit(epochs, [clock])
+            wall_s.append(time.perf_counter() - start)
+            step_s.append(sum(clock.step_s))
     return images * epochs / statistics.median(step_s), images * epochs / statistics.median(wall_s)
 
 

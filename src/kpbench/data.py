@@ -111,13 +111,14 @@ def parse_targets(frame, path):
         row, col = np.argwhere(bad)[0]
         raise DataError(f"{path}: line {_line(row)}, column {TARGET_COLUMNS[col]}: "
                         f"{str(raw[row, col])!r} is not a number")
-    fault = _target_fault(values)
-    if fault == "out of range":
-        row, col = np.argwhere(_out_of_range(values))[0]
+    out_of_range = _out_of_range(values)
+    if out_of_range.any():
+        row, col = np.argwhere(out_of_range)[0]
         raise DataError(f"{path}: line {_line(row)}, column {TARGET_COLUMNS[col]}: "
                         f"{raw[row, col]} is outside the image [0, {IMAGE_SIZE}]")
-    if fault == "lone coordinate":
-        row, point = np.argwhere(_lone_coordinates(values))[0]
+    lone = _lone_coordinates(values)
+    if lone.any():
+        row, point = np.argwhere(lone)[0]
         raise DataError(f"{path}: line {_line(row)}, keypoint {KEYPOINTS[point]}: "
                         "one coordinate is given without the other")
     return values.astype(np.float32), ~np.isnan(values)
@@ -133,12 +134,8 @@ def _lone_coordinates(values):
     return present[:, 0::2] != present[:, 1::2]
 
 
-def _target_fault(values):
-    if _out_of_range(values).any():
-        return "out of range"
-    if _lone_coordinates(values).any():
-        return "lone coordinate"
-    return None
+def _targets_valid(values):
+    return not (_out_of_range(values).any() or _lone_coordinates(values).any())
 
 
 def parse_images(strings, path, column="Image"):
@@ -230,9 +227,7 @@ def _parse_mapped(data, columns):
     if values is None:
         return None
     images = _parse_pixel_fields(np.frombuffer(data, dtype=np.uint8), starts, ends)
-    if images is None:
-        return None
-    return values, images
+    return None if images is None else (values, images)
 
 
 def _split_rows(data, offset, n_leading):
@@ -348,7 +343,7 @@ class _ChunkArrays:
 def load_training_csv(path):
     """training.csv → uint8 images, float32 targets (NaN where missing) and the presence mask."""
     fast = _read_fast(path, TRAINING_COLUMNS)
-    if fast is not None and _target_fault(fast[0]) is None:
+    if fast is not None and _targets_valid(fast[0]):
         values, images = fast
         return images, values.astype(np.float32), ~np.isnan(values)
     frame = read_kaggle_csv(path, TRAINING_COLUMNS)
