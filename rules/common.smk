@@ -41,7 +41,7 @@ RUN_FILES = {
 }
 FIGURE_FILES = expand(
     "paper/build/figures/{name}.pdf",
-    name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling"],
+    name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling", "allreduce"],
 )
 
 

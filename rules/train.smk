@@ -32,9 +32,10 @@ rule train:
         "logs/train/{instance}/r{repeat}.log",
     benchmark:
         "benchmarks/train/{instance}/r{repeat}.tsv"
+    # The full detail goes to the log; progress lines and errors (stderr) to the log and the terminal.
     shell:
-        "python -m kpbench train --spec {params.spec:q} --dataset {input.dataset}"
-        " --out results/runs/{wildcards.instance}/r{wildcards.repeat} > {log} 2>&1"
+        ": > {log}; python -m kpbench train --spec {params.spec:q} --dataset {input.dataset}"
+        " --out results/runs/{wildcards.instance}/r{wildcards.repeat} 2>&1 >> {log} | tee -a {log} >&2"
 
 
 rule describe_model:

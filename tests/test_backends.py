@@ -42,16 +42,21 @@ def _our_processes(marker):
     return found
 
 
-def test_step_breakdown_takes_medians_over_workers():
-    from kpbench.backends import step_breakdown
+def test_wait_estimate_is_kept_as_measured_and_flagged_when_unresolved():
+    from kpbench.backends import wait_estimate
 
-    steps = [{"step_s": [9.0, 1.0, 1.2, 1.1], "compute_step_s": 0.7},
-             {"step_s": [9.0, 1.0, 1.0, 1.3], "compute_step_s": 0.9}]
-    result = step_breakdown(steps)
+    steps = [{"step_s": [9.0, 1.0, 1.2, 1.1], "compute_step_s": [0.7, 0.6, 0.8]},
+             {"step_s": [9.0, 1.0, 1.0, 1.3], "compute_step_s": [0.9, 0.9, 0.9]}]
+    result = wait_estimate(steps)
     assert result["median_step_s"] == pytest.approx(1.05)  # medians 1.1 and 1.0, first step left out
-    assert result["compute_step_s"] == pytest.approx(0.8)
-    assert result["allreduce_wait_s"] == pytest.approx(0.25)
-    assert result["allreduce_share"] == pytest.approx(0.25 / 1.05)
+    assert result["compute_step_s"] == pytest.approx(0.85)
+    # Per step: 0.3, 0.5, 0.4 (worker 0) and 0.1, 0.1, 0.4 (worker 1).
+    assert result["median_s"] == pytest.approx(0.35) and result["steps"] == 6 and result["resolved"]
+    assert result["p10_s"] == pytest.approx(0.1) and result["p90_s"] == pytest.approx(0.45)
+    # A compute estimate above the step time (a stall while it was taken) stays negative, unresolved.
+    slow = [{**w, "compute_step_s": [2.0]} for w in steps]
+    result = wait_estimate(slow)
+    assert result["median_s"] < 0 and not result["resolved"]
 
 
 def test_ports_are_fresh_and_tf_config_names_every_worker():
@@ -68,10 +73,20 @@ def test_two_worker_cluster_matches_one_worker_at_the_same_global_batch(cluster_
     assert cluster["cluster"]["workers"] == 2 and cluster["cluster"]["global_batch"] == 8
     assert cluster["cluster"]["per_worker_batch"] == 4
     assert len(cluster["cluster"]["median_step_s_per_worker"]) == 2
-    breakdown = cluster["cluster"]
-    assert 0 < breakdown["compute_step_s"] and 0 <= breakdown["allreduce_share"] < 1
-    assert breakdown["allreduce_wait_s"] == pytest.approx(
-        max(0.0, breakdown["median_step_s"] - breakdown["compute_step_s"]))
+    wait = cluster["cluster"]["wait_estimate"]
+    assert 0 < wait["compute_step_s"] and wait["resolved"] == (wait["median_s"] > 0)
+    sweep = cluster["cluster"]["allreduce"]
+    assert sweep["workers"] == 2 and sweep["sizes"][0]["bytes"] == 4096
+    # The largest message is one step's gradients: the trainable weights (not batch-norm statistics) in float32.
+    assert sweep["sizes"][-1]["bytes"] == 7_264_318 * 4
+    assert all(row["calls"] == 2 * 20 and row["median_s"] > 0 for row in sweep["sizes"])
+    largest = sweep["sizes"][-1]
+    assert largest["busbw_bytes_s"] == pytest.approx(largest["algbw_bytes_s"])  # 2(n-1)/n = 1 for n = 2
+    assert sweep["memcpy_bytes_s"] > 0
+    # The sweep is self-profiling: timed apart, and inside neither init nor training.
+    timings = cluster["timings"]
+    assert timings["profiling_s"] >= sweep["sweep_s"] > 0
+    assert timings["init_s"] + timings["profiling_s"] + timings["train_s"] <= timings["wall_s"] + 1e-6
     assert cluster["cost"]["usd_per_hour"] == pytest.approx(0.2)
     assert single["cluster"]["workers"] == 1
     assert sorted(p.name for p in (tmp_path / "cluster").iterdir()) == ["history.csv", "predictions.npz", "run.json"]

@@ -9,35 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def snakemake(tree, *args, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=tree, env=env,
-                            capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def planned_jobs(output):
-    """The 'Job stats' table of a dry run, as {rule: count}."""
-    table = output.split("Job stats:", 1)[1].split("total", 1)[0].splitlines()[3:]
-    return {line.split()[0]: int(line.split()[1]) for line in table if line.strip()}
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    """A user's checkout: the workflow files only, no data, no results; the tiny test overlay."""
-    root = tmp_path_factory.mktemp("tree")
-    for name in ("Snakefile", "rules", "config", "environment.yml"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
-    shutil.copy(REPO / "tests" / "data" / "tiny.yaml", root / "tiny.yaml")
-    snakemake(root, "--cores", "2", "paper", "--configfile", "tiny.yaml")
-    return root
+from workflow import REPO, planned_jobs, snakemake
 
 
 def test_paper_target_builds_a_pdf_with_pages(tree):
@@ -48,6 +20,26 @@ def test_paper_target_builds_a_pdf_with_pages(tree):
     assert pages >= 3
     text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert "7,266,494" in text and "original study" in text
+
+
+def test_a_compute_estimate_above_the_step_time_is_reported_not_fatal(tree):
+    from kpbench.io import read_json
+
+    for repeat in (1, 2):
+        wait = read_json(tree / "results" / "runs" / "local-2w" / f"r{repeat}" / "run.json")["cluster"]["wait_estimate"]
+        assert wait["compute_step_s"] > wait["median_step_s"] and wait["median_s"] < 0 and not wait["resolved"]
+    text = subprocess.run(["pdftotext", str(tree / "paper" / "build" / "paper.pdf"), "-"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "unresolved" in text and "All-reduce fit per cluster run" in text
+
+
+def test_training_progress_reaches_the_terminal_and_the_log(tree):
+    terminal = (tree / "terminal.txt").read_text()
+    for instance in ("local", "local-2w"):
+        for repeat in (1, 2):
+            assert f"{instance} r{repeat}: epoch 2/2," in terminal
+            assert f"{instance} r{repeat}: epoch 2/2," in (tree / "logs" / "train" / instance / f"r{repeat}.log").read_text()
+    assert terminal.count("local-2w r1: all-reduce sweep over 2 workers, 4 KiB to 29.1 MB") == 1
 
 
 def test_summary_has_every_repeat_and_the_original_studys_rows(tree):
@@ -78,7 +70,7 @@ def test_rebuilding_from_the_same_results_is_byte_identical(tree):
     before = {path: path.read_bytes() for path in generated}
     snakemake(tree, "--cores", "1", "paper", "--forcerun", "render_figures", "render_tex",
               "--configfile", "tiny.yaml")
-    assert len(before) == 6 + 10
+    assert len(before) == 7 + 10
     for path, content in before.items():
         assert path.read_bytes() == content, f"{path.name} changed on rebuild"
 

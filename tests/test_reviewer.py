@@ -9,7 +9,7 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.campaign import store_campaign
-from test_pipeline import REPO, planned_jobs, snakemake
+from workflow import REPO, planned_jobs, snakemake
 
 CAMPAIGNS = sorted((REPO / "campaigns").glob("*/config.yaml"))
 
@@ -61,7 +61,7 @@ def test_the_pdf_carries_the_stored_numbers(reviewed):
         assert f"{row.usd_per_hour:.3f}" in text  # the instance table's prices, ours and theirs
     assert "7,266,494" in text
     runs = [read_json(path) for path in sorted(results.glob("runs/*/r*/run.json"))]
-    scaling = scaling_analysis(summary, runs, read_json(results / "model.json")["parameters"], "g4dn.xlarge")
+    scaling = scaling_analysis(summary, runs, read_json(results / "model.json")["trainable_parameters"], "g4dn.xlarge")
     for prediction in scaling["predictions"]:  # the predicted-speedup table
         assert all(f"{speedup:.2f}" in text for speedup in prediction["speedups"].values())
     for measured in scaling["measured"]:
@@ -94,5 +94,5 @@ def test_snakemake_report_holds_the_figures_and_the_paper(reviewed):
     snakemake(root, "--report", "report.html", "--configfile", str(campaign / "config.yaml"))
     html = (root / "report.html").read_text(errors="replace")
     for name in ("sample_faces.pdf", "predictions.pdf", "learning_curves.pdf", "time_cost.pdf", "pareto.pdf",
-                 "paper.pdf"):
+                 "allreduce.pdf", "paper.pdf"):
         assert name in html

@@ -5,8 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from kpbench.scaling import (fit_ring_model, gradient_bytes, measured_speedups, predicted_speedup,
-                             reference_step_s, ring_allreduce_s)
+from kpbench.collective import sweep_sizes
+from kpbench.scaling import (cluster_fits, fit_alpha_beta, gradient_bytes, measured_speedups, prediction_latency,
+                             predicted_speedup, reference_step_s, ring_allreduce_s)
 
 GRAD = gradient_bytes(7_266_494)
 
@@ -18,28 +19,69 @@ def test_ring_allreduce_moves_two_n_minus_one_over_n_of_the_gradients():
     assert ring_allreduce_s(4, GRAD, 1e9, latency_s=1e-4) == pytest.approx(1.5 * GRAD / 1e9 + 6e-4)
 
 
-def test_fit_recovers_bandwidth_and_latency_from_synthetic_timings():
+def _sweep(workers, bandwidth, latency, noise=None):
+    sizes = sweep_sizes(GRAD)
+    noise = noise or [1.0] * len(sizes)
+    return [{"bytes": m, "median_s": ring_allreduce_s(workers, m, bandwidth, latency) * k}
+            for m, k in zip(sizes, noise)]
+
+
+def test_the_sweep_doubles_from_4_kib_to_the_gradient_size():
+    sizes = sweep_sizes(GRAD)
+    assert sizes[0] == 4096 and sizes[-1] == GRAD and sizes[-2] == 4096 * 2 ** 12
+    assert all(b == 2 * a for a, b in zip(sizes[:-2], sizes[1:-1]))
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_fit_recovers_bandwidth_and_latency_from_one_cluster_size(workers):
     bandwidth, latency = 2.5e9 / 8, 3e-4  # 2.5 Gbit/s, 300 µs
-    samples = [(n, ring_allreduce_s(n, GRAD, bandwidth, latency)) for n in (2, 3, 4, 8) for _ in range(2)]
-    model = fit_ring_model(samples, GRAD)
-    assert model["identifiable"] and model["cluster_sizes"] == [2, 3, 4, 8]
-    assert model["bandwidth_bytes_s"] == pytest.approx(bandwidth, rel=1e-6)
-    assert model["latency_s"] == pytest.approx(latency, rel=1e-6)
+    fit = fit_alpha_beta(_sweep(workers, bandwidth, latency), workers)
+    assert fit["latency_resolved"] and fit["bandwidth_resolved"]
+    assert fit["bandwidth_bytes_s"] == pytest.approx(bandwidth, rel=1e-6)
+    assert fit["latency_s"] == pytest.approx(latency, rel=1e-6)
+    assert fit["residual_rms"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_fit_with_noise_stays_close():
-    bandwidth, latency = 10e9 / 8, 1e-4
-    noise = [1.03, 0.97, 1.01, 0.99]
-    samples = [(n, ring_allreduce_s(n, GRAD, bandwidth, latency) * k) for n, k in zip((2, 3, 4, 8), noise)]
-    model = fit_ring_model(samples, GRAD)
-    assert model["bandwidth_bytes_s"] == pytest.approx(bandwidth, rel=0.1)
+def test_fit_with_noise_stays_close_and_reports_its_residual():
+    noise = [1.05, 0.95, 1.02, 0.98, 1.04, 0.96, 1.0, 1.03, 0.97, 1.01, 0.99, 1.02, 0.98, 1.0]
+    fit = fit_alpha_beta(_sweep(2, 10e9 / 8, 1e-4, noise), 2)
+    assert fit["bandwidth_bytes_s"] == pytest.approx(10e9 / 8, rel=0.1)
+    assert fit["latency_s"] == pytest.approx(1e-4, rel=0.1)
+    assert 0.005 < fit["residual_rms"] < 0.06
 
 
-def test_one_cluster_size_cannot_separate_latency_and_says_so():
-    model = fit_ring_model([(2, 0.05), (2, 0.07), (1, 0.0)], GRAD)
-    assert not model["identifiable"] and model["latency_s"] == 0.0 and model["samples"] == 2
-    assert model["bandwidth_bytes_s"] == pytest.approx(GRAD / 0.06)
-    assert fit_ring_model([(1, 0.0)], GRAD) is None
+def test_honest_but_unhelpful_sweeps_are_answered_not_refused():
+    # Times that grow faster than the size: the latency is below resolution (the fitted intercept is
+    # negative), so the bandwidth comes from a slope through zero.
+    steep = [{"bytes": 4096, "median_s": 1e-6}, {"bytes": 8192, "median_s": 3e-6}, {"bytes": 16384, "median_s": 9e-6}]
+    fit = fit_alpha_beta(steep, 2)
+    assert not fit["latency_resolved"] and fit["latency_s"] == 0.0 and fit["bandwidth_resolved"]
+    # Flat times: no bandwidth can be read from them.
+    flat = [{"bytes": m, "median_s": 1e-3} for m in (4096, 8192, 16384)]
+    fit = fit_alpha_beta(flat, 2)
+    assert fit["latency_resolved"] and not fit["bandwidth_resolved"] and fit["bandwidth_bytes_s"] is None
+    # Zero, NaN or missing times are left out; fewer than two points fit nothing.
+    junk = [{"bytes": 4096, "median_s": 0.0}, {"bytes": 8192, "median_s": float("nan")},
+            {"bytes": 16384, "median_s": None}, {"bytes": 32768, "median_s": 1e-3}]
+    fit = fit_alpha_beta(junk, 2)
+    assert fit["points"] == 1 and fit["latency_s"] is None and fit["bandwidth_bytes_s"] is None
+
+
+def test_cluster_fits_pair_each_sweep_with_its_physical_reference():
+    sweep = {"workers": 2, "sizes": _sweep(2, 1e9, 1e-4), "memcpy_bytes_s": 8e9}
+    runs = [{"instance": {"name": "local-2w", "backend": "local-cluster"}, "repeat": 1,
+             "cluster": {"workers": 2, "allreduce": sweep}},
+            {"instance": {"name": "2x g4dn", "backend": "ec2-cluster", "network_gbps": 5}, "repeat": 1,
+             "cluster": {"workers": 2, "allreduce": {**sweep, "sizes": _sweep(2, 0.5e9, 5e-5)}}},
+            {"instance": {"name": "old-2w", "backend": "local-cluster"}, "cluster": {"workers": 2}}]
+    fits = cluster_fits(runs)
+    assert [f["instance"] for f in fits] == ["local-2w", "2x g4dn"]
+    assert fits[0]["reference_kind"] == "memory copy" and fits[0]["share_of_reference"] == pytest.approx(1e9 / 8e9)
+    assert fits[1]["reference_bytes_s"] == pytest.approx(5e9 / 8)
+    # Predictions take the latency of the networked cluster before the loopback one.
+    assert prediction_latency(fits) == (pytest.approx(5e-5), "network")
+    assert prediction_latency(fits[:1]) == (pytest.approx(1e-4), "loopback")
+    assert prediction_latency([]) == (0.0, None)
 
 
 def test_predicted_speedup_approaches_n_on_fast_links():

@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from kpbench import KpbenchError, costs
-from kpbench.io import atomic_path, read_json
+from kpbench.io import atomic_path
+from kpbench.records import finished, read_run
 
 SOURCE_OURS = "kpbench"
 SOURCE_ORIGINAL = "original study"
@@ -50,15 +51,15 @@ def run_row(run, reference, history=None, target_rmse_px=None):
     projected = costs.projected_train_s(timings["images_per_s"], reference["train_images"], reference["epochs"])
     return {
         "source": SOURCE_OURS, "instance": instance["name"], "backend": instance["backend"],
-        "status": "measured", "ec2_catalogue": instance.get("ec2_catalogue", "n/a"),
+        "status": "measured" if finished(run) else "failed", "ec2_catalogue": instance.get("ec2_catalogue", "n/a"),
         "vcpus": run["hardware"]["cpu_cores"], "gpu_model": ", ".join(run["hardware"]["gpu_names"]) or None,
         "gpus": run["hardware"]["gpu_count"], "workers": instance.get("workers", 1),
         "network_gbps": instance.get("network_gbps"), "epochs": workload["epochs"],
         "train_images": workload["train_images"], "batch_size": workload["batch_size"],
         "init_s": timings["init_s"], "train_s": timings["train_s"], "wall_s": timings["wall_s"],
-        "images_per_s": timings["images_per_s"], "achieved_gflops": performance["achieved_gflops"],
-        "share_of_matmul": performance["share_of_matmul"], "mfu": performance["mfu"],
-        "precision": performance["precision"], "val_rmse_px": run["metrics"]["val_rmse_px"],
+        "images_per_s": timings["images_per_s"], "achieved_gflops": performance.get("achieved_gflops"),
+        "share_of_matmul": performance.get("share_of_matmul"), "mfu": performance.get("mfu"),
+        "precision": performance.get("precision"), "val_rmse_px": run["metrics"]["val_rmse_px"],
         "val_mae_px": run["metrics"]["val_mae_px"], "val_pck": run["metrics"]["val_pck"],
         "usd_per_hour": usd_per_hour, "price_date": run["cost"]["price_date"], "cost_usd": run["cost"]["usd"],
         "projected_train_s": projected,
@@ -127,7 +128,7 @@ def original_rows(path, reference):
 def summarise(run_paths, original_csv, reference, out_path, target_rmse_px=None):
     """Write the summary: our runs in the order given (each with the history.csv beside its
     run.json), then the original study's rows."""
-    rows = [run_row(read_json(path), reference, pd.read_csv(Path(path).parent / "history.csv"), target_rmse_px)
+    rows = [run_row(read_run(path), reference, pd.read_csv(Path(path).parent / "history.csv"), target_rmse_px)
             for path in run_paths]
     rows += original_rows(original_csv, reference)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

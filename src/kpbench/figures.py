@@ -12,6 +12,7 @@ import pandas as pd  # noqa: E402
 
 from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, by_instance, load_summary  # noqa: E402
 from kpbench.io import atomic_path, read_json  # noqa: E402
+from kpbench.records import read_run  # noqa: E402
 
 # No dates or versions in the files: the same results give the same bytes.
 PDF_METADATA = {"Creator": "kpbench", "Producer": "kpbench", "CreationDate": None}
@@ -27,6 +28,14 @@ def _save(fig, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="pdf", metadata=PDF_METADATA, bbox_inches="tight")
     plt.close(fig)
+
+
+def _note(text, out_path):
+    """A figure that says why it has nothing to draw, so the paper still builds and says so."""
+    fig, ax = plt.subplots(figsize=(3.2, 1.0))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    _save(fig, out_path)
 
 
 def _face_grid(count, columns):
@@ -55,6 +64,8 @@ def predictions(predictions_path, out_path, columns=4):
     """Validation faces: true keypoints (green) against the model's predictions (red crosses)."""
     with np.load(predictions_path) as p:
         images, true_px, mask, predicted = p["images"], p["true_px"], p["mask"], p["predicted_px"]
+    if not len(images):
+        return _note("no run finished with predictions", out_path)
     fig, axes = _face_grid(len(images), columns)
     for ax, image, truth, present, guess in zip(axes, images, true_px, mask, predicted):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -184,6 +195,49 @@ def scaling(analysis, out_path):
     _save(fig, out_path)
 
 
+def allreduce(analysis, out_path):
+    """The measured all-reduce sweep of every cluster run, log–log: time per call and bus bandwidth
+    against message size, one line per run, with each run's physical reference (this machine's
+    memory copy for loopback clusters, the link for networked ones) as a dashed line."""
+    if not analysis["fits"]:
+        return _note("no cluster run measured an all-reduce sweep", out_path)
+
+    def column(rows, name, scale):
+        return np.array([np.nan if row.get(name) is None else row[name] * scale for row in rows], dtype=float)
+
+    fig, (time_ax, bandwidth_ax) = plt.subplots(1, 2, figsize=(6.4, 2.6))
+    for index, fit in enumerate(analysis["fits"]):
+        colour, label = f"C{index}", f"{fit['instance']} r{fit['repeat']}"
+        rows = [row for row in fit["sweep"] if row["median_s"] and row["median_s"] > 0]
+        size_mb = column(rows, "bytes", 1e-6)
+        median, low, high = (column(rows, name, 1e3) for name in ("median_s", "p10_s", "p90_s"))
+        spread = np.nan_to_num(np.vstack([median - low, high - median]))
+        time_ax.errorbar(size_mb, median, yerr=spread, fmt="-o", ms=2, linewidth=0.9, elinewidth=0.5,
+                         color=colour, label=label)
+        bandwidth_ax.plot(size_mb, column(rows, "busbw_bytes_s", 1e-9), "-o", ms=2, linewidth=0.9,
+                          color=colour, label=label)
+        if fit["reference_bytes_s"]:
+            bandwidth_ax.axhline(fit["reference_bytes_s"] / 1e9, color=colour, linestyle="--", linewidth=0.6,
+                                 label=f"{fit['reference_kind']}, {label}")
+    for ax in (time_ax, bandwidth_ax):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("message size (MB)")
+        ax.grid(True, which="major", linewidth=0.3, alpha=0.5)
+    time_ax.set_ylabel("time per all-reduce (ms)")
+    bandwidth_ax.set_ylabel("bus bandwidth (GB/s)")
+    bandwidth_ax.legend(frameon=False, fontsize=5.5)
+    _save(fig, out_path)
+
+
+def _best_run(histories):
+    """The run whose last validation RMSE is lowest; a run that recorded none comes last."""
+    def last_rmse(key):
+        values = histories[key]["val_rmse_px"].dropna()
+        return (values.empty, values.iloc[-1] if not values.empty else 0.0)
+    return min(histories, key=last_rmse)
+
+
 def render_all(summary_path, samples_path, run_paths, model_path, scaling_reference, out_dir):
     """All figures of the paper from the summary and every run's files (run.json paths given);
     our repeated runs appear as olympic means with their spread as error bars."""
@@ -191,15 +245,17 @@ def render_all(summary_path, samples_path, run_paths, model_path, scaling_refere
 
     out_dir = Path(out_dir)
     summary = by_instance(load_summary(summary_path))
-    loaded = [(Path(path), read_json(path)) for path in run_paths]
+    loaded = [(Path(path), read_run(path)) for path in run_paths]
     runs = {(run["instance"]["name"], run.get("repeat", 1)): path.parent for path, run in loaded}
     histories = {key: pd.read_csv(folder / "history.csv") for key, folder in runs.items()}
-    best = min(runs, key=lambda key: histories[key]["val_rmse_px"].iloc[-1])
+    best = _best_run(histories)
+    analysis = scaling_analysis(summary, [run for _, run in loaded], read_json(model_path)["trainable_parameters"],
+                                scaling_reference)
     sample_faces(samples_path, out_dir / "sample_faces.pdf")
     predictions(runs[best] / "predictions.npz", out_dir / "predictions.pdf")
     learning_curves(histories, out_dir / "learning_curves.pdf")
     time_cost(summary, out_dir / "time_cost.pdf")
     pareto(summary, out_dir / "pareto.pdf")
-    scaling(scaling_analysis(summary, [run for _, run in loaded], read_json(model_path)["parameters"],
-                             scaling_reference), out_dir / "scaling.pdf")
+    scaling(analysis, out_dir / "scaling.pdf")
+    allreduce(analysis, out_dir / "allreduce.pdf")
     return best

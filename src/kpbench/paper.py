@@ -16,6 +16,7 @@ from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, by_instance, load_su
 from kpbench.data import KEYPOINTS
 from kpbench.io import read_json, write_text
 from kpbench.peaks import PEAKS
+from kpbench.records import read_run
 from kpbench.scaling import scaling_analysis
 
 _LATEX_SPECIALS = {
@@ -124,7 +125,7 @@ def quota_refusal(instance_type="p3.2xlarge", region="us-east-1"):
 def build_context(summary_path, stats_path, model_path, run_paths, settings):
     """Everything the templates print, gathered from stored results and the configuration."""
     summary = by_instance(load_summary(summary_path))
-    runs = [read_json(p) for p in run_paths]
+    runs = [read_run(p) for p in run_paths]
     ours = summary[summary["source"] == SOURCE_OURS]
     original = summary[summary["source"] == SOURCE_ORIGINAL]
     ranked = summary[summary["projected_train_s"].notna()]
@@ -132,7 +133,7 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
     cheapest = ranked.loc[ranked["projected_cost_usd"].idxmin()]
     instances = list(ours["instance"])
     keypoint_rows = [{"name": name, "present": read_json(stats_path)["keypoints_present"][name],
-                      "rmse": [olympic_mean([run["metrics"]["per_keypoint_rmse_px"][name] for run in runs
+                      "rmse": [olympic_mean([(run["metrics"].get("per_keypoint_rmse_px") or {}).get(name) for run in runs
                                              if run["instance"]["name"] == instance]) for instance in instances]}
                      for name in KEYPOINTS]
     return {
@@ -141,7 +142,7 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
         "model": read_json(model_path),
         "runs": runs,
         "instances": instances,
-        "repeats": int(ours["repeats"].max()),
+        "repeats": int(ours["repeats"].max()) if len(ours) else 0,
         "ours": _records(ours),
         # Fastest to the quality target first; runs that never reached it last.
         "to_target": sorted(_records(ours), key=lambda r: (r["time_to_target_s"] is None,
@@ -150,7 +151,7 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
         "fastest": dict(fastest),
         "cheapest": dict(cheapest),
         "keypoint_rows": keypoint_rows,
-        "scaling": scaling_analysis(summary, runs, read_json(model_path)["parameters"],
+        "scaling": scaling_analysis(summary, runs, read_json(model_path)["trainable_parameters"],
                                     settings["analysis"]["scaling_reference"]),
         "commit": git_commit(Path(summary_path).resolve().parent),
         "peaks": PEAKS,

@@ -5,6 +5,7 @@ The launcher and the instances talk only through the run's S3 prefix:
   input/   bundle.tar.gz, dataset.npz, spec.json (launcher), cluster.json (once all IPs are known)
   status/  <instance id>.json: the instance's phase and heartbeat
   steps/   <worker index>.json: every worker's step times
+  allreduce/ <worker index>.json: every worker's all-reduce sweep (clusters)
   result/  the chief's run files, then manifest.json with their checksums (written last: a result
            without a manifest, or whose files do not match it, is partial and never collected)
   logs/    <instance id>.log: the bootstrap's log, uploaded on exit
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from kpbench import KpbenchError
 from kpbench.aws import SSE, put_private
-from kpbench.train import RUN_FILES, tf_config
+from kpbench.io import read_json
+from kpbench.train import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE, tf_config
 
 WORKER_PACKAGES = ["boto3", "numpy", "pandas", "tf-keras==2.21.*"]
 MANIFEST = "result/manifest.json"
@@ -107,7 +109,7 @@ def remote_worker(bucket, prefix, workdir):
         process = subprocess.Popen([sys.executable, "-m", "kpbench", "worker", "--spec", f"@{spec_path}",
                                     "--dataset", str(dataset_path), "--out", str(out)],
                                    stdout=log, stderr=subprocess.STDOUT, env=env)
-    code = _supervise(process, out / "progress.json", exchange, status_name, index,
+    code = _supervise(process, out / PROGRESS_FILE, exchange, status_name, index,
                       float(limits.get("stall_timeout_s", 600)))
     print((workdir / "worker.log").read_text(errors="replace"), flush=True)
     if code != 0:
@@ -115,7 +117,9 @@ def remote_worker(bucket, prefix, workdir):
         raise SystemExit(code if code > 0 else 1)
 
     exchange.put_json(status_name, {"phase": "uploading", "worker": index, "time": time.time()})
-    exchange.upload(out / "steps.json", f"steps/{index}.json")
+    exchange.upload(out / STEPS_FILE, f"steps/{index}.json")
+    if (out / ALLREDUCE_FILE).exists():
+        exchange.upload(out / ALLREDUCE_FILE, f"allreduce/{index}.json")
     if index == 0:
         files = {name: {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size} for name in RUN_FILES}
         for name in RUN_FILES:
@@ -133,8 +137,12 @@ def _supervise(process, progress_path, exchange, status_name, index, stall_timeo
         except subprocess.TimeoutExpired:
             pass
         last_step = progress_path.stat().st_mtime if progress_path.exists() else started
+        try:
+            progress = read_json(progress_path)  # the last finished epoch, for the launcher's progress line
+        except (OSError, ValueError):
+            progress = None
         exchange.put_json(status_name, {"phase": "training", "worker": index, "time": time.time(),
-                                        "last_step_age_s": time.time() - last_step})
+                                        "last_step_age_s": time.time() - last_step, "progress": progress})
         if time.time() - last_step > stall_timeout_s:
             process.kill()
             process.wait()

@@ -1,20 +1,22 @@
-"""Scaling analysis: measured speedup and efficiency of the cluster runs, and a ring all-reduce
-model fitted to the measured all-reduce time that predicts the speedup on faster networks.
+"""Scaling analysis: measured speedup and efficiency of the cluster runs, and the α–β ring
+all-reduce model fitted to each cluster's measured all-reduce sweep (kpbench.collective), used to
+predict the speedup on faster networks.
 
-Ring all-reduce over N workers moves 2(N-1)/N of the gradient bytes through each link and pays
-2(N-1) per-message latencies:  t(N) = 2(N-1)/N * G / B + 2(N-1) * alpha.
-Data-parallel training keeps the per-worker batch, so N workers process N times the images of one
-in a step of compute + all-reduce: speedup(N) = N * compute / (compute + t(N)).
+Ring all-reduce of m bytes over N workers moves 2(N-1)/N of them through each link and pays
+2(N-1) per-message latencies:  t(m, N) = 2(N-1) * alpha + 2(N-1)/N * m / beta.
+One cluster's sweep over message sizes separates the two: the intercept is the latency, the slope
+the bandwidth. Data-parallel training keeps the per-worker batch, so N workers process N times the
+images of one in a step of compute + all-reduce: speedup(N) = N * compute / (compute + t(G, N)).
 """
 
 import math
+import statistics
 
 import numpy as np
 
-from kpbench import KpbenchError
-
 BYTES_PER_GRADIENT = 4  # float32 gradients, whatever the compute precision
 PREDICTED_GBPS = (5.0, 10.0, 25.0, 100.0)  # 5: what a g4dn.xlarge guarantees
+LOCAL_BACKENDS = ("local", "local-cluster")
 
 
 def gradient_bytes(parameters):
@@ -28,31 +30,68 @@ def ring_allreduce_s(workers, grad_bytes, bandwidth_bytes_s, latency_s=0.0):
     return 2 * (workers - 1) / workers * grad_bytes / bandwidth_bytes_s + 2 * (workers - 1) * latency_s
 
 
-def fit_ring_model(samples, grad_bytes):
-    """Least-squares bandwidth (bytes/s) and latency (s) from measured (workers, all-reduce s).
+def fit_alpha_beta(sizes, workers):
+    """Latency (s) and bandwidth (bytes/s) of the ring model from one cluster's sweep, by least
+    squares on the relative error (the times span orders of magnitude), with the fit's residual.
 
-    Both are identifiable only from two or more cluster sizes; from one, the latency is set to 0 and
-    the whole time charged to bandwidth (an upper bound on the latency-free cost), and the result says so.
+    Every honest sweep gets an answer: a negative intercept means the latency is below what the
+    sweep resolves (refitted through zero, `latency_resolved` false); times that do not grow with
+    the message size leave the bandwidth unresolved (None). Never an error.
     """
-    samples = [(int(n), float(s)) for n, s in samples if int(n) > 1 and s is not None and not math.isnan(s)]
-    if not samples:
-        return None
-    volume = np.array([2 * (n - 1) / n * grad_bytes for n, _ in samples])
-    hops = np.array([2.0 * (n - 1) for n, _ in samples])
-    seconds = np.array([s for _, s in samples])
-    identifiable = len({n for n, _ in samples}) >= 2
-    if identifiable:
-        (inverse_bandwidth, latency), *_ = np.linalg.lstsq(np.column_stack([volume, hops]), seconds, rcond=None)
-        if latency < 0 or inverse_bandwidth <= 0:
-            identifiable, latency = False, 0.0
-    if not identifiable:
-        latency = 0.0
-        inverse_bandwidth = float(volume @ seconds / (volume @ volume))
-    if inverse_bandwidth <= 0:
-        raise KpbenchError("all-reduce times of zero: the ring model cannot be fitted")
-    return {"bandwidth_bytes_s": 1.0 / float(inverse_bandwidth), "latency_s": float(latency),
-            "identifiable": identifiable, "samples": len(samples),
-            "cluster_sizes": sorted({n for n, _ in samples})}
+    points = [(float(row["bytes"]), float(row["median_s"])) for row in sizes
+              if row.get("median_s") is not None and math.isfinite(row["median_s"]) and row["median_s"] > 0]
+    hops = 2.0 * (workers - 1)
+    result = {"workers": workers, "points": len(points), "latency_s": None, "bandwidth_bytes_s": None,
+              "latency_resolved": False, "bandwidth_resolved": False, "residual_rms": None}
+    if workers < 2 or len(points) < 2:
+        return result
+    m, t = np.array(points).T
+    design = np.column_stack([np.ones_like(m), m]) / t[:, None]
+    (intercept, slope), *_ = np.linalg.lstsq(design, np.ones_like(t), rcond=None)
+    if intercept < 0:
+        intercept, slope = 0.0, float((m / t) @ np.ones_like(t) / ((m / t) @ (m / t)))
+    else:
+        result["latency_resolved"] = True
+    predicted = intercept + slope * m
+    result["residual_rms"] = float(np.sqrt(np.mean(((predicted - t) / t) ** 2)))
+    result["latency_s"] = float(intercept) / hops
+    if slope > 0:
+        result["bandwidth_bytes_s"] = (hops / workers) / float(slope)
+        result["bandwidth_resolved"] = True
+    return result
+
+
+def cluster_fits(runs):
+    """The fitted α–β model of every cluster run that measured a sweep, beside its physical
+    reference: this machine's memory-copy bandwidth for loopback clusters, the row's network
+    bandwidth for machines on a network."""
+    fits = []
+    for run in runs:
+        sweep = (run.get("cluster") or {}).get("allreduce")
+        if not sweep:
+            continue
+        instance = run["instance"]
+        loopback = instance.get("backend") in LOCAL_BACKENDS
+        gbps = instance.get("network_gbps")
+        reference = (sweep.get("memcpy_bytes_s") if loopback else (gbps * 1e9 / 8 if gbps else None))
+        fit = fit_alpha_beta(sweep["sizes"], int(sweep["workers"]))
+        fits.append({"instance": instance["name"], "repeat": run.get("repeat", 1), "loopback": loopback,
+                     "reference_kind": "memory copy" if loopback else "network",
+                     "reference_bytes_s": reference, "sweep": sweep["sizes"], **fit,
+                     "share_of_reference": (fit["bandwidth_bytes_s"] / reference
+                                            if fit["bandwidth_bytes_s"] and reference else None)})
+    return fits
+
+
+def prediction_latency(fits):
+    """The per-message latency the predictions use: the median fitted latency of the clusters on a
+    real network if there are any, else of the loopback clusters (the distribution machinery's own
+    cost); 0 when no sweep resolved one."""
+    for loopback in (False, True):
+        latencies = [f["latency_s"] for f in fits if f["loopback"] == loopback and f["latency_resolved"]]
+        if latencies:
+            return statistics.median(latencies), ("network" if not loopback else "loopback")
+    return 0.0, None
 
 
 def predicted_speedup(workers, compute_s, grad_bytes, bandwidth_gbps, latency_s=0.0):
@@ -101,19 +140,18 @@ def measured_speedups(summary, runs):
 
 
 def scaling_analysis(summary, runs, parameters, reference_instance, workers=(2, 4, 8)):
-    """Everything the paper and the scaling figure show: measured speedups, the fitted model,
-    and predicted speedups of the reference GPU at 5, 10, 25 and 100 Gbit/s."""
+    """Everything the paper and the scaling figures show: measured speedups, every cluster's fitted
+    model, and predicted speedups of the reference GPU at 5, 10, 25 and 100 Gbit/s."""
     grad_bytes = gradient_bytes(parameters)
-    samples = [(run["cluster"]["workers"], run["cluster"].get("allreduce_wait_s"))
-               for run in runs if run["cluster"]["workers"] > 1]
-    model = fit_ring_model(samples, grad_bytes)
+    fits = cluster_fits(runs)
+    latency, latency_from = prediction_latency(fits)
     compute = reference_step_s(summary, reference_instance)
-    latency = model["latency_s"] if model else 0.0
     predictions = []
     if compute:
         for gbps in PREDICTED_GBPS:
             predictions.append({"gbps": gbps, "speedups": {n: predicted_speedup(n, compute, grad_bytes, gbps, latency)
                                                            for n in workers}})
-    return {"gradient_bytes": grad_bytes, "model": model, "reference_instance": reference_instance,
-            "reference_step_s": compute, "workers": list(workers), "predictions": predictions,
-            "measured": measured_speedups(summary, runs)}
+    return {"gradient_bytes": grad_bytes, "fits": fits, "latency_s": latency, "latency_from": latency_from,
+            "reference_instance": reference_instance, "reference_step_s": compute, "workers": list(workers),
+            "predictions": predictions, "measured": measured_speedups(summary, runs),
+            "cluster_runs": sum(1 for run in runs if int((run.get("cluster") or {}).get("workers", 1)) > 1)}

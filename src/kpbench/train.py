@@ -21,6 +21,11 @@ from kpbench.io import write_json
 HISTORY_COLUMNS = ["epoch", "elapsed_s", "epoch_s", "validation_s", "loss", "rmse_px", "mae_px",
                    "pck", "val_loss", "val_rmse_px", "val_mae_px", "val_pck"]
 RUN_FILES = ("run.json", "history.csv", "predictions.npz")
+# Files each worker writes beside its result: the heartbeat with the last epoch, its step times, and
+# (in a cluster) its all-reduce sweep; the launcher reads them.
+PROGRESS_FILE = "progress.json"
+STEPS_FILE = "steps.json"
+ALLREDUCE_FILE = "allreduce.json"
 
 
 def config_hash(spec):
@@ -72,12 +77,13 @@ def distributed_datasets(strategy, x_train, y_train, x_val, y_val, per_worker_ba
             "validation_data": per_worker(x_val, y_val, val_steps, False), "validation_steps": val_steps}
 
 
-def _epoch_timer(keras, earlier_rows=(), journal=None):
+def _epoch_timer(keras, earlier_rows=(), journal=None, progress=None):
     class EpochTimer(keras.callbacks.Callback):
         """Wall-clock per epoch, and how much of it validation took, measured around fit's own loop.
 
         A resumed run starts from the rows of the epochs already done (`earlier_rows`) so its history
-        covers every epoch; each finished epoch is journalled so a later resume finds it.
+        covers every epoch; each finished epoch is journalled so a later resume finds it, and written
+        to `progress` (the heartbeat file), where the launcher reads it to print one line per epoch.
         """
 
         def on_train_begin(self, logs=None):
@@ -110,6 +116,8 @@ def _epoch_timer(keras, earlier_rows=(), journal=None):
             })
             if journal is not None:
                 write_json(journal, self.rows)
+            if progress is not None:
+                write_json(progress, {**self.rows[-1], "epochs": self.params.get("epochs")})
 
     return EpochTimer()
 
@@ -208,14 +216,15 @@ def steady_step_images_per_s(step_s, images, first_batch):
     return (images - first_batch) / sum(step_s[1:])
 
 
-def compute_step_seconds(build, precision, images, packed_targets, batch_size, steps=4):
-    """Median seconds of a forward and backward pass on one per-worker batch, with no all-reduce.
+def compute_step_seconds(build, precision, images, packed_targets, batch_size, steps=8):
+    """Seconds of each of `steps` forward and backward passes on one per-worker batch, with no
+    all-reduce (the first, which traces the graph, not counted).
 
     Every cluster worker runs this at the same moment, so the workers share the machine as they do
-    in training; a cluster step's excess over it is time spent in, or waiting for, the all-reduce.
+    in training; a cluster step's excess over it estimates the time spent in, or waiting for, the
+    all-reduce. It is a second estimate beside the measured sweep (kpbench.collective), never the
+    input of a fit: on a shared machine it can come out at or below zero.
     """
-    import statistics
-
     import tensorflow as tf
 
     from kpbench.model import masked_mse
@@ -235,7 +244,20 @@ def compute_step_seconds(build, precision, images, packed_targets, batch_size, s
         start = time.perf_counter()
         gradients()[-1].numpy()  # waits for the whole backward pass
         seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    # Tests inflate the estimate past the step time, as a stall during it would.
+    return [s * float(os.environ.get("KPBENCH_INJECT_COMPUTE_SCALE", 1)) for s in seconds]
+
+
+def self_profile(strategy, model, precision, images, packed_targets, batch_size):
+    """What kpbench measures about a cluster for itself before training: each worker's own compute
+    step and the all-reduce sweep. Timed apart from init and training, which it must not inflate."""
+    from kpbench import collective
+    from kpbench.model import build_model
+
+    start = time.time()
+    compute = compute_step_seconds(build_model, precision, images, packed_targets, batch_size)
+    sweep = collective.measure(strategy, collective.gradient_bytes(model))
+    return compute, sweep, time.time() - start
 
 
 def prepare_backup(backup_dir, spec):
@@ -307,20 +329,23 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
     warmup_steps = int(float(training.get("warmup_epochs", 0)) * steps_per_epoch) if workers > 1 else 0
     learning_rate = (_warmup_schedule(keras, float(training["learning_rate"]), peak_lr, warmup_steps)
                      if workers > 1 else peak_lr)
-    compute_step_s = (compute_step_seconds(build_model, training.get("precision", "float32"), x_train, y_train,
-                                           batch_size) if workers > 1 else None)
+    precision = training.get("precision", "float32")
     with strategy.scope():
-        model = compile_model(build_model(training.get("precision", "float32")), learning_rate,
+        model = compile_model(build_model(precision), learning_rate,
                               training["pck_radius_px"], jit_compile=bool(training.get("jit_compile", False)))
     model_build_s = time.time() - build_start
     init_s = time.time() - process_start
+    compute_step_s, profiling_s = None, 0.0
+    if workers > 1:
+        compute_step_s, sweep, profiling_s = self_profile(strategy, model, precision, x_train, y_train, batch_size)
+        write_json(out_dir / ALLREDUCE_FILE, {"worker": worker_index, **sweep})
 
     earlier_rows, callbacks, journal = [], [], None
     if backup_dir is not None:
         earlier_rows, journal = _journalled_epochs(backup_dir, worker_index)
         callbacks.append(keras.callbacks.BackupAndRestore(str(Path(backup_dir) / "checkpoint")))
-    timer = _epoch_timer(keras, earlier_rows, journal)
-    steps = _step_timer(keras, out_dir / "progress.json")
+    timer = _epoch_timer(keras, earlier_rows, journal, progress=out_dir / PROGRESS_FILE)
+    steps = _step_timer(keras, out_dir / PROGRESS_FILE)
     fit_start = time.time()
     model.fit(**fit_data, epochs=int(workload["epochs"]), callbacks=[timer, steps, *callbacks], verbose=2)
     # A resumed run's training time is that of the epochs its result is made of.
@@ -329,15 +354,15 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
     if resumed_from_epoch:
         train_s = sum(row["epoch_s"] for row in timer.rows)
     wall_s = time.time() - process_start
-    write_json(out_dir / "steps.json", {"worker": worker_index, "step_s": steps.step_s,
-                                        "compute_step_s": compute_step_s})
+    write_json(out_dir / STEPS_FILE, {"worker": worker_index, "step_s": steps.step_s,
+                                      "compute_step_s": compute_step_s})
     # Reading batch-norm statistics is itself an all-reduce under MWMS: every worker takes part.
     weights = model.get_weights()
     if worker_index != 0:
         return None
 
     # Predict with a plain copy of the trained model: outside the strategy, no collectives needed.
-    local_model = build_model(training.get("precision", "float32"))
+    local_model = build_model(precision)
     local_model.set_weights(weights)
     predicted_px = to_pixels(local_model.predict(x_val, batch_size=batch_size, verbose=0))
     true_px, mask = data["val_targets"][val_idx], data["val_mask"][val_idx]
@@ -367,7 +392,8 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(process_start)),
         "timings": {
             "imports_s": imports_s, "data_load_s": data_load_s, "model_build_s": model_build_s,
-            "init_s": init_s, "train_s": train_s, "wall_s": wall_s, "resumed_from_epoch": resumed_from_epoch,
+            "init_s": init_s, "profiling_s": profiling_s, "train_s": train_s, "wall_s": wall_s,
+            "resumed_from_epoch": resumed_from_epoch,
             "epoch_s": [r["epoch_s"] for r in timer.rows],
             "validation_s": [r["validation_s"] for r in timer.rows],
             "images_per_s": images_seen / train_s,

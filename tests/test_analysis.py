@@ -1,0 +1,172 @@
+"""Analysis never fails on an honest value: figures and paper over run sets made by the real tiny
+pipeline, then edited to carry each value a run can legitimately record. Only a malformed record
+is an error, and that error names the file and the field."""
+
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from kpbench import KpbenchError
+from kpbench.aggregate import summarise
+from kpbench.figures import render_all
+from kpbench.io import read_json, write_json
+from kpbench.paper import build_context, render
+from workflow import REPO
+
+
+@pytest.fixture(scope="session")
+def finished(tree, tmp_path_factory):
+    """A copy of the tiny pipeline's results, taken before any test can alter the tree."""
+    folder = tmp_path_factory.mktemp("finished") / "results"
+    shutil.copytree(tree / "results", folder)
+    return folder
+
+
+def _runs(results):
+    return sorted(results.glob("runs/*/r*/run.json"))
+
+
+def _edit(path, change):
+    run = read_json(path)
+    change(run)
+    write_json(path, run)
+
+
+def _failed(path):
+    """A run that ended without a result: every measurement null, no epochs, no predictions."""
+    def change(run):
+        run["status"], run["error"] = "failed", "worker 1 of 2 failed (exit status 3)"
+        run["timings"] = {key: None for key in run["timings"]}
+        run["metrics"] = {key: None for key in run["metrics"]}
+        run["performance"] = {**{key: None for key in run["performance"]}, "precision": "float32"}
+        run["cost"]["usd"] = None
+    _edit(path, change)
+    (path.parent / "history.csv").write_text(path.parent.joinpath("history.csv").read_text().splitlines()[0] + "\n")
+    with np.load(path.parent / "predictions.npz") as p:
+        empty = {name: p[name][:0] for name in p.files}
+    np.savez_compressed(path.parent / "predictions.npz", **empty)
+
+
+def _nan_metrics(path):
+    def change(run):
+        run["metrics"]["val_rmse_px"] = run["metrics"]["val_mae_px"] = float("nan")
+        run["timings"]["images_per_s"] = float("nan")
+        run["performance"]["mfu"] = None
+    _edit(path, change)
+    history = pd.read_csv(path.parent / "history.csv")
+    history["val_rmse_px"] = float("nan")
+    history.to_csv(path.parent / "history.csv", index=False)
+
+
+def _zero_wait(path):
+    def change(run):
+        run["cluster"]["wait_estimate"].update(compute_step_s=0.0, median_s=0.0, p10_s=0.0, p90_s=0.0,
+                                               resolved=False)
+        run["timings"]["profiling_s"] = 0.0
+    _edit(path, change)
+
+
+def _flat_sweep(path):
+    """Times that do not grow with the message size (no bandwidth to read), one of them zero."""
+    def change(run):
+        for row in run["cluster"]["allreduce"]["sizes"]:
+            row.update(median_s=1e-3, p10_s=1e-3, p90_s=1e-3)
+        run["cluster"]["allreduce"]["sizes"][0].update(median_s=0.0, algbw_bytes_s=None, busbw_bytes_s=None)
+    _edit(path, change)
+
+
+def _no_sweep(path):
+    """A cluster run from before the sweep existed, or one whose sweep was not recorded."""
+    def change(run):
+        run["cluster"].pop("allreduce")
+        run["cluster"].pop("wait_estimate")
+    _edit(path, change)
+
+
+CASES = {
+    "a zero compute estimate and profiling time": ({"local-2w": _zero_wait}, None),
+    "NaN metrics and throughput": ({"local": _nan_metrics}, None),
+    "a sweep with a zero and no bandwidth": ({"local-2w": _flat_sweep}, None),
+    "cluster runs without a sweep": ({"local-2w": _no_sweep}, None),
+    "no cluster run": ({"local-2w": None}, None),
+    "no run reaches the target": ({}, 0.001),
+    "one repeat": ({"r2": None}, None),
+    "an instance whose every repeat failed": ({"local": _failed}, None),
+}
+
+
+def _build(results, tmp_path, target):
+    """aggregate → figures → LaTeX → PDF over `results`, as the rules run them."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    runs = _runs(results)
+    reference = {k: config["original_study"][k] for k in ("epochs", "train_images", "batch_size", "price_date")}
+    reference["training_flops_per_image"] = read_json(results / "model.json")["training_flops_per_image"]
+    summarise(runs, REPO / config["original_study"]["csv"], reference, results / "summary.csv", target)
+    build = tmp_path / "build"
+    shutil.copytree(REPO / "paper" / "templates", tmp_path / "templates")
+    render_all(results / "summary.csv", results / "dataset" / "samples.npz", runs, results / "model.json",
+               config["analysis"]["scaling_reference"], build / "figures")
+    settings = {"paper": config["paper"], "data": config["data"], "preprocess": config["preprocess"],
+                "workload": {"name": "tiny", **config["workloads"]["tiny"]}, "training": config["training"],
+                "original_study": config["original_study"],
+                "analysis": {**config["analysis"], "target_rmse_px": target or config["analysis"]["target_rmse_px"]}}
+    context = build_context(results / "summary.csv", results / "dataset" / "stats.json", results / "model.json",
+                            runs, settings)
+    render(tmp_path / "templates", build, context)
+    subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-cd", str(build / "paper.tex")],
+                   check=True, capture_output=True)
+    return subprocess.run(["pdftotext", str(build / "paper.pdf"), "-"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_honest_value_still_ends_in_a_pdf(case, finished, tmp_path):
+    edits, target = CASES[case]
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    for selector, edit in edits.items():
+        for path in _runs(results):
+            if selector in (path.parent.parent.name, path.parent.name):
+                if edit is None:
+                    shutil.rmtree(path.parent)
+                else:
+                    edit(path)
+    text = _build(results, tmp_path, target)
+    summary = pd.read_csv(results / "summary.csv")
+    if case == "an instance whose every repeat failed":
+        assert list(summary[summary["instance"] == "local"]["status"]) == ["failed", "failed"]
+        assert "no run finished with predictions" not in text  # local-2w still has predictions
+    if case == "no run reaches the target":
+        assert summary[summary["source"] == "kpbench"]["time_to_target_s"].isna().all()
+    if case == "a zero compute estimate and profiling time":
+        assert "unresolved (0.000)" in text
+    if case in ("cluster runs without a sweep", "no cluster run"):
+        assert "All-reduce fit per cluster run" not in text and "assume latency-free links" in text
+    if case == "a sweep with a zero and no bandwidth":
+        assert "unresolved" in text
+    if case == "NaN metrics and throughput":
+        row = summary[(summary["instance"] == "local") & (summary["repeat"] == 1)].iloc[0]
+        assert math.isnan(row["val_rmse_px"])
+    assert "Provenance" in text
+
+
+def test_a_malformed_run_record_names_its_file_and_field_and_writes_nothing(finished, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    (results / "summary.csv").unlink()
+    path = _runs(results)[0]
+    _edit(path, lambda run: run["timings"].update(train_s="fast"))
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    with pytest.raises(KpbenchError, match=rf"{path}: field timings\.train_s: 'fast' is not of type"):
+        summarise(_runs(results), REPO / config["original_study"]["csv"], {"epochs": 100, "train_images": 6344,
+                  "batch_size": 64}, results / "summary.csv")
+    assert not (results / "summary.csv").exists()
+    _edit(path, lambda run: run["timings"].update(train_s=1.0) or run["instance"].pop("backend"))
+    with pytest.raises(KpbenchError, match=rf"{path}: field instance: 'backend' is a required property"):
+        render_all(finished / "summary.csv", finished / "dataset" / "samples.npz", [path], finished / "model.json",
+                   "g4dn.xlarge", tmp_path / "figures")
