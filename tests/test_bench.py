@@ -51,3 +51,11 @@ def test_cluster_benchmark_compares_one_and_two_workers():
     assert re.search(r"1 worker: +[\d.]+ img/s", out)
     assert re.search(r"2 workers \(loopback\): +[\d.]+ img/s", out)
     assert re.search(r"scaling efficiency [\d.]+", out)
+
+
+def test_allreduce_benchmark_sweeps_a_loopback_cluster_beside_the_copy_bandwidth():
+    out = run("allreduce.py", "--largest-bytes", "65536", "--calls", "3", "--repeats", "1")
+    assert re.search(r"memory copy: [\d.]+ GB/s", out)
+    sizes = re.findall(r"^ +([\d,]+) +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+%", out, flags=re.M)
+    assert [int(s.replace(",", "")) for s in sizes] == [4096, 8192, 16384, 32768, 65536]
+    assert "alpha-beta fit: latency" in out

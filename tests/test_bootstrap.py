@@ -6,7 +6,6 @@ this machine decides. Every stub records its call; a stub interpreter refuses `-
 that gets that far stops there and installs nothing.
 """
 import hashlib
-import os
 import shutil
 import subprocess
 from pathlib import Path

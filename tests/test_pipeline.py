@@ -1,13 +1,9 @@
 """End to end: the real Snakefile on a tiny configuration, in a fresh working tree."""
 
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from workflow import REPO, planned_jobs, snakemake
 

@@ -122,6 +122,27 @@ def quota_refusal(instance_type="p3.2xlarge", region="us-east-1"):
     return str(explain(refusal, instance_type, region))
 
 
+def provenance(runs):
+    """The provenance appendix as one table: per run only what differs between runs; every value
+    all runs share (machine, system, software) stated once beside the table."""
+    fields = {
+        "CPU": lambda run: f"{run['hardware'].get('cpu_model')} ({run['hardware']['cpu_cores']} logical cores)",
+        "GPUs": lambda run: ", ".join(run["hardware"]["gpu_names"]) or "none",
+        "Operating system": lambda run: run["hardware"].get("os"),
+        "Software": lambda run: ", ".join(f"{name} {version}" for name, version in sorted(run["software"].items())),
+    }
+    values = {name: [read(run) for run in runs] for name, read in fields.items()}
+    shared = {name: found[0] for name, found in values.items() if runs and len(set(found)) == 1}
+    varying = [name for name in fields if name not in shared]
+    rows = [{"instance": run["instance"]["name"], "repeat": run.get("repeat", 1), "seed": run["seed"],
+             "config_hash": run["config_hash"], "started": run.get("started_at"),
+             "varying": [values[name][index] for name in varying]} for index, run in enumerate(runs)]
+    prices = {run["instance"]["name"]: {"name": run["instance"]["name"], "usd_per_hour": run["cost"]["usd_per_hour"],
+                                        "date": run["instance"].get("price_date"),
+                                        "source": run["instance"].get("price_source")} for run in runs}
+    return {"shared": shared, "varying": varying, "rows": rows, "prices": list(prices.values())}
+
+
 def build_context(summary_path, stats_path, model_path, run_paths, settings):
     """Everything the templates print, gathered from stored results and the configuration."""
     summary = by_instance(load_summary(summary_path))
@@ -155,6 +176,7 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
                                     settings["analysis"]["scaling_reference"]),
         "commit": git_commit(Path(summary_path).resolve().parent),
         "peaks": PEAKS,
+        "provenance": provenance(runs),
         "quota_refusal": quota_refusal(),
     }
 
