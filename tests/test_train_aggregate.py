@@ -118,16 +118,6 @@ def test_cost_to_target_prices_init_plus_training_to_the_target(trained):
     assert missed["time_to_target_s"] is None and missed["cost_to_target_usd"] is None
 
 
-def test_olympic_mean_drops_the_fastest_and_slowest_run():
-    from kpbench.aggregate import olympic_mean
-
-    assert olympic_mean([10.0, 1.0, 4.0, 5.0, 100.0]) == pytest.approx(19 / 3)  # 1 and 100 dropped
-    assert olympic_mean([3.0, 9.0, 6.0]) == pytest.approx(6.0)
-    assert olympic_mean([2.0, 4.0]) == pytest.approx(3.0)  # too few to drop any
-    assert olympic_mean([float("nan"), 7.0]) == pytest.approx(7.0)
-    assert olympic_mean([]) is None
-
-
 def test_repeats_become_one_row_per_instance_with_their_spread():
     import pandas as pd
 
@@ -135,6 +125,7 @@ def test_repeats_become_one_row_per_instance_with_their_spread():
 
     def row(source, instance, train_s, time_to_target_s=None):
         return {"source": source, "instance": instance, "train_s": train_s, "time_to_target_s": time_to_target_s,
+                "status": "measured", "repeat": 1,
                 **{c: 1.0 for c in REPEATED_COLUMNS if c not in ("train_s", "time_to_target_s")}}
 
     summary = pd.DataFrame([row("kpbench", "a", 10.0, 5.0), row("kpbench", "a", 30.0), row("kpbench", "a", 11.0, 6.0),
@@ -144,8 +135,28 @@ def test_repeats_become_one_row_per_instance_with_their_spread():
     assert list(zip(result["source"], result["instance"])) == [("kpbench", "a"), ("kpbench", "b"),
                                                                 ("original study", "a")]
     a = result.iloc[0]
-    assert a["repeats"] == 4 and a["train_s"] == pytest.approx(11.5)  # 10 and 30 dropped
+    assert a["repeats"] == 4 and a["averaged"] == 2 and a["train_s"] == pytest.approx(11.5)  # 10 and 30 dropped
     assert (a["train_s_min"], a["train_s_max"]) == (10.0, 30.0)
-    assert a["reached_target"] == 3 and a["time_to_target_s"] == pytest.approx(6.0)
+    # Time to target over the same two runs (6 and 7), not a separate olympic mean of 5, 6 and 7.
+    assert a["reached_target"] == 3 and a["time_to_target_s"] == pytest.approx(6.5)
     assert pd.isna(result.iloc[1]["time_to_target_s"]) and result.iloc[1]["reached_target"] == 0
     assert result.iloc[2]["train_s"] == 99.0 and result.iloc[2]["repeats"] == 1
+
+
+def test_every_column_comes_from_the_runs_chosen_by_training_time():
+    """The fastest run has the best accuracy: dropping it by training time drops its accuracy too."""
+    import pandas as pd
+
+    from kpbench.aggregate import REPEATED_COLUMNS, by_instance
+
+    runs = [(1, 10.0, 1.0), (2, 20.0, 3.0), (3, 30.0, 2.0)]  # (repeat, train_s, val_rmse_px)
+    summary = pd.DataFrame([{**{c: None for c in REPEATED_COLUMNS}, "source": "kpbench", "instance": "a",
+                             "status": "measured", "repeat": r, "train_s": t, "val_rmse_px": rmse}
+                            for r, t, rmse in runs])
+    row = by_instance(summary).iloc[0]
+    assert row["averaged_repeats"] == [2]
+    assert row["train_s"] == 20.0 and row["val_rmse_px"] == 3.0  # repeat 2's, not a per-column 2.0
+    # A failed run is never chosen; with two finished runs left, both are averaged.
+    summary.loc[0, "status"] = "failed"
+    row = by_instance(summary).iloc[0]
+    assert row["averaged_repeats"] == [2, 3] and row["val_rmse_px"] == pytest.approx(2.5)

@@ -137,30 +137,31 @@ def summarise(run_paths, original_csv, reference, out_path, target_rmse_px=None)
     return frame
 
 
-def olympic_mean(values):
-    """MLPerf's rule for repeated runs: the mean after dropping the fastest and the slowest run
-    (with three or more runs; the plain mean below that). None when no run has the value."""
-    values = sorted(float(v) for v in values if v is not None and not pd.isna(v))
-    if not values:
-        return None
-    if len(values) >= 3:
-        values = values[1:-1]
-    return sum(values) / len(values)
+def chosen_runs(group):
+    """MLPerf's rule, applied once per instance: its finished runs ordered by training time, the
+    fastest and the slowest dropped when there are three or more. Every column of the instance is
+    then averaged over these same runs, so a row never mixes runs."""
+    done = group[(group["status"] == "measured") & group["train_s"].notna()]
+    ordered = done.sort_values("train_s", kind="stable")
+    return ordered.iloc[1:-1] if len(ordered) >= 3 else ordered
 
 
 def by_instance(summary):
-    """One row per instance: our repeats reduced to olympic means, with `<column>_min` and
-    `<column>_max` for the spread and `repeats` for how many runs; the original study's rows as
-    published (one run each). Instances keep the summary's order."""
+    """One row per instance: our repeats averaged over `chosen_runs`, with `<column>_min` and
+    `<column>_max` over all of its runs for the spread, `repeats` for how many ran and `averaged`
+    for how many the means use; the original study's rows as published (one run each). Instances
+    keep the summary's order."""
     rows = []
-    for _, group in summary.groupby(["source", "instance"], sort=False):
+    for (source, _), group in summary.groupby(["source", "instance"], sort=False):
         row = group.iloc[0].to_dict()
-        row["repeats"] = len(group)
+        chosen = chosen_runs(group) if source == SOURCE_OURS else group
+        row["repeats"], row["averaged"] = len(group), len(chosen)
+        row["averaged_repeats"] = [int(r) for r in chosen["repeat"]] if source == SOURCE_OURS else []
         for column in REPEATED_COLUMNS:
-            present = group[column].dropna()
-            row[column] = olympic_mean(present)
-            row[f"{column}_min"] = float(present.min()) if len(present) else None
-            row[f"{column}_max"] = float(present.max()) if len(present) else None
+            present, everywhere = chosen[column].dropna(), group[column].dropna()
+            row[column] = float(present.mean()) if len(present) else None
+            row[f"{column}_min"] = float(everywhere.min()) if len(everywhere) else None
+            row[f"{column}_max"] = float(everywhere.max()) if len(everywhere) else None
         row["reached_target"] = int(group["time_to_target_s"].notna().sum())
         rows.append(row)
     return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ import jinja2
 import pandas as pd
 
 from kpbench import KpbenchError
-from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, by_instance, load_summary, olympic_mean
+from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, by_instance, load_summary
 from kpbench.data import KEYPOINTS
 from kpbench.io import read_json, write_text
 from kpbench.peaks import PEAKS
@@ -106,6 +106,12 @@ def git_commit(repo_dir):
         return "not a git checkout"
 
 
+def _mean(values):
+    """Mean of the values present; None when none is."""
+    present = [float(v) for v in values if not _missing(v)]
+    return sum(present) / len(present) if present else None
+
+
 def _records(frame):
     return [{k: (None if _missing(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
 
@@ -153,9 +159,11 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
     fastest = ranked.loc[ranked["projected_train_s"].idxmin()]
     cheapest = ranked.loc[ranked["projected_cost_usd"].idxmin()]
     instances = list(ours["instance"])
+    chosen = {(row["instance"], repeat) for row in _records(ours) for repeat in row["averaged_repeats"]}
     keypoint_rows = [{"name": name, "present": read_json(stats_path)["keypoints_present"][name],
-                      "rmse": [olympic_mean([(run["metrics"].get("per_keypoint_rmse_px") or {}).get(name) for run in runs
-                                             if run["instance"]["name"] == instance]) for instance in instances]}
+                      "rmse": [_mean([(run["metrics"].get("per_keypoint_rmse_px") or {}).get(name) for run in runs
+                                      if (run["instance"]["name"], run.get("repeat", 1)) in chosen
+                                      and run["instance"]["name"] == instance]) for instance in instances]}
                      for name in KEYPOINTS]
     return {
         "settings": settings,
