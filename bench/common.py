@@ -3,7 +3,7 @@
 import statistics
 import time
 
-from kpbench.hardware import cpu_model, package_versions
+from kpbench.hardware import cpu_model, default_framework, package_versions
 
 
 def median_seconds(function, repeats):
@@ -17,9 +17,11 @@ def median_seconds(function, repeats):
     return statistics.median(times), times, result
 
 
-def machine_line():
+def machine_line(framework=None):
     import os
 
-    versions = package_versions()
+    versions = package_versions(framework or default_framework())
+    stack = (f"TensorFlow {versions['tensorflow']}" if "tensorflow" in versions
+             else f"Keras {versions['keras']} on JAX {versions['jax']}")
     return (f"{cpu_model()}, {os.cpu_count()} logical cores; Python {versions['python']}, "
-            f"TensorFlow {versions['tensorflow']}, NumPy {versions['numpy']}, pandas {versions['pandas']}")
+            f"{stack}, NumPy {versions['numpy']}, pandas {versions['pandas']}")

@@ -26,7 +26,8 @@ def child(path_kind, source):
     from kpbench.hardware import process_start_time
 
     started = process_start_time()
-    from kpbench.model import build_model, compile_model  # imports TensorFlow: part of init, as in the study
+    # TensorFlow comes in at the first build: part of init, as in the study.
+    from kpbench.model import build_model, compile_model
     if path_kind == "kpbench":
         from kpbench.data import load_dataset
 

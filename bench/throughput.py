@@ -9,8 +9,13 @@ counted training FLOPs per image (3 × forward). Each path gets one warm-up epoc
 training steps are timed one by one (the steady state MFU describes), and `fit`'s wall time,
 epoch starts included, is printed beside them. Medians of repeats.
 
+Where TensorFlow is not installed the same runs use Keras 3 on JAX (kpbench.keras3_path): kpbench's
+step then reads NumPy batches instead of tf.data, and every path, the plain `fit` included, is
+compiled with XLA, as JAX always does.
+
     python bench/throughput.py                        # 640 images, 3 timed epochs, 3 repeats
     python bench/throughput.py --images 64 --epochs 1 --repeats 1 --matmul-size 256
+    python bench/throughput.py --framework keras3-jax --precisions mixed_bfloat16 mixed_float16
 """
 
 import argparse
@@ -24,6 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
+
+from kpbench.hardware import FRAMEWORKS, default_framework  # noqa: E402
 
 
 def fit_images_per_s(keras, fit, images, epochs, repeats):
@@ -52,15 +59,23 @@ def main():
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--precisions", nargs="*", help="mixed precisions to try (default: what the machine has)")
     parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
-                        help="also time each kpbench precision compiled with XLA (default: on a GPU only)")
+                        help="also time each kpbench precision compiled with XLA (default: on a GPU only; "
+                             "keras3-jax always compiles)")
+    parser.add_argument("--framework", choices=FRAMEWORKS, default=default_framework(),
+                        help="default: tf where TensorFlow is installed, else keras3-jax")
     args = parser.parse_args()
 
-    import tensorflow as tf
-    import tf_keras as keras
+    print(f"framework: {args.framework}", flush=True)
+    if args.framework == "tf":
+        import tf_keras as keras
 
-    from kpbench.hardware import cpu_flags, matmul_gflops
-    from kpbench.model import build_model, compile_model, describe_model, pack_targets
-    from kpbench.train import make_dataset
+        from kpbench.model import build_model, compile_model, describe_model
+    else:
+        import keras
+
+        from kpbench.keras3_path import build_model, compile_model, describe_model
+    from kpbench.hardware import cpu_flags, gpu_names, matmul_gflops
+    from kpbench.model import pack_targets
 
     flops = describe_model()["training_flops_per_image"]
     rng = np.random.default_rng(0)
@@ -69,7 +84,7 @@ def main():
     mask = np.repeat(rng.random((args.images, 15)) < 0.3, 2, axis=1)
     mask[:, :4] = True
 
-    peak = matmul_gflops(args.matmul_size, args.repeats)
+    peak = matmul_gflops(args.matmul_size, args.repeats, args.framework)
     results = {}
 
     keras.utils.set_random_seed(0)
@@ -80,22 +95,32 @@ def main():
         keras, lambda e, c: plain.fit(x, filled, batch_size=args.batch_size, epochs=e, callbacks=c, verbose=0),
         args.images, args.epochs, args.repeats)
 
-    gpu = bool(tf.config.list_physical_devices("GPU"))
+    gpus = gpu_names(args.framework)
     precisions = args.precisions
     if precisions is None:
-        precisions = ["mixed_float16"] if gpu else (["mixed_bfloat16"] if "avx512_bf16" in cpu_flags() else [])
-    dataset = make_dataset(x, pack_targets(pixels, mask), args.batch_size, shuffle_seed=0)
-    xla = gpu if args.xla is None else args.xla
+        precisions = ["mixed_float16"] if gpus else (["mixed_bfloat16"] if "avx512_bf16" in cpu_flags() else [])
+    if args.framework == "tf":
+        from kpbench.train import make_dataset
+
+        feed = {"x": make_dataset(x, pack_targets(pixels, mask), args.batch_size, shuffle_seed=0)}
+        source = "tf.data"
+        xla = [False, True] if (bool(gpus) if args.xla is None else args.xla) else [False]
+    else:
+        feed = {"x": x, "y": pack_targets(pixels, mask), "batch_size": args.batch_size, "shuffle": True}
+        source, xla = "NumPy", [True]
     for precision in ["float32", *precisions]:
-        for jit_compile in [False, True] if xla else [False]:
+        for jit_compile in xla:
             keras.utils.set_random_seed(0)
             model = compile_model(build_model(precision), 1e-3, 3.0, jit_compile=jit_compile)
-            results[f"kpbench: tf.data, masked loss, {precision}{', XLA' if jit_compile else ''}"] = fit_images_per_s(
-                keras, lambda e, c, m=model: m.fit(dataset, epochs=e, callbacks=c, verbose=0),
+            results[f"kpbench: {source}, masked loss, {precision}{', XLA' if jit_compile else ''}"] = fit_images_per_s(
+                keras, lambda e, c, m=model: m.fit(**feed, epochs=e, callbacks=c, verbose=0),
                 args.images, args.epochs, args.repeats)
 
-    print(f"machine: {machine_line()}; GPU: {gpu}")
-    print(f"FP32 matmul {args.matmul_size}^2: {peak:.1f} GFLOP/s (median of {args.repeats})")
+    print(f"machine: {machine_line(args.framework)}; GPU: {', '.join(gpus) or False}")
+    if args.framework == "keras3-jax":
+        print("JAX compiles every path with XLA, the original study's plain fit included")
+    print(f"FP32 matmul {args.matmul_size}^2: {peak:.1f} GFLOP/s (median of {args.repeats})"
+          f"{'; TensorFloat-32 allowed, as by default' if gpus else ''}")
     print(f"model: {flops / 1e9:.3f} GFLOP per training image; {args.images} images, batch {args.batch_size}, "
           f"{args.epochs} timed epochs, median of {args.repeats}")
     baseline = results["original study: plain fit, NumPy, MSE"][0]

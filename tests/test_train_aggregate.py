@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kpbench import KpbenchError
 from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, run_row, summarise, time_to_target
 from kpbench.data import KEYPOINTS
-from kpbench.train import HISTORY_COLUMNS, config_hash, per_keypoint_rmse, run_training, steady_step_images_per_s
+from kpbench.train import (HISTORY_COLUMNS, config_hash, epoch_batches, per_keypoint_rmse, run_training,
+                           steady_step_images_per_s, tf_config)
 
 ORIGINAL_CSV = Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
 REFERENCE = {"epochs": 100, "train_images": 6344, "batch_size": 64, "price_date": "as published",
@@ -61,10 +63,33 @@ def test_training_writes_a_complete_timed_run(trained):
         assert p["images"].shape == (4, 96, 96) and p["predicted_px"].shape == (4, 30)
 
 
-def test_step_throughput_leaves_out_the_first_step_that_traces_the_graph():
-    # 2 epochs of 100 images in batches of 64 and 36: steps 64, 36, 64, 36 images.
-    assert steady_step_images_per_s([9.0, 0.5, 1.0, 0.5], 200, first_batch=64) == pytest.approx(136 / 2.0)
-    assert steady_step_images_per_s([2.0], 64, first_batch=64) == pytest.approx(32.0)
+def test_training_stops_after_the_epoch_past_which_another_would_overrun_max_seconds(dataset, tmp_path):
+    spec = _spec()
+    spec["workload"] = {**spec["workload"], "epochs": 3}
+    run = run_training(spec, dataset / "dataset.npz", tmp_path, max_seconds=0)
+    assert run["workload"]["epochs"] == 1 and run["workload"]["epochs_requested"] == 3
+    assert len(run["timings"]["epoch_s"]) == 1 and run["timings"]["max_seconds"] == 0
+    assert run["timings"]["images_per_s"] == pytest.approx(24 / run["timings"]["train_s"])
+    assert (tmp_path / "history.csv").read_text().count("\n") == 2  # header and one epoch
+
+
+def test_a_cluster_refuses_keras3_and_a_time_limit(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config(["a:1", "b:2"], 0)))
+    keras3 = _spec()
+    keras3["training"] = {**keras3["training"], "framework": "keras3-jax"}
+    for spec, max_seconds in ((keras3, None), (_spec(), 60)):
+        with pytest.raises(KpbenchError, match="cluster trains with TensorFlow"):
+            run_training(spec, dataset / "dataset.npz", tmp_path, max_seconds=max_seconds)
+    assert not list(tmp_path.iterdir())
+
+
+def test_step_throughput_leaves_out_the_first_step_of_each_batch_shape():
+    # 2 epochs of 100 images in batches of 64 and 36: steps 64, 36, 64, 36 images. The first step
+    # of each shape traces (and with XLA or JAX compiles): the short batch's first step too.
+    assert epoch_batches(100, 64) == [64, 36] and epoch_batches(128, 64) == [64, 64]
+    assert steady_step_images_per_s([9.0, 5.0, 1.0, 0.5], epoch_batches(100, 64) * 2) == pytest.approx(100 / 1.5)
+    assert steady_step_images_per_s([9.0, 0.5, 0.5], [64] * 3) == pytest.approx(64 / 0.5)
+    assert steady_step_images_per_s([2.0], [64]) == pytest.approx(32.0)
 
 
 def test_per_keypoint_rmse_pools_x_and_y_over_labelled_rows():

@@ -3,10 +3,15 @@
 Targets travel as one (batch, 60) tensor: 30 normalised coordinates, then their 30-entry presence
 mask. That keeps `model.fit` standard (one y), lets the loss ignore missing labels instead of
 forward-filling them, and works unchanged under tf.distribute strategies.
+
+The architecture is built from whichever Keras module is passed in: tf-keras (the default), or Keras 3
+for kpbench.keras3_path on machines without TensorFlow. This module therefore imports TensorFlow
+only where the tf-keras loss, metrics and compile need it.
 """
 
-import tensorflow as tf
-import tf_keras as keras
+import functools
+
+import numpy as np
 
 from kpbench.data import IMAGE_SIZE
 
@@ -22,23 +27,31 @@ REFERENCE_PARAMETERS = 7_266_494   # the original study's model.summary() total
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def build_model(precision="float32"):
-    """Five [Conv-Conv-BN-MaxPool] blocks, Conv 512 ×2 + BN, Dense 512, Dropout, Dense 30.
+def _tf_keras():
+    import tf_keras
+
+    return tf_keras
+
+
+def build_model(precision="float32", keras=None):
+    """Five [Conv-Conv-BN-MaxPool] blocks, Conv 512 ×2 + BN, Dense 512, Dropout, Dense 30, made of
+    `keras`'s layers (tf-keras unless given Keras 3).
 
     With a mixed precision the layers compute in bfloat16 or float16 but keep float32 weights, and
     the output layer stays float32 so the loss and metrics see full-precision coordinates.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    keras = keras or _tf_keras()
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:
-        return _build_layers()
+        return _build_layers(keras)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _build_layers():
+def _build_layers(keras):
     layers = [keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")]
     for block, filters in enumerate(BLOCK_FILTERS, start=1):
         layers += [
@@ -69,8 +82,6 @@ def to_pixels(normalised):
 
 def pack_targets(pixels, mask):
     """(N, 30) pixel targets + (N, 30) presence mask → the (N, 60) y the loss and metrics read."""
-    import numpy as np
-
     return np.concatenate([normalise_targets(pixels) * mask, mask.astype("float32")], axis=1).astype("float32")
 
 
@@ -80,121 +91,141 @@ def _split(y_true):
 
 def masked_mse(y_true, y_pred):
     """Mean squared error over the present targets only, per example (Keras averages the batch)."""
+    import tensorflow as tf
+
     targets, mask = _split(y_true)
     squared = tf.square(y_pred - targets) * mask
     return tf.reduce_sum(squared, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
 
 
-class _MaskedSum(keras.metrics.Metric):
-    """Accumulates a masked sum and its count over the whole epoch, so the value is exact rather
-    than an average of per-batch values; the state is summed across replicas and workers."""
-
-    def __init__(self, name, **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.total = self.add_weight(name="total", initializer="zeros")
-        self.count = self.add_weight(name="count", initializer="zeros")
-
-    def terms(self, targets, predictions, mask):
-        raise NotImplementedError
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        targets, mask = _split(tf.cast(y_true, tf.float32))
-        total, count = self.terms(targets, tf.cast(y_pred, tf.float32), mask)
-        self.total.assign_add(total)
-        self.count.assign_add(count)
-
-    def reset_state(self):
-        self.total.assign(0.0)
-        self.count.assign(0.0)
+def __getattr__(name):
+    """RMSE, MAE and PCK subclass tf-keras's Metric, so they are made on first use rather than on
+    import: the Keras 3 path imports this module where TensorFlow is not installed."""
+    if name in ("RMSE", "MAE", "PCK"):
+        return _tf_metrics()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class RMSE(_MaskedSum):
-    """Kaggle's metric: root mean squared error over present coordinates, in pixels."""
+@functools.cache
+def _tf_metrics():
+    import tensorflow as tf
+    import tf_keras as keras
 
-    def __init__(self, name="rmse", **kwargs):
-        super().__init__(name, **kwargs)
+    class _MaskedSum(keras.metrics.Metric):
+        """Accumulates a masked sum and its count over the whole epoch, so the value is exact rather
+        than an average of per-batch values; the state is summed across replicas and workers."""
 
-    def terms(self, targets, predictions, mask):
-        return tf.reduce_sum(tf.square((predictions - targets) * CENTRE) * mask), tf.reduce_sum(mask)
+        def __init__(self, name, **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.total = self.add_weight(name="total", initializer="zeros")
+            self.count = self.add_weight(name="count", initializer="zeros")
 
-    def result(self):
-        return tf.sqrt(tf.math.divide_no_nan(self.total, self.count))
+        def terms(self, targets, predictions, mask):
+            raise NotImplementedError
 
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            targets, mask = _split(tf.cast(y_true, tf.float32))
+            total, count = self.terms(targets, tf.cast(y_pred, tf.float32), mask)
+            self.total.assign_add(total)
+            self.count.assign_add(count)
 
-class MAE(_MaskedSum):
-    """Mean absolute error over present coordinates, in pixels."""
+        def reset_state(self):
+            self.total.assign(0.0)
+            self.count.assign(0.0)
 
-    def __init__(self, name="mae", **kwargs):
-        super().__init__(name, **kwargs)
+    class RMSE(_MaskedSum):
+        """Kaggle's metric: root mean squared error over present coordinates, in pixels."""
 
-    def terms(self, targets, predictions, mask):
-        return tf.reduce_sum(tf.abs((predictions - targets) * CENTRE) * mask), tf.reduce_sum(mask)
+        def __init__(self, name="rmse", **kwargs):
+            super().__init__(name, **kwargs)
 
-    def result(self):
-        return tf.math.divide_no_nan(self.total, self.count)
+        def terms(self, targets, predictions, mask):
+            return tf.reduce_sum(tf.square((predictions - targets) * CENTRE) * mask), tf.reduce_sum(mask)
 
+        def result(self):
+            return tf.sqrt(tf.math.divide_no_nan(self.total, self.count))
 
-class PCK(_MaskedSum):
-    """Percentage of correct keypoints: share of present keypoints within `radius_px` pixels."""
+    class MAE(_MaskedSum):
+        """Mean absolute error over present coordinates, in pixels."""
 
-    def __init__(self, radius_px=3.0, name="pck", **kwargs):
-        super().__init__(name, **kwargs)
-        self.radius_px = float(radius_px)
+        def __init__(self, name="mae", **kwargs):
+            super().__init__(name, **kwargs)
 
-    def terms(self, targets, predictions, mask):
-        delta = tf.reshape((predictions - targets) * CENTRE, (-1, N_TARGETS // 2, 2))
-        present = tf.reshape(mask, (-1, N_TARGETS // 2, 2))[..., 0]
-        hit = tf.cast(tf.norm(delta, axis=-1) <= self.radius_px, tf.float32) * present
-        return tf.reduce_sum(hit), tf.reduce_sum(present)
+        def terms(self, targets, predictions, mask):
+            return tf.reduce_sum(tf.abs((predictions - targets) * CENTRE) * mask), tf.reduce_sum(mask)
 
-    def result(self):
-        return tf.math.divide_no_nan(self.total, self.count)
+        def result(self):
+            return tf.math.divide_no_nan(self.total, self.count)
 
-    def get_config(self):
-        return {**super().get_config(), "radius_px": self.radius_px}
+    class PCK(_MaskedSum):
+        """Percentage of correct keypoints: share of present keypoints within `radius_px` pixels."""
+
+        def __init__(self, radius_px=3.0, name="pck", **kwargs):
+            super().__init__(name, **kwargs)
+            self.radius_px = float(radius_px)
+
+        def terms(self, targets, predictions, mask):
+            delta = tf.reshape((predictions - targets) * CENTRE, (-1, N_TARGETS // 2, 2))
+            present = tf.reshape(mask, (-1, N_TARGETS // 2, 2))[..., 0]
+            hit = tf.cast(tf.norm(delta, axis=-1) <= self.radius_px, tf.float32) * present
+            return tf.reduce_sum(hit), tf.reduce_sum(present)
+
+        def result(self):
+            return tf.math.divide_no_nan(self.total, self.count)
+
+        def get_config(self):
+            return {**super().get_config(), "radius_px": self.radius_px}
+
+    return {"RMSE": RMSE, "MAE": MAE, "PCK": PCK}
 
 
 def compile_model(model, learning_rate, pck_radius_px, jit_compile=False):
     """Adam on the masked loss with the exact epoch metrics; `jit_compile` compiles the training step
     with XLA (slower on CPUs here: bench/RESULTS.md; worth measuring on GPUs with bench/throughput.py)."""
+    keras, metrics = _tf_keras(), _tf_metrics()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_mse,
-                  metrics=[RMSE(), MAE(), PCK(pck_radius_px)], jit_compile=jit_compile)
+                  metrics=[metrics["RMSE"](), metrics["MAE"](), metrics["PCK"](pck_radius_px)],
+                  jit_compile=jit_compile)
     return model
 
 
-def layer_table(model):
-    """One row per layer (name, type, output shape, parameters, forward FLOPs per image) for the paper."""
+def layer_table(model, keras=None):
+    """One row per layer (name, type, output shape, parameters, forward FLOPs per image) for the paper;
+    `keras` is the module the model was built with (tf-keras unless given)."""
+    keras = keras or _tf_keras()
     rows = []
     for layer in model.layers:
-        shape = tuple(layer.output_shape[1:])
+        shape = tuple(int(d) for d in layer.output.shape[1:])
         rows.append({"name": layer.name, "type": type(layer).__name__, "output_shape": list(shape),
-                     "parameters": int(layer.count_params()), "flops": _forward_flops(layer, shape)})
+                     "parameters": int(layer.count_params()), "flops": _forward_flops(keras, layer, shape)})
     return rows
 
 
-def _forward_flops(layer, output_shape):
+def _forward_flops(keras, layer, output_shape):
     """Multiply-adds ×2 of the layers that dominate compute; element-wise layers count as zero."""
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw = layer.kernel_size
-        in_channels = layer.input_shape[-1]
+        in_channels = int(layer.input.shape[-1])
         return int(2 * kh * kw * in_channels * output_shape[0] * output_shape[1] * output_shape[2])
     if isinstance(layer, keras.layers.Dense):
-        return int(2 * layer.input_shape[-1] * layer.units)
+        return int(2 * int(layer.input.shape[-1]) * layer.units)
     return 0
 
 
-def describe_model():
-    """Everything the paper says about the model, computed from the model itself."""
-    model = build_model()
-    table = layer_table(model)
+def describe_model(keras=None):
+    """Everything the paper says about the model, computed from the model itself (built with tf-keras
+    unless given another Keras module)."""
+    keras = keras or _tf_keras()
+    model = build_model(keras=keras)
+    table = layer_table(model, keras)
     forward = sum(row["flops"] for row in table)
     return {
         "name": model.name,
         "parameters": int(model.count_params()),
-        "trainable_parameters": int(sum(int(tf.size(w)) for w in model.trainable_weights)),
+        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "forward_flops_per_image": forward,
         # Backpropagation costs about twice the forward pass (gradients for inputs and weights).
         "training_flops_per_image": 3 * forward,
         "layers": table,
-        "keras": f"tf-keras {keras.__version__}",
+        "keras": f"{keras.__name__.replace('_', '-')} {keras.__version__}",
     }

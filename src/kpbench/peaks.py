@@ -12,9 +12,12 @@ PEAKS = {
     "NVIDIA A10G": {"fp32": 31.2, "mixed": 125.0, "source": "NVIDIA A10 datasheet (A10G is AWS's A10)"},
     "NVIDIA L4": {"fp32": 30.3, "mixed": 121.0, "source": "NVIDIA L4 datasheet (BF16/FP16 Tensor Core)"},
     "NVIDIA H100": {"fp32": 67.0, "mixed": 989.0, "source": "NVIDIA H100 SXM datasheet"},
+    "NVIDIA H200": {"fp32": 67.0, "mixed": 989.0, "source": "NVIDIA H200 SXM datasheet"},
     "c5.4xlarge CPU": {"fp32": 1.536, "mixed": None,
                        "source": "derived: 8 cores x 3.0 GHz x 64 FP32 FLOP/cycle (2 AVX-512 FMA units)"},
 }
+# Catalogue devices under the names their drivers report (as TensorFlow and JAX name a GPU).
+DRIVER_NAMES = {"NVIDIA H100 80GB HBM3": "NVIDIA H100"}
 
 
 def mfu(achieved_gflops, device, precision="float32", count=1):
@@ -27,7 +30,7 @@ def mfu(achieved_gflops, device, precision="float32", count=1):
 
 def peak_tflops(device, precision="float32", count=1):
     """Peak TFLOP/s of `count` such devices at `precision`; None when the catalogue lacks it."""
-    entry = PEAKS.get(device or "")
+    entry = PEAKS.get(DRIVER_NAMES.get(device, device) or "")
     if entry is None:
         return None
     value = entry["fp32"] if precision == "float32" else entry["mixed"]

@@ -1,6 +1,7 @@
 """Train stage: one timed training run of the reference CNN, written as run.json, history.csv and
 predictions.npz. Every timing is a sample with the machine, software and configuration it came from."""
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kpbench import KpbenchError, costs
-from kpbench.hardware import detect_hardware, matmul_gflops, package_versions, process_start_time
+from kpbench.hardware import FRAMEWORKS, detect_hardware, matmul_gflops, package_versions, process_start_time
 from kpbench.peaks import mfu, peak_tflops
 from kpbench.io import write_json
 
@@ -208,12 +209,42 @@ def _injected_fault(steps_done):
         time.sleep(10 ** 6)
 
 
-def steady_step_images_per_s(step_s, images, first_batch):
-    """Images/s of the training steps after the first, which also traces and compiles the graph:
-    the steady state that GFLOP/s and MFU describe (epoch starts and validation are not steps)."""
-    if len(step_s) < 2:
-        return images / sum(step_s)
-    return (images - first_batch) / sum(step_s[1:])
+def _time_limit(keras, max_seconds):
+    class TimeLimit(keras.callbacks.Callback):
+        """Ends fit after the epoch past which one more, as long as the last, would overrun
+        `max_seconds` of training: a lease-bound machine still writes a whole run."""
+
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.perf_counter()
+            if now - self.start + (now - self.epoch_start) > max_seconds:
+                self.model.stop_training = True
+
+    return TimeLimit()
+
+
+def epoch_batches(images, batch_size):
+    """The batch sizes of one epoch, the short last batch included."""
+    return [batch_size] * (images // batch_size) + ([images % batch_size] if images % batch_size else [])
+
+
+def steady_step_images_per_s(step_s, batch_sizes):
+    """Images/s of the training steps that trace nothing: the first step of each batch shape traces
+    the graph (and, with XLA or on JAX, compiles it), and an epoch's short last batch is a shape of
+    its own. The steady state that GFLOP/s and MFU describe (epoch starts and validation are not steps)."""
+    seen, steady = set(), []
+    for size, step in zip(batch_sizes, step_s):
+        if size in seen:
+            steady.append((size, step))
+        seen.add(size)
+    if not steady:  # every step traced: all of them is the best there is
+        steady = list(zip(batch_sizes, step_s))
+    return sum(size for size, _ in steady) / sum(step for _, step in steady)
 
 
 def compute_step_seconds(build, precision, images, packed_targets, batch_size, steps=8):
@@ -280,30 +311,50 @@ def _journalled_epochs(backup_dir, worker_index):
     return (json.loads(journal.read_text()) if journal.exists() else []), journal
 
 
-def run_training(spec, dataset_path, out_dir, backup_dir=None):
+def run_training(spec, dataset_path, out_dir, backup_dir=None, max_seconds=None):
     """Train once as `spec` says and write the run's files into `out_dir`, all or nothing.
 
     Inside a cluster (TF_CONFIG names several workers) every worker runs this under
     MultiWorkerMirroredStrategy on its own shard; the chief (worker 0) writes the run's files and
     every worker writes its step times. With `backup_dir`, a run interrupted mid-epoch resumes from
     its last finished epoch when started again, and the backup is removed once the run is written.
+    With `max_seconds`, training ends after the epoch past which another would overrun that time,
+    and the run records the epochs that ran (on one machine: a cluster's workers would stop apart).
+    `training.framework` "keras3-jax" trains on one machine with Keras 3 on JAX
+    (kpbench.keras3_path), for GPUs without TensorFlow; it compiles with XLA unless told not to.
     """
     process_start = process_start_time()
+    workload, training, instance = spec["workload"], spec["training"], spec["instance"]
+    framework = training.get("framework", "tf")
+    if framework not in FRAMEWORKS:
+        raise KpbenchError(f"training.framework must be one of {', '.join(FRAMEWORKS)}, not {framework!r}")
+    workers, worker_index = cluster_from_environment()
+    if workers > 1 and (framework != "tf" or max_seconds is not None):
+        raise KpbenchError("a cluster trains with TensorFlow and without max_seconds "
+                           "(its workers would stop at different epochs)")
     import_start = time.time()
-    import tensorflow as tf
-    import tf_keras as keras
+    if framework == "tf":
+        import tensorflow as tf
+        import tf_keras as keras
 
+        from kpbench.model import build_model, compile_model
+    else:
+        import keras
+
+        from kpbench.keras3_path import build_model, compile_model
     from kpbench.data import load_dataset
-    from kpbench.model import build_model, compile_model, layer_table, pack_targets, to_pixels
+    from kpbench.model import layer_table, pack_targets, to_pixels
     imports_s = time.time() - import_start
 
-    workers, worker_index = cluster_from_environment()
-    # The strategy must exist before any other TensorFlow op runs.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
+    if framework == "tf":
+        # The strategy must exist before any other TensorFlow op runs.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
+        scope = strategy.scope
+    else:
+        scope = contextlib.nullcontext
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    workload, training, instance = spec["workload"], spec["training"], spec["instance"]
     seed = int(training["seed"])
     keras.utils.set_random_seed(seed)
 
@@ -318,9 +369,12 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
     global_batch = batch_size * workers
     if workers > 1:
         fit_data = distributed_datasets(strategy, x_train, y_train, x_val, y_val, batch_size, seed)
-    else:
+    elif framework == "tf":
         fit_data = {"x": make_dataset(x_train, y_train, batch_size, shuffle_seed=seed),
                     "validation_data": make_dataset(x_val, y_val, batch_size)}
+    else:  # Keras 3 batches the arrays itself, reshuffled each epoch from the seed set above
+        fit_data = {"x": x_train, "y": y_train, "batch_size": batch_size, "shuffle": True,
+                    "validation_data": (x_val, y_val)}
     data_load_s = time.time() - load_start
 
     build_start = time.time()
@@ -330,9 +384,9 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
     learning_rate = (_warmup_schedule(keras, float(training["learning_rate"]), peak_lr, warmup_steps)
                      if workers > 1 else peak_lr)
     precision = training.get("precision", "float32")
-    with strategy.scope():
-        model = compile_model(build_model(precision), learning_rate,
-                              training["pck_radius_px"], jit_compile=bool(training.get("jit_compile", False)))
+    with scope():
+        model = compile_model(build_model(precision), learning_rate, training["pck_radius_px"],
+                              jit_compile=bool(training.get("jit_compile", framework == "keras3-jax")))
     model_build_s = time.time() - build_start
     init_s = time.time() - process_start
     compute_step_s, profiling_s = None, 0.0
@@ -346,6 +400,8 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
         callbacks.append(keras.callbacks.BackupAndRestore(str(Path(backup_dir) / "checkpoint")))
     timer = _epoch_timer(keras, earlier_rows, journal, progress=out_dir / PROGRESS_FILE)
     steps = _step_timer(keras, out_dir / PROGRESS_FILE)
+    if max_seconds is not None:
+        callbacks.append(_time_limit(keras, max_seconds))
     fit_start = time.time()
     model.fit(**fit_data, epochs=int(workload["epochs"]), callbacks=[timer, steps, *callbacks], verbose=2)
     # A resumed run's training time is that of the epochs its result is made of.
@@ -366,20 +422,20 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
     local_model.set_weights(weights)
     predicted_px = to_pixels(local_model.predict(x_val, batch_size=batch_size, verbose=0))
     true_px, mask = data["val_targets"][val_idx], data["val_mask"][val_idx]
-    last = timer.rows[-1]
+    last, epochs_run = timer.rows[-1], len(timer.rows)
     images_per_epoch = fit_data.get("steps_per_epoch", 0) * global_batch or len(x_train)
-    images_seen = images_per_epoch * int(workload["epochs"])
+    images_seen = images_per_epoch * epochs_run
     step_images_per_s = steady_step_images_per_s(
-        steps.step_s, images_per_epoch * (int(workload["epochs"]) - resumed_from_epoch),
-        first_batch=min(global_batch, images_per_epoch))
+        steps.step_s, epoch_batches(images_per_epoch, global_batch) * (epochs_run - resumed_from_epoch))
     usd_per_hour = costs.cluster_usd_per_hour(instance)
     performance = model_flops_utilisation(
         instance, training, train_step_images_per_s=step_images_per_s,
-        training_flops_per_image=3 * sum(row["flops"] for row in layer_table(model)))
+        training_flops_per_image=3 * sum(row["flops"] for row in layer_table(model, keras)))
     run = {
         "schema": 1,
         "instance": instance,
-        "workload": {**workload, "train_images": images_per_epoch, "validation_images": len(x_val)},
+        "workload": {**workload, "epochs": epochs_run, "epochs_requested": int(workload["epochs"]),
+                     "train_images": images_per_epoch, "validation_images": len(x_val)},
         "cluster": {"workers": workers, "per_worker_batch": batch_size, "global_batch": global_batch,
                     "base_learning_rate": float(training["learning_rate"]), "scaled_learning_rate": peak_lr,
                     "warmup_steps": warmup_steps, "steps_per_epoch": steps_per_epoch},
@@ -387,13 +443,13 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None):
         "seed": seed,
         "repeat": int(spec.get("repeat", 1)),
         "config_hash": config_hash(spec),
-        "hardware": detect_hardware(),
-        "software": package_versions(),
+        "hardware": detect_hardware(framework),
+        "software": package_versions(framework),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(process_start)),
         "timings": {
             "imports_s": imports_s, "data_load_s": data_load_s, "model_build_s": model_build_s,
             "init_s": init_s, "profiling_s": profiling_s, "train_s": train_s, "wall_s": wall_s,
-            "resumed_from_epoch": resumed_from_epoch,
+            "resumed_from_epoch": resumed_from_epoch, "max_seconds": max_seconds,
             "epoch_s": [r["epoch_s"] for r in timer.rows],
             "validation_s": [r["validation_s"] for r in timer.rows],
             "images_per_s": images_seen / train_s,
@@ -423,7 +479,7 @@ def model_flops_utilisation(instance, training, train_step_images_per_s, trainin
     where the catalogue has it, the instance's datasheet peak (MFU)."""
     precision = training.get("precision", "float32")
     achieved = train_step_images_per_s * training_flops_per_image / 1e9
-    matmul = matmul_gflops(int(training.get("peak_matmul_size", 4096)))
+    matmul = matmul_gflops(int(training.get("peak_matmul_size", 4096)), framework=training.get("framework", "tf"))
     device = instance.get("peak_device") or instance.get("gpu_model")
     count = max(1, int(instance.get("gpus") or 1)) if instance.get("gpu_model") else 1
     count *= int(instance.get("workers", 1))
