@@ -67,5 +67,5 @@ def plan_input(wildcards):
 
 
 def original_reference():
-    keys = ("epochs", "train_images", "batch_size", "price_date")
+    keys = ("epochs", "train_images", "validation_images", "batch_size", "price_date")
     return json.dumps({k: config["original_study"].get(k) for k in keys}, sort_keys=True)

@@ -104,7 +104,8 @@ def _build(results, tmp_path, target):
     """aggregate → figures → LaTeX → PDF over `results`, as the rules run them."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     runs = _runs(results)
-    reference = {k: config["original_study"][k] for k in ("epochs", "train_images", "batch_size", "price_date")}
+    reference = {k: config["original_study"][k] for k in ("epochs", "train_images", "validation_images", "batch_size",
+                                                       "price_date")}
     reference["training_flops_per_image"] = read_json(results / "model.json")["training_flops_per_image"]
     summarise(runs, REPO / config["original_study"]["csv"], reference, results / "summary.csv", target)
     build = tmp_path / "build"
@@ -170,3 +171,34 @@ def test_a_malformed_run_record_names_its_file_and_field_and_writes_nothing(fini
     with pytest.raises(KpbenchError, match=rf"{path}: field instance: 'backend' is a required property"):
         render_all(finished / "summary.csv", finished / "dataset" / "samples.npz", [path], finished / "model.json",
                    "g4dn.xlarge", tmp_path / "figures")
+
+
+def test_the_paper_prints_the_chosen_runs_labels_projections_and_shows_stalls(finished, tmp_path):
+    """Three repeats whose fastest run has the best accuracy: dropping the fastest and slowest by
+    training time leaves repeat 2, whose accuracy every column must then carry. Repeat 2 also stalled
+    outside its epochs: the stall shows in its column and does not move its projection."""
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    local = results / "runs" / "local"
+    shutil.copytree(local / "r2", local / "r3")
+    for repeat, epochs_s, stall, rmse in ((1, 10.0, 0.0, 1.111), (2, 20.0, 5.0, 3.333), (3, 30.0, 0.0, 2.222)):
+        def change(run, repeat=repeat, epochs_s=epochs_s, stall=stall, rmse=rmse):
+            run["repeat"], run["metrics"]["val_rmse_px"] = repeat, rmse
+            count = len(run["timings"]["epoch_s"])
+            run["timings"]["epoch_s"] = [epochs_s / count] * count
+            run["timings"]["train_s"] = epochs_s + stall
+        _edit(local / f"r{repeat}" / "run.json", change)
+    _build(results, tmp_path, None)
+    summary = pd.read_csv(results / "summary.csv").set_index(["instance", "repeat"])
+    assert summary.loc[("local", 2), "stall_s"] == pytest.approx(5.0)
+    assert summary.loc[("local", 3), "stall_s"] == pytest.approx(0.0, abs=1e-9)
+    # Repeat 3 is repeat 2's copy but for its epoch times and stall: the same projection.
+    assert summary.loc[("local", 2), "projected_train_s"] == pytest.approx(summary.loc[("local", 3), "projected_train_s"])
+    tex = {name: (tmp_path / "build" / "sections" / f"{name}.tex").read_text() for name in ("results", "cost")}
+    row = next(line for line in tex["results"].splitlines() if line.startswith("local & "))
+    assert r"\num{3.33}" in row and r"\num{2.22}" not in row and r"\num{1.11}" not in row
+    assert row.startswith("local & 1 of 3 & ") and r"\num{25.0}" in row and r"\num{5.0}" in row
+    ours = [line for line in tex["cost"].splitlines() if line.startswith("kpbench & ")]
+    assert ours and all(line.rstrip(" \\").endswith("projected") for line in ours)
+    theirs = [line for line in tex["cost"].splitlines() if line.startswith("original study & ")]
+    assert theirs and not any("projected" in line for line in theirs)

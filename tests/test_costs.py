@@ -23,6 +23,7 @@ def test_cluster_pays_for_every_worker():
 
 def test_projection_scales_throughput_to_a_workload():
     assert projected_train_s(100.0, 6344, 100) == pytest.approx(6344.0)
+    assert projected_train_s(100.0, 6344, 100, validation_s_per_epoch=2.5) == pytest.approx(6344.0 + 250.0)
     assert projected_train_s(0, 10, 1) is None
 
 

@@ -110,6 +110,9 @@ def test_measured_speedups_pair_each_cluster_with_its_one_machine_baseline():
     assert measured["2x g4dn.xlarge"]["speedup"] == pytest.approx(595.34 / 696.12)
     assert measured["4x g4dn.xlarge"]["efficiency"] == pytest.approx(595.34 / 438.22 / 4)
     assert measured["local-2w"]["baseline"] == "local" and measured["local-2w"]["speedup"] == pytest.approx(0.75)
+    # Two workers sharing one machine's cores: their ideal is 1x, so 0.75x is 75 % efficient, not 37.5 %.
+    assert measured["local-2w"]["ideal"] == 1 and measured["local-2w"]["efficiency"] == pytest.approx(0.75)
+    assert measured["4x g4dn.xlarge"]["ideal"] == 4
 
 
 def test_reference_step_is_the_published_time_per_step():

@@ -1,5 +1,6 @@
 import csv
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from kpbench.train import (HISTORY_COLUMNS, config_hash, epoch_batches, per_keyp
                            steady_step_images_per_s, tf_config)
 
 ORIGINAL_CSV = Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
-REFERENCE = {"epochs": 100, "train_images": 6344, "batch_size": 64, "price_date": "as published",
+REFERENCE = {"epochs": 100, "train_images": 6344, "validation_images": 705, "batch_size": 64,
+             "price_date": "as published",
              "training_flops_per_image": 3 * 795_703_296}
 INSTANCE = {"name": "tiny-box", "backend": "local", "gpus": 0, "workers": 1, "usd_per_hour": 0.5,
             "price_date": "2026-01-01", "note": "a & b"}
@@ -111,7 +113,11 @@ def test_summary_holds_our_runs_and_the_original_studys_rows(trained, tmp_path):
     assert list(stored["source"]) == [SOURCE_OURS] + [SOURCE_ORIGINAL] * 8
     ours = stored.iloc[0]
     assert ours["instance"] == "tiny-box" and ours["note"] == "a & b"
-    assert ours["projected_train_s"] == pytest.approx(6344 * 100 / run["timings"]["images_per_s"], rel=1e-5)
+    # Projected from the steady training steps plus validation scaled to 705 images, stalls left out.
+    t = run["timings"]
+    validation = statistics.median(t["validation_s"]) * 705 / run["workload"]["validation_images"]
+    assert ours["projected_train_s"] == pytest.approx(100 * (6344 / t["train_step_images_per_s"] + validation), rel=1e-5)
+    assert ours["stall_s"] == pytest.approx(t["train_s"] - sum(t["epoch_s"]), rel=1e-5, abs=1e-6)
     t4 = stored[stored["instance"] == "g4dn.xlarge"].iloc[0]
     assert t4["cost_usd"] == pytest.approx((18.12 + 595.34) / 3600 * 0.71, rel=1e-5)
     assert t4["ec2_catalogue"] == "current"
@@ -132,13 +138,12 @@ def test_time_to_target_is_the_first_epoch_at_or_below_the_target():
     assert time_to_target(history, 4.0) == (None, None)
 
 
-def test_cost_to_target_prices_init_plus_training_to_the_target(trained):
+def test_time_to_target_starts_with_training_and_its_cost_prices_init_too(trained):
     out, run = trained
     history = pd.DataFrame({"epoch": [1, 2], "elapsed_s": [100.0, 200.0], "val_rmse_px": [8.0, 5.0]})
     row = run_row(run, REFERENCE, history, target_rmse_px=6.0)
-    seconds = run["timings"]["init_s"] + 200.0
-    assert row["epochs_to_target"] == 2 and row["time_to_target_s"] == pytest.approx(seconds)
-    assert row["cost_to_target_usd"] == pytest.approx(seconds / 3600 * 0.5)
+    assert row["epochs_to_target"] == 2 and row["time_to_target_s"] == pytest.approx(200.0)
+    assert row["cost_to_target_usd"] == pytest.approx((run["timings"]["init_s"] + 200.0) / 3600 * 0.5)
     missed = run_row(run, REFERENCE, history, target_rmse_px=1.0)
     assert missed["time_to_target_s"] is None and missed["cost_to_target_usd"] is None
 

@@ -16,13 +16,13 @@ SUMMARY_COLUMNS = [
     "source", "instance", "backend", "status", "ec2_catalogue", "vcpus", "gpu_model", "gpus", "workers",
     "network_gbps", "epochs", "train_images", "batch_size", "init_s", "train_s", "wall_s",
     "images_per_s", "achieved_gflops", "share_of_matmul", "mfu", "precision", "val_rmse_px", "val_mae_px", "val_pck", "usd_per_hour", "price_date", "cost_usd",
-    "projected_train_s", "projected_cost_usd", "target_rmse_px", "epochs_to_target", "time_to_target_s",
+    "stall_s", "projected_train_s", "projected_cost_usd", "target_rmse_px", "epochs_to_target", "time_to_target_s",
     "cost_to_target_usd", "repeat", "seed", "config_hash", "note",
 ]
-# Measurements that repeats reduce to an olympic mean with a spread.
+# Measurements that repeats reduce to a mean over the chosen runs (chosen_runs), with a spread.
 REPEATED_COLUMNS = [
     "init_s", "train_s", "wall_s", "images_per_s", "achieved_gflops", "share_of_matmul", "mfu", "val_rmse_px",
-    "val_mae_px", "val_pck", "cost_usd", "projected_train_s", "projected_cost_usd", "epochs_to_target",
+    "val_mae_px", "val_pck", "cost_usd", "stall_s", "projected_train_s", "projected_cost_usd", "epochs_to_target",
     "time_to_target_s", "cost_to_target_usd",
 ]
 
@@ -48,7 +48,8 @@ def run_row(run, reference, history=None, target_rmse_px=None):
     instance, timings, workload = run["instance"], run["timings"], run["workload"]
     usd_per_hour = run["cost"]["usd_per_hour"]
     performance = run["performance"]
-    projected = costs.projected_train_s(timings["images_per_s"], reference["train_images"], reference["epochs"])
+    projected = costs.projected_train_s(timings.get("train_step_images_per_s"), reference["train_images"],
+                                        reference["epochs"], _validation_s(run, reference))
     return {
         "source": SOURCE_OURS, "instance": instance["name"], "backend": instance["backend"],
         "status": "measured" if finished(run) else "failed", "ec2_catalogue": instance.get("ec2_catalogue", "n/a"),
@@ -62,21 +63,43 @@ def run_row(run, reference, history=None, target_rmse_px=None):
         "precision": performance.get("precision"), "val_rmse_px": run["metrics"]["val_rmse_px"],
         "val_mae_px": run["metrics"]["val_mae_px"], "val_pck": run["metrics"]["val_pck"],
         "usd_per_hour": usd_per_hour, "price_date": run["cost"]["price_date"], "cost_usd": run["cost"]["usd"],
-        "projected_train_s": projected,
-        "projected_cost_usd": costs.run_cost_usd(None if projected is None else timings["init_s"] + projected,
-                                                 usd_per_hour),
+        "stall_s": stall_s(timings), "projected_train_s": projected,
+        "projected_cost_usd": costs.run_cost_usd(None if projected is None or timings["init_s"] is None
+                                                 else timings["init_s"] + projected, usd_per_hour),
         "repeat": run.get("repeat", 1), "seed": run["seed"], "config_hash": run["config_hash"], "note": instance.get("note"),
         **_to_target(run, history, target_rmse_px, usd_per_hour),
     }
+
+
+def stall_s(timings):
+    """Seconds inside `fit` but outside every epoch (set-up, teardown, a stalled machine): shown as
+    measured, and left out of the projection, which no stall should scale."""
+    epochs = timings.get("epoch_s")
+    if timings.get("train_s") is None or not epochs:
+        return None
+    return timings["train_s"] - sum(epochs)
+
+
+def _validation_s(run, reference):
+    """Seconds per epoch of validating the original study's held-out images at this run's measured
+    validation rate (the median epoch's, so a stalled one does not count)."""
+    import statistics
+
+    seconds, images = run["timings"].get("validation_s"), run["workload"].get("validation_images")
+    if not seconds or not images:
+        return 0.0
+    return statistics.median(seconds) * reference.get("validation_images", 0) / images
 
 
 def _to_target(run, history, target_rmse_px, usd_per_hour):
     if history is None or target_rmse_px is None:
         return {}
     epoch, elapsed = time_to_target(history, target_rmse_px)
-    seconds = None if elapsed is None else run["timings"]["init_s"] + elapsed
-    return {"target_rmse_px": target_rmse_px, "epochs_to_target": epoch, "time_to_target_s": seconds,
-            "cost_to_target_usd": costs.run_cost_usd(seconds, usd_per_hour)}
+    init = run["timings"]["init_s"]
+    # Timed from the instant training time starts (fit begins); the machine is billed for init too.
+    billed = None if elapsed is None or init is None else init + elapsed
+    return {"target_rmse_px": target_rmse_px, "epochs_to_target": epoch, "time_to_target_s": elapsed,
+            "cost_to_target_usd": costs.run_cost_usd(billed, usd_per_hour)}
 
 
 def datasheet_mfu(images_per_s, training_flops_per_image, instance, gpu_model, gpus):
@@ -168,7 +191,12 @@ def by_instance(summary):
 
 
 def load_summary(path):
+    """The summary table; a measurement column an older summary lacks reads as not measured."""
     path = Path(path)
     if not path.is_file():
         raise KpbenchError(f"{path}: summary not found; run the 'results' target first")
-    return pd.read_csv(path)
+    frame = pd.read_csv(path)
+    missing = [c for c in ("source", "instance", "status") if c not in frame.columns]
+    if missing:
+        raise KpbenchError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame.reindex(columns=list(dict.fromkeys([*frame.columns, *SUMMARY_COLUMNS])))

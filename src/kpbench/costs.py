@@ -21,11 +21,12 @@ def run_cost_usd(seconds, usd_per_hour):
     return seconds / SECONDS_PER_HOUR * usd_per_hour
 
 
-def projected_train_s(images_per_s, images, epochs):
-    """Training seconds for `epochs` passes over `images` at a measured throughput."""
-    if not images_per_s:
+def projected_train_s(step_images_per_s, images, epochs, validation_s_per_epoch=0.0):
+    """Training seconds for `epochs` passes over `images` at a measured steady-state step rate, each
+    followed by a validation pass of `validation_s_per_epoch`; stalls outside the epochs are left out."""
+    if not step_images_per_s:
         return None
-    return images * epochs / images_per_s
+    return epochs * (images / step_images_per_s + validation_s_per_epoch)
 
 
 def plan(instances, workload, train_images, aws_config):

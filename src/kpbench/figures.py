@@ -171,11 +171,13 @@ def scaling(analysis, out_path):
     cluster speedups (ours and the original study's) as points."""
     fig, ax = plt.subplots(figsize=(5.2, 3.0))
     most = max(analysis["workers"])
-    ax.plot([1, most], [1, most], color="black", linewidth=0.6, linestyle=":", label="ideal")
+    ax.plot([1, most], [1, most], color="black", linewidth=0.6, linestyle=":", label="ideal, one machine per worker")
     for index, prediction in enumerate(analysis["predictions"]):
         workers = [1, *prediction["speedups"]]
         ax.plot(workers, [1.0, *prediction["speedups"].values()], color=f"C{index}", linewidth=1.0, marker=".",
                 label=f"model, {prediction['gbps']:g} Gbit/s")
+    if any(m["loopback"] for m in analysis["measured"]):
+        ax.axhline(1.0, color="black", linewidth=0.6, linestyle="-.", label="ideal, workers sharing one machine")
     for source, marker in ((SOURCE_OURS, "o"), (SOURCE_ORIGINAL, "s")):
         points = [m for m in analysis["measured"] if m["source"] == source]
         if points:

@@ -106,6 +106,15 @@ def git_commit(repo_dir):
         return "not a git checkout"
 
 
+def basis(row):
+    """How a ranked row's time and cost were obtained, said where the paper names a winner."""
+    if row["source"] == SOURCE_OURS:
+        return (f"projected by kpbench from {int(row['train_images']):,} images x {int(row['epochs'])} epochs "
+                "measured on this paper's machines")
+    note = row.get("note")
+    return f"published by the original study{'; ' + note if note and not _missing(note) else ''}"
+
+
 def _mean(values):
     """Mean of the values present; None when none is."""
     present = [float(v) for v in values if not _missing(v)]
@@ -185,6 +194,7 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
         "commit": git_commit(Path(summary_path).resolve().parent),
         "peaks": PEAKS,
         "provenance": provenance(runs),
+        "basis": basis,
         "quota_refusal": quota_refusal(),
     }
 
