@@ -9,6 +9,7 @@ import base64
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -205,6 +206,9 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
     assert groups == []
     assert boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="kpbench/").get("KeyCount") == 0
     assert "running" in output.out and "terminating" in output.out
+    # Each instance's phase changes reach the terminal (stderr), named by run and instance.
+    phases = re.findall(rf"test-ec2 r1: \[ *\d+ s\] {instance['InstanceId']}: (\w+)", output.err)
+    assert len(set(phases)) >= 2 and phases[-1] == "done"
 
     # No secret in user data, the launcher's output (the rule's log), the instance's log or results.
     user_data = user_data_of(instance["InstanceId"])

@@ -89,27 +89,33 @@ def _split(y_true):
     return y_true[:, :N_TARGETS], y_true[:, N_TARGETS:]
 
 
-def masked_mse(y_true, y_pred):
-    """Mean squared error over the present targets only, per example (Keras averages the batch)."""
+def _tensorflow_ops():
+    """TensorFlow's spelling of the few array ops the loss and metrics use, under keras.ops' names."""
+    import types
+
     import tensorflow as tf
 
-    targets, mask = _split(y_true)
-    squared = tf.square(y_pred - targets) * mask
-    return tf.reduce_sum(squared, axis=-1) / tf.maximum(tf.reduce_sum(mask, axis=-1), 1.0)
+    return types.SimpleNamespace(sum=tf.reduce_sum, square=tf.square, abs=tf.abs, sqrt=tf.sqrt, cast=tf.cast,
+                                 maximum=tf.maximum, reshape=tf.reshape, norm=tf.norm,
+                                 divide_no_nan=tf.math.divide_no_nan)
 
 
-def __getattr__(name):
-    """RMSE, MAE and PCK subclass tf-keras's Metric, so they are made on first use rather than on
-    import: the Keras 3 path imports this module where TensorFlow is not installed."""
-    if name in ("RMSE", "MAE", "PCK"):
-        return _tf_metrics()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def objectives(keras=None):
+    """The masked loss and the exact epoch metrics (RMSE, MAE, PCK), made for a Keras module:
+    tf-keras (the default) with TensorFlow's ops, or Keras 3 with keras.ops."""
+    return _objectives(keras or _tf_keras())
 
 
 @functools.cache
-def _tf_metrics():
-    import tensorflow as tf
-    import tf_keras as keras
+def _objectives(keras):
+    """Written once over `ops`, so both frameworks train on the same definitions."""
+    ops = _tensorflow_ops() if keras.__name__ == "tf_keras" else keras.ops
+
+    def masked_mse(y_true, y_pred):
+        """Mean squared error over the present targets only, per example (Keras averages the batch)."""
+        targets, mask = _split(y_true)
+        squared = ops.square(y_pred - targets) * mask
+        return ops.sum(squared, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 1.0)
 
     class _MaskedSum(keras.metrics.Metric):
         """Accumulates a masked sum and its count over the whole epoch, so the value is exact rather
@@ -124,8 +130,8 @@ def _tf_metrics():
             raise NotImplementedError
 
         def update_state(self, y_true, y_pred, sample_weight=None):
-            targets, mask = _split(tf.cast(y_true, tf.float32))
-            total, count = self.terms(targets, tf.cast(y_pred, tf.float32), mask)
+            targets, mask = _split(ops.cast(y_true, "float32"))
+            total, count = self.terms(targets, ops.cast(y_pred, "float32"), mask)
             self.total.assign_add(total)
             self.count.assign_add(count)
 
@@ -140,10 +146,10 @@ def _tf_metrics():
             super().__init__(name, **kwargs)
 
         def terms(self, targets, predictions, mask):
-            return tf.reduce_sum(tf.square((predictions - targets) * CENTRE) * mask), tf.reduce_sum(mask)
+            return ops.sum(ops.square((predictions - targets) * CENTRE) * mask), ops.sum(mask)
 
         def result(self):
-            return tf.sqrt(tf.math.divide_no_nan(self.total, self.count))
+            return ops.sqrt(ops.divide_no_nan(self.total, self.count))
 
     class MAE(_MaskedSum):
         """Mean absolute error over present coordinates, in pixels."""
@@ -152,10 +158,10 @@ def _tf_metrics():
             super().__init__(name, **kwargs)
 
         def terms(self, targets, predictions, mask):
-            return tf.reduce_sum(tf.abs((predictions - targets) * CENTRE) * mask), tf.reduce_sum(mask)
+            return ops.sum(ops.abs((predictions - targets) * CENTRE) * mask), ops.sum(mask)
 
         def result(self):
-            return tf.math.divide_no_nan(self.total, self.count)
+            return ops.divide_no_nan(self.total, self.count)
 
     class PCK(_MaskedSum):
         """Percentage of correct keypoints: share of present keypoints within `radius_px` pixels."""
@@ -165,27 +171,39 @@ def _tf_metrics():
             self.radius_px = float(radius_px)
 
         def terms(self, targets, predictions, mask):
-            delta = tf.reshape((predictions - targets) * CENTRE, (-1, N_TARGETS // 2, 2))
-            present = tf.reshape(mask, (-1, N_TARGETS // 2, 2))[..., 0]
-            hit = tf.cast(tf.norm(delta, axis=-1) <= self.radius_px, tf.float32) * present
-            return tf.reduce_sum(hit), tf.reduce_sum(present)
+            delta = ops.reshape((predictions - targets) * CENTRE, (-1, N_TARGETS // 2, 2))
+            present = ops.reshape(mask, (-1, N_TARGETS // 2, 2))[..., 0]
+            hit = ops.cast(ops.norm(delta, axis=-1) <= self.radius_px, "float32") * present
+            return ops.sum(hit), ops.sum(present)
 
         def result(self):
-            return tf.math.divide_no_nan(self.total, self.count)
+            return ops.divide_no_nan(self.total, self.count)
 
         def get_config(self):
             return {**super().get_config(), "radius_px": self.radius_px}
 
-    return {"RMSE": RMSE, "MAE": MAE, "PCK": PCK}
+    return {"masked_mse": masked_mse, "RMSE": RMSE, "MAE": MAE, "PCK": PCK}
 
 
-def compile_model(model, learning_rate, pck_radius_px, jit_compile=False):
+def masked_mse(y_true, y_pred):
+    """The tf-keras masked loss (see objectives)."""
+    return objectives()["masked_mse"](y_true, y_pred)
+
+
+def __getattr__(name):
+    """RMSE, MAE and PCK subclass tf-keras's Metric, so they are made on first use rather than on
+    import: the Keras 3 path imports this module where TensorFlow is not installed."""
+    if name in ("RMSE", "MAE", "PCK"):
+        return objectives()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def compile_model(model, learning_rate, pck_radius_px, jit_compile=False, keras=None):
     """Adam on the masked loss with the exact epoch metrics; `jit_compile` compiles the training step
-    with XLA (slower on CPUs here: bench/RESULTS.md; worth measuring on GPUs with bench/throughput.py)."""
-    keras, metrics = _tf_keras(), _tf_metrics()
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_mse,
-                  metrics=[metrics["RMSE"](), metrics["MAE"](), metrics["PCK"](pck_radius_px)],
-                  jit_compile=jit_compile)
+    with XLA (slower on CPUs here: bench/RESULTS.md; on JAX, Keras 3 compiles with XLA unless told not to)."""
+    made, keras = objectives(keras), keras or _tf_keras()
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=made["masked_mse"],
+                  metrics=[made["RMSE"](), made["MAE"](), made["PCK"](pck_radius_px)], jit_compile=jit_compile)
     return model
 
 
