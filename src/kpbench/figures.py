@@ -260,7 +260,7 @@ def forward_fill(result, out_path):
     by_keypoint.set_xticks(np.arange(len(names)), [k.replace("_", " ") for k in names], rotation=40, ha="right",
                            fontsize=6)
     by_keypoint.set_ylabel("RMSE on blank keypoints (px)")
-    by_keypoint.legend(frameon=False)
+    by_keypoint.legend(frameon=False, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     _save(fig, out_path)
 
 
