@@ -94,3 +94,17 @@ def test_without_ground_truth_only_the_invented_share_is_written(measured, tmp_p
     result = read_json(tmp_path / "ff.json")
     assert not result["ground_truth"] and "synthetic" in result["reason"]
     assert result["invented_share"] > 0 and result["invented_error_px"] is None
+
+
+def test_the_paper_section_renders_with_without_and_before_the_measurement(measured, tmp_path):
+    from kpbench.paper import make_environment
+    from workflow import REPO
+
+    result, folder = measured
+    measure(folder / "training.csv", tmp_path / "ff.json", "kaggle")
+    template = make_environment(REPO / "paper" / "templates").get_template("sections/forward_fill.tex.j2")
+    text = template.render(forward_fill=result)
+    assert r"\label{tab:forward-fill}" in text and r"{forward_fill}" in text
+    assert f"{result['models']['masked']['blank_rmse_px']:.2f}" in text
+    assert "cannot be measured here" in template.render(forward_fill=read_json(tmp_path / "ff.json"))
+    assert "carry no such" in template.render(forward_fill=None)
