@@ -23,6 +23,7 @@ if not CAMPAIGN:
     include: "rules/data.smk"
     include: "rules/train.smk"
     include: "rules/aggregate.smk"
+    include: "rules/forward_fill.smk"
 
 
 include: "rules/figures.smk"

@@ -34,10 +34,10 @@ def child(path_kind, source):
         load_dataset(source)
         compile_model(build_model(), 1e-3, 3.0)
     else:
-        from parse import original_study_parse
+        from kpbench.original import compiled_model, load_training
 
-        original_study_parse(source)
-        build_model().compile(optimizer="adam", loss="mse")
+        load_training(source)
+        compiled_model()
     print(json.dumps({"init_s": time.time() - started}))
 
 

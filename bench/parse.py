@@ -16,27 +16,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, median_seconds  # noqa: E402
 
 from kpbench.data import load_training_csv  # noqa: E402
+from kpbench.original import load_training  # noqa: E402
 from kpbench.synthetic import write_synthetic_csvs  # noqa: E402
-
-
-def original_study_parse(path):
-    """The seed code's way: pandas, forward fill, a Python loop over the Image strings."""
-    frame = pd.read_csv(path)
-    frame = frame.ffill()
-    images = []
-    for i in range(len(frame)):
-        pixels = frame["Image"][i].split(" ")
-        pixels = ["0" if x == "" else x for x in pixels]
-        images.append(pixels)
-    images = np.array(images, dtype="float").reshape(-1, 96, 96)
-    targets = frame.drop("Image", axis=1).to_numpy(dtype="float")
-    return images, targets
 
 
 def main():
@@ -52,8 +38,8 @@ def main():
             path = Path(scratch) / "training.csv"
         size_mb = path.stat().st_size / 1e6
         ours_s, ours_all, (images, _, _) = median_seconds(lambda: load_training_csv(path), args.repeats)
-        seed_s, seed_all, (seed_images, _) = median_seconds(lambda: original_study_parse(path), args.repeats)
-    same = np.array_equal(images.astype(float), seed_images)
+        seed_s, seed_all, (seed_images, _) = median_seconds(lambda: load_training(path), args.repeats)
+    same = np.array_equal(images[..., np.newaxis] / 255.0, seed_images)
     print(f"machine: {machine_line()}")
     print(f"input: {len(images)} rows, {size_mb:.1f} MB")
     print(f"original study (pandas + Python loop):    median {seed_s:.3f} s  runs {[round(t, 3) for t in seed_all]}")

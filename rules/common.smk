@@ -1,5 +1,6 @@
 # Shared settings and helpers: instances are rows of configuration, never copies of code.
 import json
+from pathlib import Path
 
 from kpbench import KpbenchError
 from kpbench.settings import trained_instances
@@ -41,8 +42,15 @@ RUN_FILES = {
 }
 FIGURE_FILES = expand(
     "paper/build/figures/{name}.pdf",
-    name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling", "allreduce"],
+    name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling", "allreduce",
+          "forward_fill"],
 )
+# Only synthetic faces come with their true keypoints (data/raw/truth.npz).
+SYNTHETIC = config["data"]["source"] == "synthetic"
+# What forward fill costs (rules/forward_fill.smk); a campaign stored before it was measured has none.
+FORWARD_FILL = [
+    path for path in [f"{RESULTS}/forward_fill.json"] if not CAMPAIGN or Path(path).exists()
+]
 
 
 def run_spec(wildcards):

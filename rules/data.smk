@@ -6,6 +6,7 @@ rule fetch_data:
         training="data/raw/training.csv",
         test="data/raw/test.csv",
         lookup="data/raw/IdLookupTable.csv",
+        **({"truth": "data/raw/truth.npz"} if SYNTHETIC else {}),
     params:
         data_config=json.dumps(config["data"], sort_keys=True),
     conda:

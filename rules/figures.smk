@@ -9,6 +9,7 @@ rule render_figures:
         histories=RUN_FILES["history.csv"],
         predictions=RUN_FILES["predictions.npz"],
         model=f"{RESULTS}/model.json",
+        forward_fill=FORWARD_FILL,
     output:
         [report(path, category="Figures") for path in FIGURE_FILES],
     params:
@@ -21,4 +22,5 @@ rule render_figures:
         "benchmarks/render_figures.tsv"
     shell:
         "python -m kpbench figures --summary {input.summary} --samples {input.samples} --runs {input.runs}"
-        " --model {input.model} --scaling-reference {params.reference:q} --out paper/build/figures > {log} 2>&1"
+        " --model {input.model} --scaling-reference {params.reference:q} --forward-fill {input.forward_fill}"
+        " --out paper/build/figures > {log} 2>&1"

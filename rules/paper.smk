@@ -27,6 +27,7 @@ rule render_tex:
         stats=f"{RESULTS}/dataset/stats.json",
         model=f"{RESULTS}/model.json",
         runs=RUN_JSONS,
+        forward_fill=FORWARD_FILL,
     output:
         TEX_FILES,
     params:
@@ -39,7 +40,8 @@ rule render_tex:
         "benchmarks/render_tex.tsv"
     shell:
         "python -m kpbench paper --summary {input.summary} --stats {input.stats} --model {input.model}"
-        " --runs {input.runs} --settings {params.settings:q} --templates paper/templates"
+        " --runs {input.runs} --forward-fill {input.forward_fill} --settings {params.settings:q}"
+        " --templates paper/templates"
         " --out paper/build > {log} 2>&1"
 
 

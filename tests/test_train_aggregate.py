@@ -63,6 +63,10 @@ def test_training_writes_a_complete_timed_run(trained):
     assert float(rows[-1]["val_rmse_px"]) == pytest.approx(stored["metrics"]["val_rmse_px"], rel=1e-4)
     with np.load(out / "predictions.npz") as p:
         assert p["images"].shape == (4, 96, 96) and p["predicted_px"].shape == (4, 30)
+        # every validation prediction and the rows it trained on, for the forward-fill measurement
+        assert p["val_predicted_px"].shape == (len(p["val_index"]), 30)
+        np.testing.assert_array_equal(p["val_predicted_px"][:4], p["predicted_px"])
+        assert len(p["train_index"]) == stored["workload"]["train_images"]
 
 
 def test_training_stops_after_the_epoch_past_which_another_would_overrun_max_seconds(dataset, tmp_path):

@@ -13,6 +13,8 @@ from kpbench.train import RUN_FILES
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
 CAMPAIGN_FILES = ("summary.csv", "model.json", "dataset/stats.json", "dataset/samples.npz")
+# Kept where the results have it; results made before it was measured still store.
+OPTIONAL_FILES = ("forward_fill.json",)
 
 
 def store_campaign(results, config_paths, out):
@@ -31,7 +33,7 @@ def store_campaign(results, config_paths, out):
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        for name in wanted:
+        for name in wanted + [name for name in OPTIONAL_FILES if (results / name).is_file()]:
             target = staging / "results" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(results / name, target)

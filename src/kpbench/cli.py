@@ -51,6 +51,18 @@ def _worker(args):
     run_training(load_spec(args.spec), args.dataset, args.out, args.backup_dir)
 
 
+def _forward_fill(args):
+    from kpbench.forward_fill import measure
+
+    result = measure(args.training, args.out, args.source, args.truth, args.dataset, args.run)
+    if result:
+        models = result["models"]
+        print(f"forward fill invents {100 * result['invented_share']:.1f} % of the labels, "
+              f"{result['invented_error_px']:.2f} px off on average; validation RMSE on blank keypoints: "
+              f"forward-filled {models['forward_filled']['blank_rmse_px']:.2f} px, "
+              f"masked {models['masked']['blank_rmse_px']:.2f} px")
+
+
 def _aggregate(args):
     from kpbench.aggregate import summarise
 
@@ -65,13 +77,15 @@ def _aggregate(args):
 def _figures(args):
     from kpbench.figures import render_all
 
-    render_all(args.summary, args.samples, args.runs, args.model, args.scaling_reference, args.out)
+    render_all(args.summary, args.samples, args.runs, args.model, args.scaling_reference, args.out,
+               forward_fill_path=args.forward_fill)
 
 
 def _paper(args):
     from kpbench.paper import build_context, render
 
-    context = build_context(args.summary, args.stats, args.model, args.runs, json.loads(args.settings))
+    context = build_context(args.summary, args.stats, args.model, args.runs, json.loads(args.settings),
+                            forward_fill_path=args.forward_fill)
     for path in render(args.templates, args.out, context):
         print(path)
 
@@ -152,6 +166,15 @@ def build_parser():
     p.add_argument("--backup-dir", type=Path, help="checkpoint folder to resume an interrupted run from")
     p.set_defaults(func=_worker)
 
+    p = commands.add_parser("forward-fill", help="what the original study's forward fill costs, against the truth")
+    p.add_argument("--training", required=True, type=Path, help="training.csv")
+    p.add_argument("--source", required=True, help="the data source (only synthetic has a ground truth)")
+    p.add_argument("--truth", type=Path, help="truth.npz of the synthetic faces; without it, no training")
+    p.add_argument("--dataset", type=Path, help="dataset.npz (with --truth)")
+    p.add_argument("--run", type=Path, help="run.json of the masked run to compare with (with --truth)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_forward_fill)
+
     p = commands.add_parser("aggregate", help="run.json files + original study → summary.csv")
     p.add_argument("--runs", nargs="+", required=True, type=Path)
     p.add_argument("--original", required=True, type=Path)
@@ -167,6 +190,8 @@ def build_parser():
     p.add_argument("--runs", nargs="+", required=True, type=Path)
     p.add_argument("--model", required=True, type=Path, help="results/model.json (gradient bytes)")
     p.add_argument("--scaling-reference", required=True, help="original-study row the scaling model predicts")
+    p.add_argument("--forward-fill", nargs="?", type=Path,
+                   help="results/forward_fill.json (absent from campaigns stored before it existed)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_figures)
 
@@ -175,6 +200,8 @@ def build_parser():
     p.add_argument("--stats", required=True, type=Path)
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--runs", nargs="+", required=True, type=Path)
+    p.add_argument("--forward-fill", nargs="?", type=Path,
+                   help="results/forward_fill.json (absent from campaigns stored before it existed)")
     p.add_argument("--settings", required=True, help="configuration the text cites, as JSON")
     p.add_argument("--templates", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)

@@ -40,6 +40,8 @@ RAW_FILES = {"training.csv": TRAINING_COLUMNS, "test.csv": TEST_COLUMNS, "IdLook
 # Row counts of the real competition files; a Kaggle download with other counts is not the dataset.
 KAGGLE_ROWS = {"training.csv": 7049, "test.csv": 1783, "IdLookupTable.csv": 27124}
 KAGGLE_COMPETITION = "facial-keypoints-detection"
+# The synthetic source's true keypoints, written beside its CSVs (kpbench.synthetic).
+TRUTH_FILE = "truth.npz"
 
 
 class DataError(KpbenchError):
@@ -441,7 +443,7 @@ def _download_kaggle(competition, dest):
 
 def fetch_raw(data_config, out_dir, synthetic_seed=None):
     """Write training.csv, test.csv and IdLookupTable.csv for the configured source into `out_dir`,
-    all or nothing."""
+    all or nothing; for synthetic faces also their true keypoints (TRUTH_FILE)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = data_config["source"]
@@ -466,6 +468,11 @@ def fetch_raw(data_config, out_dir, synthetic_seed=None):
         check_raw(staging, expected_rows=KAGGLE_ROWS if source == "kaggle" else None)
         for name in RAW_FILES:
             shutil.move(staging / name, out_dir / name)
+        # Only synthetic faces have a ground truth; a stale one must not sit beside other data.
+        if source == "synthetic":
+            shutil.move(staging / TRUTH_FILE, out_dir / TRUTH_FILE)
+        else:
+            (out_dir / TRUTH_FILE).unlink(missing_ok=True)
 
 
 def check_raw(folder, expected_rows=None):

@@ -232,6 +232,40 @@ def allreduce(analysis, out_path):
     _save(fig, out_path)
 
 
+FORWARD_FILL_SERIES = (("invented", "forward-filled labels", "#bbbbbb"),
+                       ("forward_filled", "model trained on them (MSE)", "#ff7f0e"),
+                       ("masked", "kpbench's masked model", COLOURS[SOURCE_OURS]))
+
+
+def forward_fill(result, out_path):
+    """Validation RMSE against the true keypoints: on the coordinates the CSV labels and on those it
+    leaves blank, for the forward-filled and the masked model (left); per keypoint on the blanks,
+    with the forward-filled labels themselves beside them (right)."""
+    if not result or not result.get("ground_truth"):
+        return _note("no ground truth: forward fill's cost is measured on synthetic faces only", out_path)
+    models, per_keypoint = result["models"], {"invented": result["validation"]["invented_rmse_per_keypoint_px"]}
+    per_keypoint.update({name: models[name]["blank_rmse_per_keypoint_px"] for name in models})
+    names = [name for name, value in per_keypoint["masked"].items() if value is not None]
+    fig, (overall, by_keypoint) = plt.subplots(1, 2, figsize=(7.0, 2.6), gridspec_kw={"width_ratios": [1, 3.2]})
+    width = 0.38
+    for offset, (name, label, colour) in zip((-width / 2, width / 2), FORWARD_FILL_SERIES[1:]):
+        values = [models[name]["labelled_rmse_px"], models[name]["blank_rmse_px"]]
+        overall.bar(np.arange(2) + offset, [np.nan if v is None else v for v in values], width, color=colour,
+                    label=label)
+    overall.set_xticks(np.arange(2), ["labelled", "blank in CSV"])
+    overall.set_ylabel("validation RMSE vs truth (px)")
+    width = 0.27
+    for offset, (name, label, colour) in zip((-width, 0.0, width), FORWARD_FILL_SERIES):
+        values = [per_keypoint[name][k] for k in names]
+        by_keypoint.bar(np.arange(len(names)) + offset, [np.nan if v is None else v for v in values], width,
+                        color=colour, label=label)
+    by_keypoint.set_xticks(np.arange(len(names)), [k.replace("_", " ") for k in names], rotation=40, ha="right",
+                           fontsize=6)
+    by_keypoint.set_ylabel("RMSE on blank keypoints (px)")
+    by_keypoint.legend(frameon=False, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    _save(fig, out_path)
+
+
 def _best_run(histories):
     """The run whose last validation RMSE is lowest; a run that recorded none comes last."""
     def last_rmse(key):
@@ -240,7 +274,8 @@ def _best_run(histories):
     return min(histories, key=last_rmse)
 
 
-def render_all(summary_path, samples_path, run_paths, model_path, scaling_reference, out_dir):
+def render_all(summary_path, samples_path, run_paths, model_path, scaling_reference, out_dir,
+               forward_fill_path=None):
     """All figures of the paper from the summary and every run's files (run.json paths given);
     our repeated runs appear as olympic means with their spread as error bars."""
     from kpbench.scaling import scaling_analysis
@@ -260,4 +295,5 @@ def render_all(summary_path, samples_path, run_paths, model_path, scaling_refere
     pareto(summary, out_dir / "pareto.pdf")
     scaling(analysis, out_dir / "scaling.pdf")
     allreduce(analysis, out_dir / "allreduce.pdf")
+    forward_fill(read_json(forward_fill_path) if forward_fill_path else None, out_dir / "forward_fill.pdf")
     return best

@@ -158,8 +158,9 @@ def provenance(runs):
     return {"shared": shared, "varying": varying, "rows": rows, "prices": list(prices.values())}
 
 
-def build_context(summary_path, stats_path, model_path, run_paths, settings):
-    """Everything the templates print, gathered from stored results and the configuration."""
+def build_context(summary_path, stats_path, model_path, run_paths, settings, forward_fill_path=None):
+    """Everything the templates print, gathered from stored results and the configuration (the
+    forward-fill measurement is None where a stored campaign predates it)."""
     summary = by_instance(load_summary(summary_path))
     runs = [read_run(p) for p in run_paths]
     ours = summary[summary["source"] == SOURCE_OURS]
@@ -196,6 +197,7 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings):
         "provenance": provenance(runs),
         "basis": basis,
         "quota_refusal": quota_refusal(),
+        "forward_fill": read_json(forward_fill_path) if forward_fill_path else None,
     }
 
 

@@ -3,8 +3,11 @@
 Each face is drawn from its keypoints: the pupils sit on the eye centres, the eye corners end the
 eyes, the eyebrows run between their two ends, the nostrils flank the nose tip and the lips span the
 mouth corners. Faces vary in shape, position, scale, rotation, lighting, background and noise, and
-the labels miss keypoints in the pattern of the real training set, so the pipeline, the masked loss
-and the paper work unchanged on either.
+the labels miss keypoints in the pattern of the real training set, its row order included (the fully
+labelled rows first, the four-keypoint rows after), so the pipeline, the masked loss, the original
+study's forward fill and the paper work unchanged on either. Unlike the real set, every keypoint's
+true position is known, also where the CSV leaves it blank: it is written beside the CSVs
+(truth.npz), never into them, to measure what forward fill invents.
 """
 
 from pathlib import Path
@@ -12,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from kpbench.data import (CORE_KEYPOINTS, IMAGE_SIZE, KEYPOINTS, LOOKUP_COLUMNS, TARGET_COLUMNS,
-                          TEST_COLUMNS, TRAINING_COLUMNS)
+                          TEST_COLUMNS, TRAINING_COLUMNS, TRUTH_FILE)
 
-COMPLETE_SHARE = 0.30       # Kaggle: 2,140 of 7,049 rows carry all 15 keypoints
-PARTIAL_SHARE = 0.02        # a few rows carry some of the other 11
+COMPLETE_SHARE = 2140 / 7049  # Kaggle: 2,140 of 7,049 rows carry all 15 keypoints
+PARTIAL_SHARE = 0.02          # a few rows carry some of the other 11
 CORE_DROP = {"left_eye_center": 0.0015, "right_eye_center": 0.002, "nose_tip": 0.0,
              "mouth_center_bottom_lip": 0.0045}
 _CHUNK = 256
@@ -168,16 +171,22 @@ def generate_faces(n, seed):
 
 
 def missing_label_mask(n, rng):
-    """Which of the 15 keypoints each row carries, in the real training set's pattern."""
+    """Which of the 15 keypoints each row carries, in the real training set's pattern and order.
+
+    The real file holds its two labelling schemes in blocks: the fully labelled rows first, then the
+    rows that carry the four core keypoints (a few of them some others too). The order matters to the
+    original study's forward fill: after it, no label is left blank, and every later row inherits the
+    last fully labelled face's other eleven keypoints."""
     present = np.zeros((n, len(KEYPOINTS)), dtype=bool)
     core = [_INDEX[name] for name in CORE_KEYPOINTS]
-    draw = rng.random(n)
-    present[draw < COMPLETE_SHARE] = True
+    n_complete = max(1, int(round(COMPLETE_SHARE * n)))
+    n_partial = int(round(PARTIAL_SHARE * n))
+    present[:n_complete] = True
     present[:, core] = True
-    partial = (draw >= COMPLETE_SHARE) & (draw < COMPLETE_SHARE + PARTIAL_SHARE)
-    present[partial] |= rng.random((int(partial.sum()), len(KEYPOINTS))) < 0.5
+    partial = slice(n_complete, n_complete + n_partial)
+    present[partial] |= rng.random((len(present[partial]), len(KEYPOINTS))) < 0.5
     for name, share in CORE_DROP.items():
-        present[rng.random(n) < share, _INDEX[name]] = False
+        present[n_complete:][rng.random(n - n_complete) < share, _INDEX[name]] = False
     return np.repeat(present, 2, axis=1)
 
 
@@ -193,7 +202,8 @@ def _number_field(value):
 
 
 def write_synthetic_csvs(folder, n_train, n_test, seed):
-    """Write training.csv, test.csv and IdLookupTable.csv exactly as Kaggle formats them."""
+    """Write training.csv, test.csv and IdLookupTable.csv exactly as Kaggle formats them, and beside
+    them truth.npz: every training row's 30 true coordinates in pixels (row order as training.csv)."""
     folder = Path(folder)
     rng = np.random.default_rng([seed, 1])
     images, targets = generate_faces(n_train, seed=[seed, 2])
@@ -203,6 +213,8 @@ def write_synthetic_csvs(folder, n_train, n_test, seed):
         for row in range(n_train):
             fields = [_number_field(v) if m else "" for v, m in zip(targets[row], mask[row])]
             out.write(",".join(fields) + "," + _image_field(images[row]) + "\n")
+    with open(folder / TRUTH_FILE, "wb") as out:
+        np.savez(out, keypoints=targets)
     test_images, _ = generate_faces(n_test, seed=[seed, 3])
     with open(folder / "test.csv", "w", newline="") as out:
         out.write(",".join(TEST_COLUMNS) + "\n")

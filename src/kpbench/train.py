@@ -465,9 +465,12 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None, max_seconds=None)
                  "hours": wall_s / 3600, "usd": costs.run_cost_usd(wall_s, usd_per_hour)},
     }
     samples = slice(0, int(training["prediction_samples"]))
+    # Beside the sample faces, every validation prediction and which rows trained and validated,
+    # so the forward-fill measurement compares against this very model instead of training another.
     _write_run(out_dir, run, _history_csv(timer.rows), {
         "images": np.rint(x_val[samples, ..., 0] * 255).astype(np.uint8),
         "true_px": true_px[samples], "mask": mask[samples], "predicted_px": predicted_px[samples],
+        "train_index": train_idx, "val_index": val_idx, "val_predicted_px": predicted_px,
     })
     if backup_dir is not None:
         shutil.rmtree(backup_dir, ignore_errors=True)

@@ -1,0 +1,37 @@
+# What the original study's forward fill costs: the labels it invents and, on synthetic faces, its
+# model against kpbench's masked one, both scored against the true keypoints (kpbench.forward_fill).
+
+# The masked model compared is a finished run: the first single-worker instance's first repeat.
+FORWARD_FILL_RUN = next(
+    (name for name, row in INSTANCES.items() if int(row.get("workers", 1)) == 1),
+    next(iter(INSTANCES)),
+)
+
+
+rule forward_fill:
+    input:
+        training="data/raw/training.csv",
+        **(
+            {
+                "truth": "data/raw/truth.npz",
+                "dataset": "data/processed/dataset.npz",
+                "run": f"results/runs/{FORWARD_FILL_RUN}/r1/run.json",
+                "predictions": f"results/runs/{FORWARD_FILL_RUN}/r1/predictions.npz",
+            }
+            if SYNTHETIC
+            else {}
+        ),
+    output:
+        "results/forward_fill.json",
+    params:
+        source=config["data"]["source"],
+    conda:
+        "../environment.yml"
+    log:
+        "logs/forward_fill.log",
+    benchmark:
+        "benchmarks/forward_fill.tsv"
+    shell:
+        "python -m kpbench forward-fill --training {input.training} --source {params.source:q}"
+        + (" --truth {input.truth} --dataset {input.dataset} --run {input.run}" if SYNTHETIC else "")
+        + " --out {output} > {log} 2>&1"
