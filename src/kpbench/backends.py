@@ -196,11 +196,13 @@ class LocalProcesses(Backend):
 
 
 def merge_step_times(run, steps_per_worker, sweeps_per_worker):
-    """Every worker's step times and all-reduce sweep into the chief's run.json."""
+    """Every worker's step times and all-reduce sweep into the chief's run.json (the sweep as None
+    when a worker's is missing: the analysis then says it was not measured)."""
     workers = len(steps_per_worker)
     run["cluster"]["median_step_s_per_worker"] = step_summary(steps_per_worker)
     run["cluster"]["wait_estimate"] = wait_estimate(steps_per_worker)
-    run["cluster"]["allreduce"] = collective.summarise(sweeps_per_worker, workers)
+    complete = all(sweep is not None for sweep in sweeps_per_worker)
+    run["cluster"]["allreduce"] = collective.summarise(sweeps_per_worker, workers) if complete else None
 
 
 def step_summary(steps_per_worker):
@@ -413,7 +415,13 @@ class Ec2Instances(Backend):
                     per_worker = {}
                     for folder, name in (("steps", STEPS_FILE), ("allreduce", ALLREDUCE_FILE)):
                         for index in range(self.workers):
-                            s3.download_file(bucket, f"{self.prefix}/{folder}/{index}.json", str(staging / name))
+                            key = f"{self.prefix}/{folder}/{index}.json"
+                            if name == ALLREDUCE_FILE and not self._exists(f"{folder}/{index}.json"):
+                                # A lost sweep is a missing measurement, not a lost run: say so, go on.
+                                say(f"{run_label(self.spec)}: worker {index} uploaded no all-reduce sweep")
+                                per_worker.setdefault(name, []).append(None)
+                                continue
+                            s3.download_file(bucket, key, str(staging / name))
                             per_worker.setdefault(name, []).append(read_json(staging / name))
                     merge_step_times(run, per_worker[STEPS_FILE], per_worker[ALLREDUCE_FILE])
                 billed_s = time.time() - self.launched
