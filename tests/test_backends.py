@@ -141,7 +141,7 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_with_every_epoch(cluster_datase
     assert json.loads((out / ".backup" / "epochs.json").read_text())[-1]["epoch"] == 1
     monkeypatch.delenv("KPBENCH_INJECT_FAULT")
     run = run_instance(spec, cluster_dataset, out)
-    assert run["timings"]["resumed_from_epoch"] == 1
+    assert run["timings"]["resumed_from_epoch"] == 1 and run["resumed"] is True
     history = (out / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
     assert len(run["timings"]["epoch_s"]) == 3
