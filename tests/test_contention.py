@@ -54,3 +54,16 @@ def test_another_process_on_the_gpu_is_foreign_and_contends():
     record = summarise([_sample(0, 100, 200, 50), _sample(10, 110, 220, 60)], 0.1, 1.0,
                        gpu_foreign=parse_gpu_processes(rows, {4242}))
     assert record["foreign_cpu_share"] == pytest.approx(0) and record["contended"] is True
+
+
+def test_the_run_schema_admits_every_honest_contention_record_and_rejects_a_malformed_one():
+    import jsonschema
+
+    from kpbench.records import RUN_SCHEMA
+
+    schema = RUN_SCHEMA["properties"]["contention"]
+    measured = summarise([_sample(0, 100, 200, 50), _sample(10, 119, 220, 66)], 0.1, 1.0, gpu_foreign=[])
+    for record in (None, measured, summarise([], 0.1, 1.0)):  # EC2 unmeasured, measured, too short
+        jsonschema.validate(record, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**measured, "contended": "yes"}, schema)
