@@ -69,6 +69,12 @@ def run_spec(wildcards):
     return json.dumps(spec, sort_keys=True)
 
 
+def train_threads(wildcards):
+    """A local run holds every core Snakemake was given, so nothing else it schedules (another run
+    above all) shares the machine while it is timed; an EC2 run's launcher only waits."""
+    return 1 if wildcards.instance in REMOTE else workflow.cores
+
+
 def plan_input(wildcards):
     """EC2 runs wait for the plan, which refuses a matrix over budget before anything launches."""
     return ["results/plan.json"] if wildcards.instance in REMOTE else []

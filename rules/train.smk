@@ -26,6 +26,7 @@ rule train:
         predictions="results/runs/{instance}/r{repeat}/predictions.npz",
     params:
         spec=run_spec,
+    threads: train_threads
     conda:
         "../environment.yml"
     log:

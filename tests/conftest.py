@@ -1,29 +1,21 @@
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-from workflow import snakemake
+from workflow import checkout, snakemake
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="session")
 def tree(tmp_path_factory):
-    """A user's checkout: the workflow files only, no data, no results; the tiny test overlay.
+    """A user's checkout (see `checkout`) with its paper built.
 
     The cluster's compute-only estimate is inflated past its step time, as a stall while it was taken
     would: an honest measurement the analysis must carry to the PDF rather than fail on."""
-    root = tmp_path_factory.mktemp("tree")
-    for name in ("Snakefile", "rules", "config", "environment.yml"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
-    shutil.copy(REPO / "tests" / "data" / "tiny.yaml", root / "tiny.yaml")
+    root = checkout(tmp_path_factory.mktemp("tree"))
     result = snakemake(root, "--cores", "2", "paper", "--configfile", "tiny.yaml",
                        env={"KPBENCH_INJECT_COMPUTE_SCALE": "50"})
     (root / "terminal.txt").write_text(result.stderr)  # what a person running Snakemake saw

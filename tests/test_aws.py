@@ -182,6 +182,7 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["history.csv", "predictions.npz", "run.json"]
     assert len(run["timings"]["epoch_s"]) == 2 and run["metrics"]["val_rmse_px"] > 0
+    assert run["contention"]["samples"] >= 2  # sampled on the instance, around its worker
     remote = run["remote"]
     assert len(remote["instance_ids"]) == 1 and remote["instance_type"] == "g4dn.xlarge"
     assert run["cost"]["hours"] == pytest.approx(remote["billed_s"] / 3600)

@@ -2,6 +2,9 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -9,7 +12,8 @@ import pytest
 
 from kpbench import KpbenchError
 from kpbench.backends import free_ports, run_instance
-from kpbench.train import tf_config
+from kpbench.contention import Sampler, contended
+from kpbench.train import PROGRESS_FILE, tf_config
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +141,7 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_with_every_epoch(cluster_datase
     assert json.loads((out / ".backup" / "epochs.json").read_text())[-1]["epoch"] == 1
     monkeypatch.delenv("KPBENCH_INJECT_FAULT")
     run = run_instance(spec, cluster_dataset, out)
-    assert run["timings"]["resumed_from_epoch"] == 1
+    assert run["timings"]["resumed_from_epoch"] == 1 and run["resumed"] is True
     history = (out / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
     assert len(run["timings"]["epoch_s"]) == 3
@@ -169,3 +173,91 @@ def test_a_backup_from_another_configuration_is_not_resumed(cluster_dataset, tmp
     run = run_instance(_spec("local", 1, 8, learning_rate=5e-4), cluster_dataset, out)
     assert run["timings"]["resumed_from_epoch"] == 0
     assert len(run["timings"]["epoch_s"]) == 3
+
+
+def _launch(spec, dataset, out):
+    """`python -m kpbench train` as the train rule starts it, in a process group of its own."""
+    spec_path = out.parent / f"{out.name}-spec.json"
+    spec_path.write_text(json.dumps(spec))
+    return subprocess.Popen([sys.executable, "-m", "kpbench", "train", "--spec", f"@{spec_path}",
+                             "--dataset", str(dataset), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(condition, launcher, timeout_s=180):
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert launcher.poll() is None, launcher.stderr.read()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("backend, workers, batch", [("local", 1, 8), ("local-cluster", 2, 4)])
+def test_a_launcher_killed_hard_takes_every_worker_with_it(cluster_dataset, tmp_path, backend, workers, batch):
+    """As when a terminal or scheduler kills Snakemake with SIGKILL: no teardown runs, yet no worker
+    trains on as an orphan beside the next run, and none writes a result nobody collects."""
+    spec = _spec(backend, workers, batch)
+    spec["workload"]["epochs"] = 50  # far longer than the test waits
+    out = tmp_path / "killed"
+    launcher = _launch(spec, cluster_dataset, out)
+    heartbeats = lambda: len(list(out.glob(f".partial-*/worker-*/{PROGRESS_FILE}"))) == workers  # noqa: E731
+    _wait_for(heartbeats, launcher)
+    assert len(_our_processes(str(out))) == workers + 1  # the launcher and its training workers
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    killed, survivors = time.time(), _our_processes(str(out))
+    while survivors and time.time() - killed < 10:
+        time.sleep(0.1)
+        survivors = _our_processes(str(out))
+    assert survivors == []
+    assert not list(out.rglob("run.json"))
+
+
+def test_a_second_launcher_for_a_run_in_progress_is_refused_with_the_holders_pid(cluster_dataset, tmp_path):
+    out = tmp_path / "held"
+    first = _launch(_spec("local", 1, 8), cluster_dataset, out)
+    _wait_for(lambda: (out / ".lock").exists() and (out / ".lock").read_text().startswith(f"{first.pid} "), first)
+    start = time.time()
+    second = subprocess.run([sys.executable, "-m", "kpbench", "train", "--spec", f"@{out.parent / 'held-spec.json'}",
+                             "--dataset", str(cluster_dataset), "--out", str(out)], capture_output=True, text=True)
+    assert second.returncode == 1 and time.time() - start < 30
+    assert f"being trained by another launcher: process {first.pid} (" in second.stderr
+    # The refused launcher touched nothing: the first trains to the end and releases its lock.
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "predictions.npz", "run.json"]
+
+
+def _foreign_share(seconds=3.0):
+    """What other processes use of this machine right now."""
+    sampler = Sampler([]).start()
+    time.sleep(seconds)
+    return sampler.stop()["foreign_cpu_share"]
+
+
+def test_a_run_beside_a_cpu_hog_is_marked_contended(cluster_dataset, tmp_path):
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        run = run_instance(_spec("local", 1, 8), cluster_dataset, tmp_path / "hogged")
+    finally:
+        hog.kill()
+        hog.wait()
+    record = run["contention"]
+    assert record["samples"] >= 5 and record["own_cpu_s"] > 0 and record["threshold"] == 0.1
+    assert record["foreign_cpu_share"] > 0.1 and record["contended"] is True and contended(run)
+
+
+def _skip_unless_quiet(when):
+    background = _foreign_share()
+    if background > 0.03:
+        pytest.skip(f"other processes used {background:.0%} of this machine {when} the run: it was not quiet")
+
+
+def test_a_quiet_run_is_not_marked_contended(cluster_dataset, tmp_path):
+    """Only on a machine quiet before and after the run: on a shared one, contended is the truth."""
+    _skip_unless_quiet("before")
+    run = run_instance(_spec("local", 1, 8), cluster_dataset, tmp_path / "quiet")
+    record = run["contention"]
+    assert record["samples"] >= 5 and record["contended"] == (record["foreign_cpu_share"] > 0.1)
+    _skip_unless_quiet("after")
+    assert abs(record["foreign_cpu_share"]) < 0.1, record
+    assert record["contended"] is False and not contended(run) and run["resumed"] is False

@@ -5,7 +5,7 @@ import sys
 
 import pandas as pd
 
-from workflow import REPO, planned_jobs, snakemake
+from workflow import REPO, checkout, planned_jobs, snakemake
 
 
 def test_paper_target_builds_a_pdf_with_pages(tree):
@@ -76,6 +76,19 @@ def test_pipeline_benchmark_times_planning_and_a_rebuild(tree):
                              "--repeats", "1", "--configfile", "tiny.yaml"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "snakemake -n paper" in result.stdout and "rebuild figures + LaTeX + PDF" in result.stdout
+
+
+def test_local_runs_never_overlap_whatever_cores_snakemake_is_given(tmp_path):
+    """Each local training holds every core Snakemake has, so with more cores than the machine no two
+    runs (and no other job) are ever timed side by side; each run records when it started and ended."""
+    from kpbench.records import read_run
+
+    root = checkout(tmp_path)
+    snakemake(root, "--cores", "4", "results", "--configfile", "tiny.yaml")
+    runs = [read_run(path) for path in sorted((root / "results" / "runs").glob("*/r*/run.json"))]
+    assert len(runs) == 4 and all(run["contention"]["samples"] >= 2 and not run["resumed"] for run in runs)
+    spans = sorted((run["started_at"], run["finished_at"]) for run in runs)  # whole seconds, rounded down
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
 
 
 # Runs last: it corrupts the tree's data.

@@ -1,11 +1,22 @@
 """Running the real Snakefile from tests: a user's command line, in a given working tree."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def checkout(root):
+    """A user's checkout in `root`: the workflow files only, no data, no results; the tiny test overlay."""
+    for name in ("Snakefile", "rules", "config", "environment.yml"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
+    shutil.copy(REPO / "tests" / "data" / "tiny.yaml", root / "tiny.yaml")
+    return root
 
 
 def snakemake(tree, *args, check=True, env=None):

@@ -20,6 +20,8 @@ from pathlib import Path
 from kpbench import KpbenchError
 from kpbench.io import read_json, write_json
 from kpbench import collective
+from kpbench.contention import DEFAULT_THRESHOLD, Sampler
+from kpbench.guard import RunLock, launcher_environment
 from kpbench.train import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE, prepare_backup, tf_config
 
 BACKUP_DIR = ".backup"  # survives a failed run (Snakemake does not know it), so a rerun resumes
@@ -80,13 +82,16 @@ class LocalProcesses(Backend):
         self.spec, self.dataset, self.out_dir = spec, Path(dataset), Path(out_dir)
         self.workers, self.stall_timeout_s, self.deadline_s = workers, stall_timeout_s, deadline_s
         self.processes = []
-        self.staging = None
+        self.staging = self.contention = None
 
     def _worker_dir(self, index):
         return self.staging / f"worker-{index}"
 
     def launch(self):
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # Staging folders of a launcher killed before its teardown: the run lock says none is in use.
+        for stale in self.out_dir.glob(".partial-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         self.staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.out_dir))
         spec_path = self.staging / "spec.json"
         write_json(spec_path, self.spec)
@@ -96,7 +101,7 @@ class LocalProcesses(Backend):
         for index in range(self.workers):
             folder = self._worker_dir(index)
             folder.mkdir()
-            env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+            env = launcher_environment({k: v for k, v in os.environ.items() if k != "TF_CONFIG"})
             if ports:
                 env["TF_CONFIG"] = json.dumps(tf_config([f"127.0.0.1:{port}" for port in ports], index))
             log = open(folder / "worker.log", "w")
@@ -129,6 +134,15 @@ class LocalProcesses(Backend):
         return shown
 
     def wait(self):
+        """Watch the workers until all finish, sampling what else uses the machine meanwhile."""
+        threshold = self.spec.get("limits", {}).get("max_foreign_cpu_share", DEFAULT_THRESHOLD)
+        sampler = Sampler([p.pid for p in self.processes], threshold).start()
+        try:
+            self._watch()
+        finally:
+            self.contention = sampler.stop()
+
+    def _watch(self):
         deadline, shown = self.launched + self.deadline_s, {}
         while True:
             shown = self._report(shown)
@@ -165,6 +179,7 @@ class LocalProcesses(Backend):
         """The chief's files, with every worker's step times merged into run.json."""
         chief = self._worker_dir(0)
         run = read_json(chief / "run.json")
+        run["contention"] = self.contention
         if self.workers > 1:
             merge_step_times(run, *([read_json(self._worker_dir(i) / name) for i in range(self.workers)]
                                     for name in (STEPS_FILE, ALLREDUCE_FILE)))
@@ -498,12 +513,15 @@ def run_instance(spec, dataset, out_dir):
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if in_main_thread else None
     try:
-        backend.launch()
-        backend.wait()
-        return backend.collect()
+        with RunLock(out_dir):  # one launcher per run folder: its checkpoint has one writer
+            try:
+                backend.launch()
+                backend.wait()
+                return backend.collect()
+            finally:
+                backend.teardown()
     except KeyboardInterrupt:
         raise KpbenchError("interrupted; every launched machine is being torn down") from None
     finally:
-        backend.teardown()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

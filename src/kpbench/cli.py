@@ -46,8 +46,10 @@ def _train(args):
 
 
 def _worker(args):
+    from kpbench.guard import die_with_launcher
     from kpbench.train import load_spec, run_training
 
+    die_with_launcher()
     run_training(load_spec(args.spec), args.dataset, args.out, args.backup_dir)
 
 

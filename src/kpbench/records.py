@@ -46,6 +46,16 @@ RUN_SCHEMA = {
                                     "gpu_names": {"type": "array", "items": {"type": "string"}}}},
         "seed": {"type": "integer"},
         "config_hash": {"type": "string"},
+        "started_at": _TEXT,
+        "finished_at": _TEXT,
+        "resumed": {"type": "boolean"},
+        # What else used the machine while the run trained (kpbench.contention); null where unmeasured.
+        "contention": {"type": ["object", "null"], "properties": {
+            "samples": {"type": "integer", "minimum": 0},
+            "contended": {"type": ["boolean", "null"]},
+            "gpu_foreign_processes": {"type": ["array", "null"], "items": {"type": "object"}},
+            **{name: _VALUE for name in ("interval_s", "window_s", "foreign_cpu_share", "foreign_cpu_s", "own_cpu_s",
+                                         "load_average_max", "threshold")}}},
         "cluster": {"type": "object", "required": ["workers"], "properties": {
             "workers": {"type": "integer", "minimum": 1},
             "median_step_s_per_worker": {"type": "array", "items": _VALUE},

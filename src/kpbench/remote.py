@@ -22,7 +22,9 @@ from pathlib import Path
 
 from kpbench import KpbenchError
 from kpbench.aws import SSE, put_private
-from kpbench.io import read_json
+from kpbench.contention import DEFAULT_THRESHOLD, Sampler
+from kpbench.guard import launcher_environment
+from kpbench.io import read_json, write_json
 from kpbench.train import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE, tf_config
 
 WORKER_PACKAGES = ["boto3", "numpy", "pandas", "tf-keras==2.21.*"]
@@ -108,9 +110,14 @@ def remote_worker(bucket, prefix, workdir):
     with open(workdir / "worker.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "kpbench", "worker", "--spec", f"@{spec_path}",
                                     "--dataset", str(dataset_path), "--out", str(out)],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
-    code = _supervise(process, out / PROGRESS_FILE, exchange, status_name, index,
-                      float(limits.get("stall_timeout_s", 600)))
+                                   stdout=log, stderr=subprocess.STDOUT, env=launcher_environment(env))
+    # What else used this instance while it trained; the chief's record is the run's.
+    sampler = Sampler([process.pid], limits.get("max_foreign_cpu_share", DEFAULT_THRESHOLD)).start()
+    try:
+        code = _supervise(process, out / PROGRESS_FILE, exchange, status_name, index,
+                          float(limits.get("stall_timeout_s", 600)))
+    finally:
+        contention = sampler.stop()
     print((workdir / "worker.log").read_text(errors="replace"), flush=True)
     if code != 0:
         print(f"training on {instance_id} failed (exit status {code})", file=sys.stderr, flush=True)
@@ -121,6 +128,9 @@ def remote_worker(bucket, prefix, workdir):
     if (out / ALLREDUCE_FILE).exists():
         exchange.upload(out / ALLREDUCE_FILE, f"allreduce/{index}.json")
     if index == 0:
+        run = read_json(out / "run.json")
+        run["contention"] = contention
+        write_json(out / "run.json", run)
         files = {name: {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size} for name in RUN_FILES}
         for name in RUN_FILES:
             exchange.upload(out / name, f"result/{name}")

@@ -446,6 +446,9 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None, max_seconds=None)
         "hardware": detect_hardware(framework),
         "software": package_versions(framework),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(process_start)),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # Resumed from an interrupted run's checkpoint: its epochs were timed in two processes.
+        "resumed": resumed_from_epoch > 0,
         "timings": {
             "imports_s": imports_s, "data_load_s": data_load_s, "model_build_s": model_build_s,
             "init_s": init_s, "profiling_s": profiling_s, "train_s": train_s, "wall_s": wall_s,
