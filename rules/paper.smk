@@ -15,6 +15,7 @@ PAPER_SETTINGS = json.dumps(
         "training": config["training"],
         "original_study": config["original_study"],
         "analysis": config["analysis"],
+        "limits": {"max_foreign_cpu_share": config["limits"]["max_foreign_cpu_share"]},
     },
     sort_keys=True,
 )

@@ -109,12 +109,12 @@ def _build(results, tmp_path, target):
     reference["training_flops_per_image"] = read_json(results / "model.json")["training_flops_per_image"]
     summarise(runs, REPO / config["original_study"]["csv"], reference, results / "summary.csv", target)
     build = tmp_path / "build"
-    shutil.copytree(REPO / "paper" / "templates", tmp_path / "templates")
+    shutil.copytree(REPO / "paper" / "templates", tmp_path / "templates", dirs_exist_ok=True)
     render_all(results / "summary.csv", results / "dataset" / "samples.npz", runs, results / "model.json",
                config["analysis"]["scaling_reference"], build / "figures")
     settings = {"paper": config["paper"], "data": config["data"], "preprocess": config["preprocess"],
                 "workload": {"name": "tiny", **config["workloads"]["tiny"]}, "training": config["training"],
-                "original_study": config["original_study"],
+                "original_study": config["original_study"], "limits": config["limits"],
                 "analysis": {**config["analysis"], "target_rmse_px": target or config["analysis"]["target_rmse_px"]}}
     context = build_context(results / "summary.csv", results / "dataset" / "stats.json", results / "model.json",
                             runs, settings)
@@ -202,3 +202,36 @@ def test_the_paper_prints_the_chosen_runs_labels_projections_and_shows_stalls(fi
     assert ours and all(line.rstrip(" \\").endswith("projected") for line in ours)
     theirs = [line for line in tex["cost"].splitlines() if line.startswith("original study & ")]
     assert theirs and not any("projected" in line for line in theirs)
+
+
+def test_contended_and_resumed_runs_are_marked_and_contended_ones_left_out_of_the_means(finished, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    local = results / "runs" / "local"
+
+    def contend(run):
+        run["contention"] = {**(run.get("contention") or {}), "foreign_cpu_share": 0.42, "contended": True}
+        run["metrics"]["val_rmse_px"] = 99.0
+
+    def resume(run):
+        run["resumed"], run["timings"]["resumed_from_epoch"] = True, 1
+
+    _edit(local / "r1" / "run.json", contend)
+    _edit(results / "runs" / "local-2w" / "r2" / "run.json", resume)
+    text = _build(results, tmp_path, None)
+    tex = (tmp_path / "build" / "sections" / "results.tex").read_text()
+    assert "local \\#1: contended: 42 \\% of the CPU used by other processes." in tex
+    assert "local-2w \\#2: resumed after epoch 1: its timings were made by more than one process." in tex
+    assert "local \\#1$^{\\dagger}$" in tex and "local-2w \\#2$^{\\ddagger}$" in tex
+    # The contended run's 99 px is not in local's mean: only repeat 2 is averaged.
+    row = next(line for line in tex.splitlines() if line.startswith("local & "))
+    assert row.startswith("local & 1 of 2 & ") and "99.00" not in row
+    assert "Marked runs" in text
+
+    # Every repeat contended: they are averaged anyway, and the paper says so.
+    _edit(local / "r2" / "run.json", contend)
+    _build(results, tmp_path, None)
+    tex = (tmp_path / "build" / "sections" / "results.tex").read_text()
+    assert "Every run of local was contended" in tex
+    row = next(line for line in tex.splitlines() if line.startswith("local & "))
+    assert row.startswith("local & 2 & ") and "99.00" in row

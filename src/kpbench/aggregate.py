@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from kpbench import KpbenchError, costs
+from kpbench.contention import contended
 from kpbench.io import atomic_path
 from kpbench.records import finished, read_run
 
@@ -17,7 +18,7 @@ SUMMARY_COLUMNS = [
     "network_gbps", "epochs", "train_images", "batch_size", "init_s", "train_s", "wall_s",
     "images_per_s", "achieved_gflops", "share_of_matmul", "mfu", "precision", "val_rmse_px", "val_mae_px", "val_pck", "usd_per_hour", "price_date", "cost_usd",
     "stall_s", "projected_train_s", "projected_cost_usd", "target_rmse_px", "epochs_to_target", "time_to_target_s",
-    "cost_to_target_usd", "repeat", "seed", "config_hash", "note",
+    "cost_to_target_usd", "repeat", "seed", "config_hash", "contended", "foreign_cpu_share", "resumed", "note",
 ]
 # Measurements that repeats reduce to a mean over the chosen runs (chosen_runs), with a spread.
 REPEATED_COLUMNS = [
@@ -66,7 +67,9 @@ def run_row(run, reference, history=None, target_rmse_px=None):
         "stall_s": stall_s(timings), "projected_train_s": projected,
         "projected_cost_usd": costs.run_cost_usd(None if projected is None or timings["init_s"] is None
                                                  else timings["init_s"] + projected, usd_per_hour),
-        "repeat": run.get("repeat", 1), "seed": run["seed"], "config_hash": run["config_hash"], "note": instance.get("note"),
+        "repeat": run.get("repeat", 1), "seed": run["seed"], "config_hash": run["config_hash"],
+        "contended": contended(run), "foreign_cpu_share": (run.get("contention") or {}).get("foreign_cpu_share"),
+        "resumed": bool(timings.get("resumed_from_epoch")), "note": instance.get("note"),
         **_to_target(run, history, target_rmse_px, usd_per_hour),
     }
 
@@ -160,12 +163,19 @@ def summarise(run_paths, original_csv, reference, out_path, target_rmse_px=None)
     return frame
 
 
+def _flag(group, column):
+    """A yes/no column as booleans; an older summary without it says no."""
+    return group[column].fillna(False).astype(bool) if column in group else pd.Series(False, index=group.index)
+
+
 def chosen_runs(group):
-    """MLPerf's rule, applied once per instance: its finished runs ordered by training time, the
-    fastest and the slowest dropped when there are three or more. Every column of the instance is
-    then averaged over these same runs, so a row never mixes runs."""
+    """MLPerf's rule, applied once per instance: its finished runs that had the machine to themselves
+    (all of them if every one was contended), ordered by training time, the fastest and the slowest
+    dropped when there are three or more. Every column of the instance is then averaged over these
+    same runs, so a row never mixes runs."""
     done = group[(group["status"] == "measured") & group["train_s"].notna()]
-    ordered = done.sort_values("train_s", kind="stable")
+    quiet = done[~_flag(done, "contended")]
+    ordered = (quiet if len(quiet) else done).sort_values("train_s", kind="stable")
     return ordered.iloc[1:-1] if len(ordered) >= 3 else ordered
 
 
@@ -186,6 +196,8 @@ def by_instance(summary):
             row[f"{column}_min"] = float(everywhere.min()) if len(everywhere) else None
             row[f"{column}_max"] = float(everywhere.max()) if len(everywhere) else None
         row["reached_target"] = int(group["time_to_target_s"].notna().sum())
+        contended_runs = int(_flag(group, "contended").sum())
+        row["contended_runs"], row["all_contended"] = contended_runs, bool(len(group)) and contended_runs == len(group)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from kpbench import KpbenchError
 from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, by_instance, load_summary
+from kpbench.contention import contended
 from kpbench.data import KEYPOINTS
 from kpbench.io import read_json, write_text
 from kpbench.peaks import PEAKS
@@ -115,6 +116,30 @@ def basis(row):
     return f"published by the original study{'; ' + note if note and not _missing(note) else ''}"
 
 
+def run_marks(run):
+    """What a reader must know about how a run was measured: another load on the machine (its
+    numbers are then left out of the means), or a resume (its timings come from more than one
+    process). Empty for a run that had the machine to itself from start to end."""
+    marks = []
+    record = run.get("contention") or {}
+    if contended(run):
+        share = record.get("foreign_cpu_share")
+        marks.append("contended" + ("" if share is None else f": {100 * share:.0f} % of the CPU used by other processes")
+                     + ("; other processes on its GPU" if record.get("gpu_foreign_processes") else ""))
+    if run.get("resumed") or run["timings"].get("resumed_from_epoch"):
+        marks.append(f"resumed after epoch {run['timings'].get('resumed_from_epoch')}: its timings were made by "
+                     "more than one process")
+    return marks
+
+
+def mark(run):
+    """The symbol beside a run's name in the tables: dagger contended, double dagger resumed."""
+    marks = run_marks(run)
+    symbols = ["\\dagger" for m in marks if m.startswith("contended")] + \
+              ["\\ddagger" for m in marks if m.startswith("resumed")]
+    return Latex(f"$^{{{''.join(symbols)}}}$" if symbols else "")
+
+
 def _mean(values):
     """Mean of the values present; None when none is."""
     present = [float(v) for v in values if not _missing(v)]
@@ -196,6 +221,9 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings, for
         "peaks": PEAKS,
         "provenance": provenance(runs),
         "basis": basis,
+        "mark": mark,
+        "marked_runs": [{"instance": run["instance"]["name"], "repeat": run.get("repeat", 1), "marks": run_marks(run)}
+                        for run in runs if run_marks(run)],
         "quota_refusal": quota_refusal(),
         "forward_fill": read_json(forward_fill_path) if forward_fill_path else None,
     }
