@@ -324,27 +324,60 @@ def epochs_to_target(summary):
     """Median epochs to the quality target over our single-worker runs of the configured workload
     (None when none reached it); clusters train a larger global batch and are left out."""
     ours = summary[(summary["source"] == "kpbench") & (summary["workers"].fillna(1).astype(int) == 1)]
-    reached = ours["epochs_to_target"].dropna()
+    reached = ours["epochs_to_target"].dropna().astype(float)
     return float(statistics.median(reached)) if len(reached) else None
 
 
-def predictions(summary_path, model_path, run_paths, extra_run_paths, catalogue_path, workload, reference,
-                precision="float32"):
-    """Everything `kpbench predict`, the figures and the paper show (results/predictions.json)."""
-    from kpbench.aggregate import load_summary
+def configured_workload(config):
+    """The configured workload in the model's terms: its images capped at the original study's."""
+    original = config["original_study"]
+    workload = config["workloads"][config["workload"]]
+    return {"name": config["workload"], "epochs": int(workload["epochs"]), "batch_size": int(workload["batch_size"]),
+            "train_images": min(int(workload.get("max_train_images") or original["train_images"]),
+                                int(original["train_images"])),
+            "validation_images": min(int(workload.get("max_val_images") or original["validation_images"]),
+                                     int(original["validation_images"]))}
+
+
+def load_inputs(config, results_dir, model_path=None):
+    """The summary (the original study's rows alone where nothing has run yet), the model
+    description (made from the model where results hold none) and our run.json paths."""
+    from kpbench.aggregate import SUMMARY_COLUMNS, load_summary, original_rows
     from kpbench.io import read_json
+
+    results_dir = Path(results_dir)
+    model_path = Path(model_path or results_dir / "model.json")
+    if model_path.is_file():
+        model = read_json(model_path)
+    else:
+        from kpbench.model import describe_model
+
+        model = describe_model()
+    original = config["original_study"]
+    reference = {k: original[k] for k in ("epochs", "train_images", "validation_images", "batch_size")}
+    if (results_dir / "summary.csv").is_file():
+        summary = load_summary(results_dir / "summary.csv")
+        runs = sorted(str(p) for p in results_dir.glob("runs/*/r*/run.json"))
+    else:
+        import pandas as pd
+
+        summary = pd.DataFrame(original_rows(original["csv"], {**reference, "price_date": None}),
+                               columns=SUMMARY_COLUMNS)
+        runs = []
+    return summary, model, reference, runs
+
+
+def predictions(summary, model, run_paths, extra_run_paths, catalogue_path, workload, reference,
+                precision="float32"):
+    """Everything `kpbench predict`, `plan`, the figures and the paper show (predictions.json)."""
+    from kpbench.aggregate import by_instance
     from kpbench.records import read_run
 
-    summary = load_summary(summary_path)
-    model = read_json(model_path)
     layers, parameters = model["layers"], model["trainable_parameters"]
     reference = {**reference, "training_flops_per_image": model["training_flops_per_image"]}
     runs = [read_run(p) for p in run_paths]
-    from kpbench.aggregate import by_instance
-
-    grouped = by_instance(summary)
-    rows, latency = measured_rows(grouped, runs, [read_run(p) for p in extra_run_paths], layers, parameters,
-                                  reference)
+    rows, latency = measured_rows(by_instance(summary), runs, [read_run(p) for p in extra_run_paths], layers,
+                                  parameters, reference)
     results = leave_one_out(rows, layers, parameters, reference, latency)
     target_epochs = epochs_to_target(summary)
     catalogue = predict_catalogue(read_catalogue(catalogue_path), rows, results, layers, parameters, workload,
@@ -357,7 +390,7 @@ def predictions(summary_path, model_path, run_paths, extra_run_paths, catalogue_
     return {"workload": workload, "reference": reference, "precision": precision,
             "epochs_to_target": target_epochs, "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
-            "catalogue_path": str(catalogue_path)}
+            "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths]}
 
 
 def ranked(catalogue, key):
