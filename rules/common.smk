@@ -45,7 +45,7 @@ RUN_FILES = {
 FIGURE_FILES = expand(
     "paper/build/figures/{name}.pdf",
     name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling", "allreduce",
-          "forward_fill", "predicted_measured", "roofline"],
+          "forward_fill", "predicted_measured", "roofline", "rent_pareto"],
 )
 # Only synthetic faces come with their true keypoints (data/raw/truth.npz).
 SYNTHETIC = config["data"]["source"] == "synthetic"

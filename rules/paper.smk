@@ -28,7 +28,7 @@ rule render_tex:
         model=f"{RESULTS}/model.json",
         runs=RUN_JSONS,
         forward_fill=FORWARD_FILL,
-        predictions=f"{PREDICTIONS}.json",
+        predicted=f"{PREDICTIONS}.json",
     output:
         TEX_FILES,
     params:
@@ -41,7 +41,7 @@ rule render_tex:
         "benchmarks/render_tex.tsv"
     shell:
         "python -m kpbench paper --summary {input.summary} --stats {input.stats} --model {input.model}"
-        " --runs {input.runs} --forward-fill {input.forward_fill} --predictions {input.predictions} --settings {params.settings:q}"
+        " --runs {input.runs} --forward-fill {input.forward_fill} --predictions {input.predicted} --settings {params.settings:q}"
         " --templates paper/templates"
         " --out paper/build > {log} 2>&1"
 

@@ -295,6 +295,28 @@ def predicted_measured(result, out_path):
     _save(fig, out_path)
 
 
+def rent_pareto(result, out_path):
+    """Predicted cost against time of the configured workload on today's catalogue, with the bands,
+    and the Pareto front joined."""
+    rows = [r for r in (result or {}).get("catalogue", []) if r["status"] == "current" and r["cost_usd"]]
+    if not rows:
+        _note("no predictions", out_path)
+        return
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    for r in rows:
+        ax.errorbar(r["train_s"], r["cost_usd"], xerr=[[r["train_s"] - r["train_s_low"]],
+                                                       [r["train_s_high"] - r["train_s"]]],
+                    fmt="o", markersize=3, color=COLOURS[SOURCE_OURS] if r["pareto"] else "#888888",
+                    elinewidth=0.5, capsize=0)
+        ax.annotate(r["instance_type"], (r["train_s"], r["cost_usd"]), fontsize=5, xytext=(2, 2),
+                    textcoords="offset points")
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["train_s"])
+    ax.plot([r["train_s"] for r in front], [r["cost_usd"] for r in front], "--", color=COLOURS[SOURCE_OURS],
+            linewidth=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="predicted training time (s)", ylabel="predicted cost (USD)")
+    _save(fig, out_path)
+
+
 def roofline(result, out_path):
     """The reference model's layers on each device's roofline: arithmetic intensity (FLOP/byte,
     forward and backward together) against attainable FLOP/s, compute-bound layers filled."""
@@ -353,4 +375,5 @@ def render_all(summary_path, samples_path, run_paths, model_path, scaling_refere
     predicted = read_json(predictions_path) if predictions_path else None
     predicted_measured(predicted, out_dir / "predicted_measured.pdf")
     roofline(predicted, out_dir / "roofline.pdf")
+    rent_pareto(predicted, out_dir / "rent_pareto.pdf")
     return best
