@@ -36,6 +36,8 @@ WEIGHT_BYTES = 4
 # over a host copy rate per vCPU (an estimate; it never binds for this workload, and the output says so).
 HOST_COPIES = 3
 HOST_COPY_BYTES_S_PER_VCPU = 5e9
+# The software the catalogue's predictions are for: this pipeline's, as its own runs measure it.
+TODAY = "kpbench, tf-keras"
 CATALOGUE_COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
                      "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
 
@@ -142,18 +144,25 @@ def _geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
-def calibrate(rows, klass):
-    """Efficiency for a device class from measured single-machine rows: the class's own rows, else
-    the same kind (CPU or GPU) in the same precision mode, else the same kind, else every row.
-    Returns (efficiency, what it came from, the rows used)."""
-    kind, mode = klass.split("-")[0].split("/")[0], klass.split("/")[1]
+def _kind(klass):
+    return klass.split("-")[0].split("/")[0]
+
+
+def calibrate(rows, klass, stack=None):
+    """Efficiency for a device class from measured single-machine rows: the class's own rows
+    (measured with `stack`, the software the prediction is for, where there are any), else the
+    same kind (CPU or GPU) in the same precision mode, else the same kind, else every row; each
+    level prefers rows of the same software. Returns (efficiency, level, the rows used)."""
+    kind, mode = _kind(klass), klass.split("/")[1]
     levels = (("class", lambda r: r["class"] == klass),
-              ("kind and precision", lambda r: r["class"].split("-")[0].split("/")[0] == kind
-               and r["class"].endswith("/" + mode)),
-              ("kind", lambda r: r["class"].split("-")[0].split("/")[0] == kind),
+              ("kind and precision", lambda r: _kind(r["class"]) == kind and r["class"].endswith("/" + mode)),
+              ("kind", lambda r: _kind(r["class"]) == kind),
               ("all", lambda r: True))
     for level, keep in levels:
         used = [r for r in rows if r["single"] and keep(r)]
+        same = [r for r in used if r["origin"] == stack]
+        if same:
+            used, level = same, f"{level}, same software"
         if used:
             return _geomean([r["efficiency"] for r in used]), level, [r["name"] for r in used]
     raise KpbenchError("no measured single-machine row to calibrate on")
@@ -186,7 +195,7 @@ def measured_rows(summary, runs, extra_runs, layers, parameters, reference):
             m = machine(device, count, record["precision"] or "float32", hardware["cpu_cores"], workers,
                         share=1.0 / workers if loopback else 1.0, bandwidth_bytes_s=sweeps.get(record["instance"]),
                         link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
-            seconds, origin = float(record["projected_train_s"]), "kpbench, tf-keras"
+            seconds, origin = float(record["projected_train_s"]), TODAY
         rows.append(_row(record["instance"], origin, m, seconds, layers, parameters, reference, latency))
     for run in extra_runs:
         hardware, timings = run["hardware"], run["timings"]
@@ -224,8 +233,7 @@ def naive_seconds(target, others):
     """What a user would do without the model: take the other measured single-machine rows of the
     same kind (CPU or GPU), scale each by the ratio of datasheet peak FLOP/s (and by the workers),
     and take the median."""
-    kind = target["class"].split("-")[0].split("/")[0]
-    refs = [r for r in others if r["single"] and r["class"].split("-")[0].split("/")[0] == kind] or \
+    refs = [r for r in others if r["single"] and _kind(r["class"]) == _kind(target["class"])] or \
            [r for r in others if r["single"]]
     return statistics.median(r["measured_s"] * r["peak_flops_s"] / target["peak_flops_s"] for r in refs)
 
@@ -236,7 +244,7 @@ def leave_one_out(rows, layers, parameters, reference, latency):
     results = []
     for index, target in enumerate(rows):
         others = rows[:index] + rows[index + 1:]
-        efficiency, level, used = calibrate(others, target["class"])
+        efficiency, level, used = calibrate(others, target["class"], target["origin"])
         assert target["name"] not in used
         predicted, detail = predict_seconds(target["machine"], layers, reference, parameters, efficiency, latency)
         naive = naive_seconds(target, others)
@@ -255,7 +263,7 @@ def error_summary(results):
     """Median and worst absolute percentage error, model against naive, per group and per class kind."""
     groups = {}
     for r in results:
-        kind = r["class"].split("-")[0].split("/")[0].upper()
+        kind = _kind(r["class"]).upper()
         for key in (r["group"], f"{r['group']}: {kind}"):
             groups.setdefault(key, []).append(r)
     return [{"group": key, "rows": len(members),
@@ -282,8 +290,8 @@ def band_for(results, klass):
     worst leave-one-out ratio of predicted to measured time, either way, among the single-machine
     rows of the same kind (CPU or GPU); of all of them where a kind has none. A ratio, not a
     percentage, because the worst misses are underpredictions by several times."""
-    kind = klass.split("-")[0].split("/")[0]
-    ratios = [(r["class"].split("-")[0].split("/")[0], abs(math.log(r["predicted_s"] / r["measured_s"])))
+    kind = _kind(klass)
+    ratios = [(_kind(r["class"]), abs(math.log(r["predicted_s"] / r["measured_s"])))
               for r in results if r["group"] == "single machine"]
     return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))
 
@@ -295,7 +303,7 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
     for entry in catalogue:
         m = machine(entry["device"], entry["devices"], precision, entry["vcpus"],
                     link_gbps=entry["interconnect_gbps"] or entry["network_gbps"])
-        efficiency, level, _ = calibrate(rows, device_peaks(m["device"], 1, precision)[2])
+        efficiency, level, _ = calibrate(rows, device_peaks(m["device"], 1, precision)[2], TODAY)
         seconds, detail = predict_seconds(m, layers, workload, parameters, efficiency, latency)
         band = band_for(results, detail["class"])
         per_epoch = seconds / workload["epochs"]
