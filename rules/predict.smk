@@ -18,7 +18,6 @@ rule predict:
         csv=f"{PREDICTIONS}.csv",
     params:
         settings=json.dumps(config, sort_keys=True),
-        results=RESULTS,
     conda:
         "../environment.yml"
     log:
@@ -26,6 +25,6 @@ rule predict:
     benchmark:
         "benchmarks/predict.tsv"
     shell:
-        "python -m kpbench predict --settings {params.settings:q} --results {params.results:q}"
+        "python -m kpbench predict --settings {params.settings:q} --summary {input.summary}"
         " --model {input.model} --runs {input.runs} --measured {input.measured}"
         " --catalogue {input.catalogue} --out {output.json} --csv {output.csv} > {log} 2>&1"

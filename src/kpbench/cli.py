@@ -104,7 +104,7 @@ def _predicted(config, args):
     """The model's predictions for the configured workload, from whatever has been measured so far."""
     from kpbench.predict import configured_workload, load_inputs, predictions
 
-    summary, model, reference, runs = load_inputs(config, args.results, args.model)
+    summary, model, reference, runs = load_inputs(config, args.results, args.model, args.summary)
     return predictions(summary, model, args.runs if args.runs is not None else runs, args.measured,
                        args.catalogue, configured_workload(config), reference,
                        config["training"].get("precision", "float32"))
@@ -181,6 +181,7 @@ def _remote_worker(args):
 def _prediction_inputs(p):
     p.add_argument("--results", type=Path, default=Path("results"),
                    help="results folder (summary.csv, model.json, runs/); the original study's rows alone if empty")
+    p.add_argument("--summary", type=Path, help="summary.csv (default: the results folder's)")
     p.add_argument("--model", type=Path, help="model.json (default: the results folder's, else made from the model)")
     p.add_argument("--runs", nargs="*", type=Path, help="our run.json files (default: the results folder's)")
     p.add_argument("--measured", nargs="*", type=Path, default=sorted(Path("bench/measured").glob("*/run.json")),

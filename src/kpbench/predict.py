@@ -347,9 +347,10 @@ def configured_workload(config):
                                      int(original["validation_images"]))}
 
 
-def load_inputs(config, results_dir, model_path=None):
+def load_inputs(config, results_dir, model_path=None, summary_path=None):
     """The summary (the original study's rows alone where nothing has run yet), the model
-    description (made from the model where results hold none) and our run.json paths."""
+    description (made from the model where results hold none) and our run.json paths; the
+    results folder's unless paths are given."""
     from kpbench.aggregate import SUMMARY_COLUMNS, load_summary, original_rows
     from kpbench.io import read_json
 
@@ -363,8 +364,9 @@ def load_inputs(config, results_dir, model_path=None):
         model = describe_model()
     original = config["original_study"]
     reference = {k: original[k] for k in ("epochs", "train_images", "validation_images", "batch_size")}
-    if (results_dir / "summary.csv").is_file():
-        summary = load_summary(results_dir / "summary.csv")
+    summary_path = Path(summary_path or results_dir / "summary.csv")
+    if summary_path.is_file():
+        summary = load_summary(summary_path)
         runs = sorted(str(p) for p in results_dir.glob("runs/*/r*/run.json"))
     else:
         import pandas as pd
