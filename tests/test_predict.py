@@ -107,6 +107,7 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
     assert types["g3s.xlarge"]["status"] == "retired" and not types["g3s.xlarge"]["pareto"]
     for row in result["catalogue"]:
         assert row["train_s_low"] < row["train_s"] < row["train_s_high"] and row["band"] > 1
+        assert 0 < row["mfu"] < 1
     assert any(r["pareto"] for r in result["catalogue"])
 
 

@@ -112,8 +112,8 @@ def machine(device, devices, precision, vcpus, workers=1, share=1.0, replicas=No
 
 
 def ideal_epoch_s(m, layers, workload, parameters, latency_s=0.0):
-    """Seconds of one epoch at efficiency 1 (device part), and the parts that do not scale with it:
-    (device seconds, fixed seconds: all-reduce, host-bound excess, details)."""
+    """One epoch at efficiency 1: (device seconds, input-pipeline seconds, all-reduce seconds,
+    details); only the device part scales with the efficiency."""
     batch = int(workload["batch_size"])
     flops_s, bytes_s, klass = device_peaks(m["device"], m["per_replica"], m["precision"])
     table = roofline(layer_costs(layers, batch, m["precision"]), flops_s, bytes_s)
@@ -296,7 +296,8 @@ def band_for(results, klass):
     return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))
 
 
-def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, epochs_to_target, latency):
+def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, epochs_to_target, latency,
+                      training_flops_per_image):
     """Every catalogue row: predicted images/s, time and cost of the workload and to the quality
     target, with the band [t / f, t × f] from the leave-one-out errors (band_for)."""
     out = []
@@ -309,11 +310,13 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
         per_epoch = seconds / workload["epochs"]
         to_target = per_epoch * epochs_to_target if epochs_to_target else None
         price = entry["usd_per_hour"]
+        images_per_s = workload["train_images"] * workload["epochs"] / seconds
+        peak_flops_s = device_peaks(m["device"], m["per_replica"] * m["replicas"], precision)[0]
         out.append({
             "instance_type": entry["instance_type"], "status": entry["status"], "device": entry["device"],
             "devices": entry["devices"], "vcpus": entry["vcpus"], "class": detail["class"],
             "calibrated_from": level, "efficiency": efficiency, "host_bound": detail["host_bound"],
-            "images_per_s": workload["train_images"] * workload["epochs"] / seconds,
+            "images_per_s": images_per_s, "mfu": images_per_s * training_flops_per_image / peak_flops_s,
             "train_s": seconds, "train_s_low": seconds / band, "train_s_high": seconds * band,
             "band": band, "usd_per_hour": price, "cost_usd": costs.run_cost_usd(seconds, price),
             "cost_usd_high": costs.run_cost_usd(seconds * band, price),
@@ -391,7 +394,7 @@ def predictions(summary, model, run_paths, extra_run_paths, catalogue_path, work
     results = leave_one_out(rows, layers, parameters, reference, latency)
     target_epochs = epochs_to_target(summary)
     catalogue = predict_catalogue(read_catalogue(catalogue_path), rows, results, layers, parameters, workload,
-                                  precision, target_epochs, latency)
+                                  precision, target_epochs, latency, model["training_flops_per_image"])
     rooflines = {}
     for device, count in (("AMD EPYC Zen 4 vCPU", 2), ("Tesla T4", 1)):
         flops_s, bytes_s, _ = device_peaks(device, count, "float32")
