@@ -26,6 +26,7 @@ if not CAMPAIGN:
     include: "rules/forward_fill.smk"
 
 
+include: "rules/predict.smk"
 include: "rules/figures.smk"
 include: "rules/paper.smk"
 

@@ -33,6 +33,8 @@ wildcard_constraints:
 # paper are built from that campaign's stored results; no data is fetched and nothing is trained.
 CAMPAIGN = config.get("campaign")
 RESULTS = f"{CAMPAIGN}/results" if CAMPAIGN else "results"
+# What kpbench.predict makes of them (.json and .csv); a campaign's stored results stay untouched.
+PREDICTIONS = "paper/build/predictions" if CAMPAIGN else "results/predictions"
 # Every instance runs `repeats` times, each repeat with its own seed (training.seed + repeat - 1).
 REPEATS = range(1, config["repeats"] + 1)
 RUN_JSONS = expand(f"{RESULTS}/runs/{{instance}}/r{{repeat}}/run.json", instance=INSTANCES, repeat=REPEATS)
@@ -43,7 +45,7 @@ RUN_FILES = {
 FIGURE_FILES = expand(
     "paper/build/figures/{name}.pdf",
     name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling", "allreduce",
-          "forward_fill"],
+          "forward_fill", "predicted_measured", "roofline", "rent_pareto"],
 )
 # Only synthetic faces come with their true keypoints (data/raw/truth.npz).
 SYNTHETIC = config["data"]["source"] == "synthetic"

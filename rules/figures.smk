@@ -10,6 +10,7 @@ rule render_figures:
         predictions=RUN_FILES["predictions.npz"],
         model=f"{RESULTS}/model.json",
         forward_fill=FORWARD_FILL,
+        predicted=f"{PREDICTIONS}.json",
     output:
         [report(path, category="Figures") for path in FIGURE_FILES],
     params:
@@ -23,4 +24,4 @@ rule render_figures:
     shell:
         "python -m kpbench figures --summary {input.summary} --samples {input.samples} --runs {input.runs}"
         " --model {input.model} --scaling-reference {params.reference:q} --forward-fill {input.forward_fill}"
-        " --out paper/build/figures > {log} 2>&1"
+        " --predictions {input.predicted} --out paper/build/figures > {log} 2>&1"

@@ -29,6 +29,7 @@ rule render_tex:
         model=f"{RESULTS}/model.json",
         runs=RUN_JSONS,
         forward_fill=FORWARD_FILL,
+        predicted=f"{PREDICTIONS}.json",
     output:
         TEX_FILES,
     params:
@@ -41,7 +42,7 @@ rule render_tex:
         "benchmarks/render_tex.tsv"
     shell:
         "python -m kpbench paper --summary {input.summary} --stats {input.stats} --model {input.model}"
-        " --runs {input.runs} --forward-fill {input.forward_fill} --settings {params.settings:q}"
+        " --runs {input.runs} --forward-fill {input.forward_fill} --predictions {input.predicted} --settings {params.settings:q}"
         " --templates paper/templates"
         " --out paper/build > {log} 2>&1"
 

@@ -2,6 +2,9 @@
 
 
 rule plan:
+    input:
+        model="results/model.json",
+        catalogue="config/catalogue.csv",
     output:
         "results/plan.json",
     params:
@@ -13,7 +16,8 @@ rule plan:
     benchmark:
         "benchmarks/plan.tsv"
     shell:
-        "python -m kpbench plan --settings {params.settings:q} --out {output} 2>&1 | tee {log}"
+        "python -m kpbench plan --settings {params.settings:q} --model {input.model} --catalogue {input.catalogue}"
+        " --out {output} 2>&1 | tee {log}"
 
 
 rule train:

@@ -80,14 +80,14 @@ def _figures(args):
     from kpbench.figures import render_all
 
     render_all(args.summary, args.samples, args.runs, args.model, args.scaling_reference, args.out,
-               forward_fill_path=args.forward_fill)
+               forward_fill_path=args.forward_fill, predictions_path=args.predictions)
 
 
 def _paper(args):
     from kpbench.paper import build_context, render
 
     context = build_context(args.summary, args.stats, args.model, args.runs, json.loads(args.settings),
-                            forward_fill_path=args.forward_fill)
+                            forward_fill_path=args.forward_fill, predictions_path=args.predictions)
     for path in render(args.templates, args.out, context):
         print(path)
 
@@ -100,6 +100,49 @@ def _store_campaign(args):
           f"  snakemake --cores 1 paper --configfile {folder}/config.yaml")
 
 
+def _predicted(config, args):
+    """The model's predictions for the configured workload, from whatever has been measured so far."""
+    from kpbench.predict import configured_workload, load_inputs, predictions
+
+    summary, model, reference, runs = load_inputs(config, args.results, args.model, args.summary)
+    return predictions(summary, model, args.runs if args.runs is not None else runs, args.measured,
+                       args.catalogue, configured_workload(config), reference,
+                       config["training"].get("precision", "float32"))
+
+
+def _predict(args):
+    from kpbench.io import write_json
+    from kpbench.predict import ranked, write_csv
+    from kpbench.settings import load_config
+
+    config = load_config(args.configfile) if args.configfile else json.loads(args.settings)
+    result = _predicted(config, args)
+    workload = result["workload"]
+    print(f"predicted for the {workload['name']} workload ({workload['train_images']:,} images x "
+          f"{workload['epochs']} epochs, batch {workload['batch_size']}, {result['precision']}); "
+          f"{result['epochs_to_target']} epochs to target (our measured runs); the truth lies within "
+          "[t / band, t x band] in leave-one-out")
+    for key, title in (("time_to_target_s", "time to target"), ("cost_to_target_usd", "cost to target")):
+        print(f"\nranked by {title}:")
+        print(f"{'instance':<14} {'device':<32} {'img/s':>9} {'train s':>9} {'band':>6} {'USD':>8} "
+              f"{'to target s':>11} {'USD to target':>13} {'(high)':>9}")
+        for row in ranked(result["catalogue"], key):
+            def fmt(value, spec):
+                return format(value, spec) if value is not None else "-"
+            print(f"{row['instance_type']:<14} {row['device']:<32} {row['images_per_s']:>9.1f} "
+                  f"{row['train_s']:>9.1f} {'x' + format(row['band'], '.2f'):>6} {fmt(row['cost_usd'], '.4f'):>8} "
+                  f"{fmt(row['time_to_target_s'], '.1f'):>11} {fmt(row['cost_to_target_usd'], '.4f'):>13} "
+                  f"{fmt(row['cost_to_target_usd_high'], '.4f'):>9}")
+    for error in result["errors"]:
+        print(f"leave-one-out, {error['group']} ({error['rows']} rows): median {100 * error['median']:.1f} %, "
+              f"worst {100 * error['worst']:.1f} % (naive peak-ratio: {100 * error['naive_median']:.1f} %, "
+              f"{100 * error['naive_worst']:.1f} %)")
+    if args.out:
+        write_json(args.out, result)
+    if args.csv:
+        write_csv(result["catalogue"], args.csv)
+
+
 def _plan(args):
     from kpbench.costs import plan, plan_table
     from kpbench.io import write_json
@@ -107,7 +150,9 @@ def _plan(args):
 
     config = load_config(args.configfile) if args.configfile else json.loads(args.settings)
     workload = {"name": config["workload"], **config["workloads"][config["workload"]]}
-    result = plan(config["instances"], workload, config["original_study"]["train_images"], config["aws"])
+    predicted = {row["instance_type"]: row for row in _predicted(config, args)["catalogue"]}
+    result = plan(config["instances"], workload, config["original_study"]["train_images"], config["aws"],
+                  predicted)
     print(plan_table(result))
     if not result["within_budget"]:
         raise KpbenchError(f"the plan costs {result['total_usd']:.2f} USD, over aws.budget_usd = "
@@ -131,6 +176,17 @@ def _remote_worker(args):
     from kpbench.remote import remote_worker
 
     remote_worker(args.bucket, args.prefix, args.workdir)
+
+
+def _prediction_inputs(p):
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="results folder (summary.csv, model.json, runs/); the original study's rows alone if empty")
+    p.add_argument("--summary", type=Path, help="summary.csv (default: the results folder's)")
+    p.add_argument("--model", type=Path, help="model.json (default: the results folder's, else made from the model)")
+    p.add_argument("--runs", nargs="*", type=Path, help="our run.json files (default: the results folder's)")
+    p.add_argument("--measured", nargs="*", type=Path, default=sorted(Path("bench/measured").glob("*/run.json")),
+                   help="further measured run.json files (default: bench/measured/*/run.json)")
+    p.add_argument("--catalogue", type=Path, default=Path("config/catalogue.csv"))
 
 
 def build_parser():
@@ -194,6 +250,7 @@ def build_parser():
     p.add_argument("--scaling-reference", required=True, help="original-study row the scaling model predicts")
     p.add_argument("--forward-fill", nargs="?", type=Path,
                    help="results/forward_fill.json (absent from campaigns stored before it existed)")
+    p.add_argument("--predictions", type=Path, help="predictions.json of `kpbench predict`")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_figures)
 
@@ -204,6 +261,7 @@ def build_parser():
     p.add_argument("--runs", nargs="+", required=True, type=Path)
     p.add_argument("--forward-fill", nargs="?", type=Path,
                    help="results/forward_fill.json (absent from campaigns stored before it existed)")
+    p.add_argument("--predictions", type=Path, help="predictions.json of `kpbench predict`")
     p.add_argument("--settings", required=True, help="configuration the text cites, as JSON")
     p.add_argument("--templates", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
@@ -215,7 +273,17 @@ def build_parser():
     source.add_argument("--configfile", **configfiles)
     source.add_argument("--settings", help="the validated configuration as JSON (the Snakemake rule's)")
     p.add_argument("--out", type=Path, help="write the plan as JSON (only when within budget)")
+    _prediction_inputs(p)
     p.set_defaults(func=_plan)
+
+    p = commands.add_parser("predict", help="every catalogue machine ranked by predicted time and cost to target")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--configfile", **configfiles)
+    source.add_argument("--settings", help="the validated configuration as JSON (the Snakemake rule's)")
+    _prediction_inputs(p)
+    p.add_argument("--out", type=Path, help="write the predictions and their validation as JSON")
+    p.add_argument("--csv", type=Path, help="write the predicted catalogue as CSV")
+    p.set_defaults(func=_predict)
 
     p = commands.add_parser("cleanup", help="terminate kpbench's EC2 instances and remove their runs' S3 prefixes")
     p.add_argument("--configfile", default=[Path("config/config.yaml")], **configfiles)

@@ -29,11 +29,13 @@ def projected_train_s(step_images_per_s, images, epochs, validation_s_per_epoch=
     return epochs * (images / step_images_per_s + validation_s_per_epoch)
 
 
-def plan(instances, workload, train_images, aws_config):
+def plan(instances, workload, train_images, aws_config, predicted=None):
     """What running the configured matrix on EC2 should cost: per remote instance, expected hours
     (boot and set-up, then the workload at its expected throughput, never past the maximum
-    lifetime after which an instance ends itself) × machines × USD/h. Rows without an expected
-    throughput are charged the maximum lifetime, the most they can cost."""
+    lifetime after which an instance ends itself) × machines × USD/h. A single machine without a
+    measured throughput (`expected_images_per_s`) takes kpbench.predict's prediction for its
+    instance type (`predicted`, by type), budgeted at the slow end of its error band; rows with
+    neither are charged the maximum lifetime, the most they can cost."""
     cap_s = float(aws_config["max_lifetime_h"]) * SECONDS_PER_HOUR
     images = min(int(workload.get("max_train_images") or train_images), int(train_images))
     rows = []
@@ -46,10 +48,16 @@ def plan(instances, workload, train_images, aws_config):
         elif instance["backend"] not in ("ec2", "ec2-cluster"):
             row["action"] = "runs on this machine: no AWS cost"
         else:
-            rate = instance.get("expected_images_per_s")
+            rate, action = instance.get("expected_images_per_s"), "launch"
+            guess = (predicted or {}).get(instance.get("instance_type")) if row["machines"] == 1 else None
+            if not rate and guess:
+                rate = guess["images_per_s"] / guess["band"]
+                row.update(predicted_images_per_s=guess["images_per_s"], band=guess["band"])
+                action = (f"launch (predicted {guess['images_per_s']:.0f} img/s, within x{guess['band']:.2f}: "
+                          "budgeted at the slow end)")
             seconds = cap_s if not rate else min(
                 cap_s, float(aws_config["boot_overhead_s"]) + images * int(workload["epochs"]) / float(rate))
-            row.update(action="launch" if rate else "launch (no expected throughput: charged the maximum lifetime)",
+            row.update(action=action if rate else "launch (no expected throughput: charged the maximum lifetime)",
                        hours=seconds / SECONDS_PER_HOUR, usd=run_cost_usd(seconds, row["usd_per_hour"]))
         rows.append(row)
     total = sum(row["usd"] for row in rows if row["usd"] is not None)

@@ -266,6 +266,82 @@ def forward_fill(result, out_path):
     _save(fig, out_path)
 
 
+def predicted_measured(result, out_path):
+    """Leave-one-out: each measured row's training time predicted without it, against the
+    measurement, for the model and the naive peak-ratio baseline; log-log with the diagonal."""
+    if not result:
+        _note("no predictions", out_path)
+        return
+    rows = result["validation"]
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    for key, marker, label, colour in (("predicted_s", "o", "roofline model", COLOURS[SOURCE_OURS]),
+                                       ("naive_s", "x", "naive peak ratio", "#888888")):
+        for group, fill in (("single machine", True), ("cluster", False)):
+            chosen = [r for r in rows if r["group"] == group]
+            style = ({"color": colour} if marker == "x" else
+                     {"facecolors": colour if fill else "none", "edgecolors": colour})
+            ax.scatter([r["measured_s"] for r in chosen], [r[key] for r in chosen], marker=marker, s=22,
+                       label=f"{label}, {group}", **style)
+    for r in rows:
+        ax.annotate(r["name"], (r["measured_s"], r["predicted_s"]), fontsize=5, xytext=(3, 2),
+                    textcoords="offset points")
+    values = [v for r in rows for v in (r["measured_s"], r["predicted_s"], r["naive_s"])]
+    low, high = min(values) / 2, max(values) * 2
+    ax.plot([low, high], [low, high], color="black", linewidth=0.6, linestyle="--")
+    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high),
+           xlabel="measured training time of the original study's workload (s)",
+           ylabel="predicted, leave-one-out (s)")
+    ax.legend(frameon=False, loc="upper left")
+    _save(fig, out_path)
+
+
+def rent_pareto(result, out_path):
+    """Predicted cost against time of the configured workload on today's catalogue, with the bands,
+    and the Pareto front joined."""
+    rows = [r for r in (result or {}).get("catalogue", []) if r["status"] == "current" and r["cost_usd"]]
+    if not rows:
+        _note("no predictions", out_path)
+        return
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    for r in rows:
+        ax.errorbar(r["train_s"], r["cost_usd"], xerr=[[r["train_s"] - r["train_s_low"]],
+                                                       [r["train_s_high"] - r["train_s"]]],
+                    fmt="o", markersize=3, color=COLOURS[SOURCE_OURS] if r["pareto"] else "#888888",
+                    elinewidth=0.5, capsize=0)
+        ax.annotate(r["instance_type"], (r["train_s"], r["cost_usd"]), fontsize=5, xytext=(2, 2),
+                    textcoords="offset points")
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["train_s"])
+    ax.plot([r["train_s"] for r in front], [r["cost_usd"] for r in front], "--", color=COLOURS[SOURCE_OURS],
+            linewidth=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="predicted training time (s)", ylabel="predicted cost (USD)")
+    _save(fig, out_path)
+
+
+def roofline(result, out_path):
+    """The reference model's layers on each device's roofline: arithmetic intensity (FLOP/byte,
+    forward and backward together) against attainable FLOP/s, compute-bound layers filled."""
+    if not result:
+        _note("no predictions", out_path)
+        return
+    devices = result["rooflines"]
+    fig, axes = plt.subplots(1, len(devices), figsize=(3.4 * len(devices), 3.0), sharey=False)
+    for ax, (device, roof) in zip(np.atleast_1d(axes), devices.items()):
+        layers = [layer for layer in roof["layers"] if layer["forward_s"] + layer["backward_s"] > 0]
+        intensity = np.array([layer["intensity"] for layer in layers])
+        ridge = roof["flops_s"] / roof["bytes_s"]
+        grid = np.logspace(np.log10(min(intensity.min(), ridge) / 2), np.log10(max(intensity.max(), ridge) * 2), 100)
+        ax.plot(grid, np.minimum(roof["flops_s"], grid * roof["bytes_s"]) / 1e9, color="black", linewidth=0.8)
+        attainable = np.minimum(roof["flops_s"], intensity * roof["bytes_s"]) / 1e9
+        compute = intensity >= ridge
+        ax.scatter(intensity[compute], attainable[compute], s=14, color=COLOURS[SOURCE_OURS], label="compute-bound")
+        ax.scatter(intensity[~compute], attainable[~compute], s=14, facecolors="none",
+                   edgecolors=COLOURS[SOURCE_OURS], label="memory-bound")
+        ax.set(xscale="log", yscale="log", xlabel="FLOP per byte moved", ylabel="attainable GFLOP/s",
+               title=f"{device} x {roof['devices']}")
+        ax.legend(frameon=False, loc="lower right")
+    _save(fig, out_path)
+
+
 def _best_run(histories):
     """The run whose last validation RMSE is lowest; a run that recorded none comes last."""
     def last_rmse(key):
@@ -275,7 +351,7 @@ def _best_run(histories):
 
 
 def render_all(summary_path, samples_path, run_paths, model_path, scaling_reference, out_dir,
-               forward_fill_path=None):
+               forward_fill_path=None, predictions_path=None):
     """All figures of the paper from the summary and every run's files (run.json paths given);
     our repeated runs appear as olympic means with their spread as error bars."""
     from kpbench.scaling import scaling_analysis
@@ -296,4 +372,8 @@ def render_all(summary_path, samples_path, run_paths, model_path, scaling_refere
     scaling(analysis, out_dir / "scaling.pdf")
     allreduce(analysis, out_dir / "allreduce.pdf")
     forward_fill(read_json(forward_fill_path) if forward_fill_path else None, out_dir / "forward_fill.pdf")
+    predicted = read_json(predictions_path) if predictions_path else None
+    predicted_measured(predicted, out_dir / "predicted_measured.pdf")
+    roofline(predicted, out_dir / "roofline.pdf")
+    rent_pareto(predicted, out_dir / "rent_pareto.pdf")
     return best

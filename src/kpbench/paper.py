@@ -183,9 +183,11 @@ def provenance(runs):
     return {"shared": shared, "varying": varying, "rows": rows, "prices": list(prices.values())}
 
 
-def build_context(summary_path, stats_path, model_path, run_paths, settings, forward_fill_path=None):
+def build_context(summary_path, stats_path, model_path, run_paths, settings, forward_fill_path=None,
+                  predictions_path=None):
     """Everything the templates print, gathered from stored results and the configuration (the
-    forward-fill measurement is None where a stored campaign predates it)."""
+    forward-fill measurement is None where a stored campaign predates it; so are the predictions
+    where none were made)."""
     summary = by_instance(load_summary(summary_path))
     runs = [read_run(p) for p in run_paths]
     ours = summary[summary["source"] == SOURCE_OURS]
@@ -226,6 +228,7 @@ def build_context(summary_path, stats_path, model_path, run_paths, settings, for
                         for run in runs if run_marks(run)],
         "quota_refusal": quota_refusal(),
         "forward_fill": read_json(forward_fill_path) if forward_fill_path else None,
+        "rent_today": read_json(predictions_path) if predictions_path else None,
     }
 
 

@@ -1,0 +1,30 @@
+# Predict before you rent: every catalogue machine's time and cost for the configured workload, from
+# the model's layers, the measured rows (ours, the original study's, bench/measured/) and their
+# leave-one-out validation (kpbench.predict). Reviewer mode predicts from the campaign's results.
+
+MEASURED_ELSEWHERE = sorted(str(p) for p in Path("bench/measured").glob("*/run.json"))
+
+
+rule predict:
+    input:
+        summary=f"{RESULTS}/summary.csv",
+        model=f"{RESULTS}/model.json",
+        runs=RUN_JSONS,
+        measured=MEASURED_ELSEWHERE,
+        catalogue="config/catalogue.csv",
+        original=config["original_study"]["csv"],
+    output:
+        json=f"{PREDICTIONS}.json",
+        csv=f"{PREDICTIONS}.csv",
+    params:
+        settings=json.dumps(config, sort_keys=True),
+    conda:
+        "../environment.yml"
+    log:
+        "logs/predict.log",
+    benchmark:
+        "benchmarks/predict.tsv"
+    shell:
+        "python -m kpbench predict --settings {params.settings:q} --summary {input.summary}"
+        " --model {input.model} --runs {input.runs} --measured {input.measured}"
+        " --catalogue {input.catalogue} --out {output.json} --csv {output.csv} > {log} 2>&1"

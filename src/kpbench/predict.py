@@ -1,0 +1,422 @@
+"""Predict before you rent: time and cost of the configured workload on every machine of the dated
+catalogue (config/catalogue.csv), validated by leave-one-out against every measured row.
+
+The model, per training image:
+  * every layer's forward and backward FLOPs and bytes moved (activations, weights, gradients),
+    counted from the model's layer table (results/model.json), and the optimiser's update;
+  * a roofline per layer: max(FLOPs / peak FLOP/s, bytes / memory bandwidth) against the device's
+    datasheet (or derived) peak for the precision used (kpbench.peaks);
+  * one achieved-efficiency factor per device class (CPU, GPU by generation, and precision mode),
+    calibrated as the geometric mean of ideal/measured time over the measured single-machine rows;
+  * the host-side input pipeline as its own term (copying each batch, overlapped by prefetch);
+  * several replicas add a ring all-reduce of the float32 gradients (kpbench.scaling) over the
+    row's link, at the latency the cluster runs measured.
+
+Validation holds each measured row out, calibrates on the rest and predicts it; the naive baseline
+a user would otherwise use scales the other measured rows by the ratio of datasheet peak FLOP/s.
+"""
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+from kpbench import KpbenchError, costs
+from kpbench.data import IMAGE_SIZE
+from kpbench.peaks import device_entry
+from kpbench.scaling import BYTES_PER_GRADIENT, cluster_fits, prediction_latency, ring_allreduce_s
+
+# FLOPs per output element of the element-wise layers layer_table counts as zero.
+ELEMENTWISE_FLOPS = {"BatchNormalization": 4, "MaxPooling2D": 3, "Dropout": 1, "Flatten": 0}
+# Adam per parameter and step: read weight, gradient, m, v; write weight, m, v (float32 each).
+ADAM_BYTES_PER_PARAMETER = 7 * 4
+ADAM_FLOPS_PER_PARAMETER = 10
+WEIGHT_BYTES = 4
+# The input pipeline copies each image (uint8 → float32 batch, then to the device): bytes per image
+# over a host copy rate per vCPU (an estimate; it never binds for this workload, and the output says so).
+HOST_COPIES = 3
+HOST_COPY_BYTES_S_PER_VCPU = 5e9
+# The software the catalogue's predictions are for: this pipeline's, as its own runs measure it.
+TODAY = "kpbench, tf-keras"
+CATALOGUE_COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
+                     "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
+
+
+def activation_bytes(precision):
+    return 4 if precision == "float32" else 2
+
+
+def layer_costs(layers, batch_size, precision="float32", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1)):
+    """Per layer of a Sequential model's layer table (kpbench.model.layer_table rows), per image:
+    forward and backward FLOPs and bytes. Weights are read once per step, so their bytes are shared
+    by the batch; backward reads the output gradient and the saved input, writes the input gradient,
+    reads the weights and writes their gradients (2 × forward FLOPs for the two gradients).
+    The optimiser's update follows as its own row."""
+    act = activation_bytes(precision)
+    rows, previous = [], math.prod(input_shape)
+    for layer in layers:
+        inputs, outputs = previous, math.prod(layer["output_shape"])
+        previous = outputs
+        flops = layer["flops"] + ELEMENTWISE_FLOPS.get(layer["type"], 0) * outputs
+        weights = layer["parameters"] * WEIGHT_BYTES / batch_size
+        if layer["type"] == "Flatten":  # a view: nothing moves
+            forward_bytes = backward_bytes = 0.0
+        else:
+            forward_bytes = act * (inputs + outputs) + weights
+            backward_bytes = act * (outputs + 2 * inputs) + 2 * weights
+        rows.append({"name": layer["name"], "type": layer["type"], "forward_flops": flops,
+                     "backward_flops": 2 * flops, "forward_bytes": forward_bytes, "backward_bytes": backward_bytes})
+    parameters = sum(layer["parameters"] for layer in layers)
+    rows.append({"name": "optimizer", "type": "Adam", "forward_flops": 0, "forward_bytes": 0.0,
+                 "backward_flops": ADAM_FLOPS_PER_PARAMETER * parameters / batch_size,
+                 "backward_bytes": ADAM_BYTES_PER_PARAMETER * parameters / batch_size})
+    return rows
+
+
+def device_peaks(device, count, precision):
+    """(FLOP/s, bytes/s, class) of `count` such devices at `precision` (mixed falls back to FP32
+    where a device has no faster path)."""
+    entry = device_entry(device)
+    if entry is None or entry.get("mem_gbs") is None:
+        raise KpbenchError(f"kpbench.peaks has no peak and bandwidth for device {device!r}")
+    tflops = entry["fp32"] if precision == "float32" else (entry["mixed"] or entry["fp32"])
+    mode = "fp32" if precision == "float32" or not entry["mixed"] else "mixed"
+    return tflops * 1e12 * count, entry["mem_gbs"] * 1e9 * count, f"{entry['class']}/{mode}"
+
+
+def roofline(costs_rows, flops_s, bytes_s):
+    """Each layer's ideal seconds per image, forward and backward, and which roof bounds it."""
+    out = []
+    for row in costs_rows:
+        result = {"name": row["name"], "type": row["type"]}
+        for phase in ("forward", "backward"):
+            compute, memory = row[f"{phase}_flops"] / flops_s, row[f"{phase}_bytes"] / bytes_s
+            result[f"{phase}_s"] = max(compute, memory)
+            result[f"{phase}_bound"] = "compute" if compute >= memory else "memory"
+        result["intensity"] = ((row["forward_flops"] + row["backward_flops"])
+                               / max(row["forward_bytes"] + row["backward_bytes"], 1e-30))
+        out.append(result)
+    return out
+
+
+def machine(device, devices, precision, vcpus, workers=1, share=1.0, replicas=None,
+            link_gbps=None, bandwidth_bytes_s=None):
+    """A machine as the model sees it: `devices` of `device` (vCPUs for a CPU; `share` of them when
+    workers split one machine), each GPU a replica; links for the all-reduce between replicas."""
+    entry = device_entry(device) or {}
+    is_cpu = (entry.get("class") or "").startswith("cpu")
+    return {"device": device, "devices": devices, "precision": precision, "vcpus": vcpus, "workers": workers,
+            "share": share, "replicas": replicas or (workers if is_cpu else devices * workers),
+            "per_replica": devices * share if is_cpu else 1, "link_gbps": link_gbps,
+            "bandwidth_bytes_s": bandwidth_bytes_s}
+
+
+def ideal_epoch_s(m, layers, workload, parameters, latency_s=0.0):
+    """One epoch at efficiency 1: (device seconds, input-pipeline seconds, all-reduce seconds,
+    details); only the device part scales with the efficiency."""
+    batch = int(workload["batch_size"])
+    flops_s, bytes_s, klass = device_peaks(m["device"], m["per_replica"], m["precision"])
+    table = roofline(layer_costs(layers, batch, m["precision"]), flops_s, bytes_s)
+    train_image_s = sum(r["forward_s"] + r["backward_s"] for r in table)
+    val_image_s = sum(r["forward_s"] for r in table if r["name"] != "optimizer")
+    host_image_s = IMAGE_SIZE * IMAGE_SIZE * 4 * HOST_COPIES / (HOST_COPY_BYTES_S_PER_VCPU * max(m["vcpus"] * m["share"], 1))
+    replicas = m["replicas"]
+    bandwidth = m["bandwidth_bytes_s"] or (m["link_gbps"] * 1e9 / 8 if m["link_gbps"] else None)
+    allreduce = (ring_allreduce_s(replicas, parameters * BYTES_PER_GRADIENT, bandwidth, latency_s)
+                 if replicas > 1 and bandwidth else 0.0)
+    steps = math.ceil(workload["train_images"] / (batch * replicas))
+    device_s = (workload["train_images"] * train_image_s + workload["validation_images"] * val_image_s) / replicas
+    host_s = workload["train_images"] * host_image_s / replicas
+    return device_s, host_s, steps * allreduce, {"class": klass, "table": table,
+                                                  "allreduce_s_per_step": allreduce, "allreduce_modelled":
+                                                  replicas == 1 or bandwidth is not None}
+
+
+def predict_seconds(m, layers, workload, parameters, efficiency, latency_s=0.0):
+    """Training seconds of the workload: device time at the class efficiency, overlapped with the
+    input pipeline (prefetch), plus the all-reduce, per epoch."""
+    device_s, host_s, allreduce_s, detail = ideal_epoch_s(m, layers, workload, parameters, latency_s)
+    epoch = max(device_s / efficiency, host_s) + allreduce_s
+    return workload["epochs"] * epoch, {**detail, "host_bound": host_s > device_s / efficiency}
+
+
+def _geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def _kind(klass):
+    return klass.split("-")[0].split("/")[0]
+
+
+def calibrate(rows, klass, stack=None):
+    """Efficiency for a device class from measured single-machine rows: the class's own rows
+    (measured with `stack`, the software the prediction is for, where there are any), else the
+    same kind (CPU or GPU) in the same precision mode, else the same kind, else every row; each
+    level prefers rows of the same software. Returns (efficiency, level, the rows used)."""
+    kind, mode = _kind(klass), klass.split("/")[1]
+    levels = (("class", lambda r: r["class"] == klass),
+              ("kind and precision", lambda r: _kind(r["class"]) == kind and r["class"].endswith("/" + mode)),
+              ("kind", lambda r: _kind(r["class"]) == kind),
+              ("all", lambda r: True))
+    for level, keep in levels:
+        used = [r for r in rows if r["single"] and keep(r)]
+        same = [r for r in used if r["origin"] == stack]
+        if same:
+            used, level = same, f"{level}, same software"
+        if used:
+            return _geomean([r["efficiency"] for r in used]), level, [r["name"] for r in used]
+    raise KpbenchError("no measured single-machine row to calibrate on")
+
+
+def measured_rows(summary, runs, extra_runs, layers, parameters, reference):
+    """Every measured row as the model sees it, with its measured seconds for the reference
+    workload (the original study's: its published train_s; ours projected from the steady-state
+    step rate and measured validation rate, as the summary does) and its ideal seconds."""
+    fits = cluster_fits(runs)
+    latency, _ = prediction_latency(fits)
+    sweeps = {f["instance"]: f["bandwidth_bytes_s"] for f in fits if f["bandwidth_resolved"]}
+    ours = {run["instance"]["name"]: run for run in runs}
+    rows = []
+    for record in summary.to_dict("records"):
+        if record["status"] != "measured" or _absent(record.get("projected_train_s")):
+            continue
+        workers = int(record["workers"] or 1)
+        if record["source"] == "original study":
+            gpus = int(record["gpus"] or 0)
+            device = record["gpu_model"] if gpus else f"{record['instance']} CPU"
+            m = machine(device, max(gpus // workers, 1), "float32", int(record["vcpus"]), workers, link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
+            seconds, origin = float(record["train_s"]), "original study (2019 software)"
+        else:
+            run = ours[record["instance"]]
+            hardware = run["hardware"]
+            device = ", ".join(hardware["gpu_names"]) if hardware["gpu_count"] else hardware.get("cpu_model")
+            loopback = run["instance"]["backend"] == "local-cluster"
+            count = hardware["gpu_count"] or hardware["cpu_cores"]
+            m = machine(device, count, record["precision"] or "float32", hardware["cpu_cores"], workers,
+                        share=1.0 / workers if loopback else 1.0, bandwidth_bytes_s=sweeps.get(record["instance"]),
+                        link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
+            seconds, origin = float(record["projected_train_s"]), TODAY
+        rows.append(_row(record["instance"], origin, m, seconds, layers, parameters, reference, latency))
+    for run in extra_runs:
+        hardware, timings = run["hardware"], run["timings"]
+        validation = timings.get("validation_s") or []
+        seconds = costs.projected_train_s(
+            timings["train_step_images_per_s"], reference["train_images"], reference["epochs"],
+            statistics.median(validation) * reference["validation_images"] / run["workload"]["validation_images"]
+            if validation else 0.0)
+        m = machine(", ".join(hardware["gpu_names"]) or hardware["cpu_model"],
+                    hardware["gpu_count"] or hardware["cpu_cores"], run["performance"]["precision"],
+                    hardware["cpu_cores"])
+        framework = (run.get("software") or {}).get("framework") or "tf-keras"
+        rows.append(_row(f"{run['instance']['name']} ({', '.join(hardware['gpu_names']) or 'CPU'})",
+                         f"kpbench, {framework}", m, seconds, layers, parameters, reference, latency))
+    return rows, latency
+
+
+def _absent(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _row(name, origin, m, seconds, layers, parameters, reference, latency):
+    device_s, _, allreduce_s, detail = ideal_epoch_s(m, layers, reference, parameters, latency)
+    single = m["workers"] == 1 and m["replicas"] == 1
+    flops_s, _, _ = device_peaks(m["device"], m["per_replica"] * m["replicas"], m["precision"])
+    images_per_s = reference["train_images"] * reference["epochs"] / seconds
+    return {"name": name, "origin": origin, "machine": m, "single": single, "class": detail["class"],
+            "measured_s": seconds, "ideal_s": reference["epochs"] * (device_s + allreduce_s),
+            "efficiency": reference["epochs"] * device_s / seconds if single else None,
+            "peak_flops_s": flops_s, "images_per_s": images_per_s,
+            "mfu": images_per_s * reference["training_flops_per_image"] / flops_s}
+
+
+def naive_seconds(target, others):
+    """What a user would do without the model: take the other measured single-machine rows of the
+    same kind (CPU or GPU), scale each by the ratio of datasheet peak FLOP/s (and by the workers),
+    and take the median."""
+    refs = [r for r in others if r["single"] and _kind(r["class"]) == _kind(target["class"])] or \
+           [r for r in others if r["single"]]
+    return statistics.median(r["measured_s"] * r["peak_flops_s"] / target["peak_flops_s"] for r in refs)
+
+
+def leave_one_out(rows, layers, parameters, reference, latency):
+    """Each measured row predicted from a calibration that never saw it, beside the naive baseline;
+    single-machine rows calibrate, clusters are only predicted."""
+    results = []
+    for index, target in enumerate(rows):
+        others = rows[:index] + rows[index + 1:]
+        efficiency, level, used = calibrate(others, target["class"], target["origin"])
+        assert target["name"] not in used
+        predicted, detail = predict_seconds(target["machine"], layers, reference, parameters, efficiency, latency)
+        naive = naive_seconds(target, others)
+        results.append({
+            "name": target["name"], "origin": target["origin"], "class": target["class"],
+            "group": "single machine" if target["single"] else "cluster", "measured_s": target["measured_s"],
+            "images_per_s": target["images_per_s"], "mfu": target["mfu"],
+            "efficiency": target["efficiency"], "calibrated_efficiency": efficiency, "calibrated_from": level,
+            "calibration_rows": used, "predicted_s": predicted, "error": predicted / target["measured_s"] - 1,
+            "naive_s": naive, "naive_error": naive / target["measured_s"] - 1,
+            "allreduce_modelled": detail["allreduce_modelled"]})
+    return results
+
+
+def error_summary(results):
+    """Median and worst absolute percentage error, model against naive, per group and per class kind."""
+    groups = {}
+    for r in results:
+        kind = _kind(r["class"]).upper()
+        for key in (r["group"], f"{r['group']}: {kind}"):
+            groups.setdefault(key, []).append(r)
+    return [{"group": key, "rows": len(members),
+             "median": statistics.median(abs(r["error"]) for r in members),
+             "worst": max(abs(r["error"]) for r in members),
+             "naive_median": statistics.median(abs(r["naive_error"]) for r in members),
+             "naive_worst": max(abs(r["naive_error"]) for r in members)} for key, members in groups.items()]
+
+
+def read_catalogue(path):
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = set(CATALOGUE_COLUMNS) - set(rows[0] if rows else {})
+    if missing:
+        raise KpbenchError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    number = lambda v: float(v) if v not in ("", None) else None  # noqa: E731
+    return [{**row, "vcpus": int(row["vcpus"]), "devices": int(row["devices"]),
+             "interconnect_gbps": number(row["interconnect_gbps"]), "network_gbps": number(row["network_gbps"]),
+             "usd_per_hour": number(row["usd_per_hour"])} for row in rows]
+
+
+def band_for(results, klass):
+    """The error band a prediction carries, as a factor f (the truth within [t / f, t × f]): the
+    worst leave-one-out ratio of predicted to measured time, either way, among the single-machine
+    rows of the same kind (CPU or GPU); of all of them where a kind has none. A ratio, not a
+    percentage, because the worst misses are underpredictions by several times."""
+    kind = _kind(klass)
+    ratios = [(_kind(r["class"]), abs(math.log(r["predicted_s"] / r["measured_s"])))
+              for r in results if r["group"] == "single machine"]
+    return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))
+
+
+def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, epochs_to_target, latency,
+                      training_flops_per_image):
+    """Every catalogue row: predicted images/s, time and cost of the workload and to the quality
+    target, with the band [t / f, t × f] from the leave-one-out errors (band_for)."""
+    out = []
+    for entry in catalogue:
+        m = machine(entry["device"], entry["devices"], precision, entry["vcpus"],
+                    link_gbps=entry["interconnect_gbps"] or entry["network_gbps"])
+        efficiency, level, _ = calibrate(rows, device_peaks(m["device"], 1, precision)[2], TODAY)
+        seconds, detail = predict_seconds(m, layers, workload, parameters, efficiency, latency)
+        band = band_for(results, detail["class"])
+        per_epoch = seconds / workload["epochs"]
+        to_target = per_epoch * epochs_to_target if epochs_to_target else None
+        price = entry["usd_per_hour"]
+        images_per_s = workload["train_images"] * workload["epochs"] / seconds
+        peak_flops_s = device_peaks(m["device"], m["per_replica"] * m["replicas"], precision)[0]
+        out.append({
+            "instance_type": entry["instance_type"], "status": entry["status"], "device": entry["device"],
+            "devices": entry["devices"], "vcpus": entry["vcpus"], "class": detail["class"],
+            "calibrated_from": level, "efficiency": efficiency, "host_bound": detail["host_bound"],
+            "images_per_s": images_per_s, "mfu": images_per_s * training_flops_per_image / peak_flops_s,
+            "train_s": seconds, "train_s_low": seconds / band, "train_s_high": seconds * band,
+            "band": band, "usd_per_hour": price, "cost_usd": costs.run_cost_usd(seconds, price),
+            "cost_usd_high": costs.run_cost_usd(seconds * band, price),
+            "time_to_target_s": to_target, "cost_to_target_usd": costs.run_cost_usd(to_target, price),
+            "cost_to_target_usd_high": costs.run_cost_usd(to_target * band if to_target else None, price),
+            "region": entry["region"], "price_date": entry["price_date"], "price_source": entry["price_source"],
+            "spec_source": entry["spec_source"], "spec_date": entry["spec_date"]})
+    for row in out:
+        row["pareto"] = row["status"] == "current" and not any(
+            o["status"] == "current" and o["train_s"] <= row["train_s"] and o["cost_usd"] <= row["cost_usd"]
+            and (o["train_s"] < row["train_s"] or o["cost_usd"] < row["cost_usd"]) for o in out)
+    return out
+
+
+def epochs_to_target(summary):
+    """Median epochs to the quality target over our single-worker runs of the configured workload
+    (None when none reached it); clusters train a larger global batch and are left out."""
+    ours = summary[(summary["source"] == "kpbench") & (summary["workers"].fillna(1).astype(int) == 1)]
+    reached = ours["epochs_to_target"].dropna().astype(float)
+    return float(statistics.median(reached)) if len(reached) else None
+
+
+def configured_workload(config):
+    """The configured workload in the model's terms: its images capped at the original study's."""
+    original = config["original_study"]
+    workload = config["workloads"][config["workload"]]
+    return {"name": config["workload"], "epochs": int(workload["epochs"]), "batch_size": int(workload["batch_size"]),
+            "train_images": min(int(workload.get("max_train_images") or original["train_images"]),
+                                int(original["train_images"])),
+            "validation_images": min(int(workload.get("max_val_images") or original["validation_images"]),
+                                     int(original["validation_images"]))}
+
+
+def load_inputs(config, results_dir, model_path=None, summary_path=None):
+    """The summary (the original study's rows alone where nothing has run yet), the model
+    description (made from the model where results hold none) and our run.json paths; the
+    results folder's unless paths are given."""
+    from kpbench.aggregate import SUMMARY_COLUMNS, load_summary, original_rows
+    from kpbench.io import read_json
+
+    results_dir = Path(results_dir)
+    model_path = Path(model_path or results_dir / "model.json")
+    if model_path.is_file():
+        model = read_json(model_path)
+    else:
+        from kpbench.model import describe_model
+
+        model = describe_model()
+    original = config["original_study"]
+    reference = {k: original[k] for k in ("epochs", "train_images", "validation_images", "batch_size")}
+    summary_path = Path(summary_path or results_dir / "summary.csv")
+    if summary_path.is_file():
+        summary = load_summary(summary_path)
+        runs = sorted(str(p) for p in results_dir.glob("runs/*/r*/run.json"))
+    else:
+        import pandas as pd
+
+        summary = pd.DataFrame(original_rows(original["csv"], {**reference, "price_date": None}),
+                               columns=SUMMARY_COLUMNS)
+        runs = []
+    return summary, model, reference, runs
+
+
+def predictions(summary, model, run_paths, extra_run_paths, catalogue_path, workload, reference,
+                precision="float32"):
+    """Everything `kpbench predict`, `plan`, the figures and the paper show (predictions.json)."""
+    from kpbench.aggregate import by_instance
+    from kpbench.records import read_run
+
+    layers, parameters = model["layers"], model["trainable_parameters"]
+    reference = {**reference, "training_flops_per_image": model["training_flops_per_image"]}
+    runs = [read_run(p) for p in run_paths]
+    rows, latency = measured_rows(by_instance(summary), runs, [read_run(p) for p in extra_run_paths], layers,
+                                  parameters, reference)
+    results = leave_one_out(rows, layers, parameters, reference, latency)
+    target_epochs = epochs_to_target(summary)
+    catalogue = predict_catalogue(read_catalogue(catalogue_path), rows, results, layers, parameters, workload,
+                                  precision, target_epochs, latency, model["training_flops_per_image"])
+    rooflines = {}
+    for device, count in (("AMD EPYC Zen 4 vCPU", 2), ("Tesla T4", 1)):
+        flops_s, bytes_s, _ = device_peaks(device, count, "float32")
+        rooflines[device] = {"devices": count, "flops_s": flops_s, "bytes_s": bytes_s,
+                             "layers": roofline(layer_costs(layers, int(workload["batch_size"])), flops_s, bytes_s)}
+    return {"workload": workload, "reference": reference, "precision": precision,
+            "epochs_to_target": target_epochs, "latency_s": latency, "validation": results,
+            "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
+            "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths]}
+
+
+def ranked(catalogue, key):
+    """Current rows ranked by `key` (rows without it last), for `kpbench predict`."""
+    return sorted((r for r in catalogue if r["status"] == "current"),
+                  key=lambda r: (r[key] is None, r[key] or 0.0))
+
+
+def write_csv(catalogue, path):
+    from kpbench.io import atomic_path
+
+    columns = list(catalogue[0])
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(catalogue)

@@ -1,0 +1,141 @@
+"""The prediction model (kpbench.predict): counts against hand-computed layers, the roofline on
+synthetic devices, leave-one-out that never sees the row it predicts, and the plan's use of it."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from kpbench import peaks, predict
+from kpbench.costs import plan
+
+REPO = Path(__file__).resolve().parents[1]
+CAMPAIGN = REPO / "campaigns" / "2026-11-25-default-x3"
+H200 = REPO / "bench" / "measured" / "2026-11-27-h200-keras3-jax" / "run.json"
+
+# A 4x4x1 input: Conv 3x3 to 2 channels ('same'), BN, Flatten, Dense 3.
+LAYERS = [
+    {"name": "conv", "type": "Conv2D", "output_shape": [4, 4, 2], "parameters": 20, "flops": 2 * 9 * 1 * 2 * 16},
+    {"name": "bn", "type": "BatchNormalization", "output_shape": [4, 4, 2], "parameters": 4, "flops": 0},
+    {"name": "flat", "type": "Flatten", "output_shape": [32], "parameters": 0, "flops": 0},
+    {"name": "dense", "type": "Dense", "output_shape": [3], "parameters": 99, "flops": 2 * 32 * 3},
+]
+
+
+def test_flops_and_bytes_match_hand_computed_layers():
+    rows = {r["name"]: r for r in predict.layer_costs(LAYERS, batch_size=4, input_shape=(4, 4, 1))}
+    conv = rows["conv"]
+    assert conv["forward_flops"] == 576 and conv["backward_flops"] == 1152
+    # float32 activations: input 16 + output 32 elements; 20 weights read once per batch of 4
+    assert conv["forward_bytes"] == pytest.approx(4 * (16 + 32) + 20 * 4 / 4)
+    # backward: read the output gradient and the saved input, write the input gradient; weights and their gradients
+    assert conv["backward_bytes"] == pytest.approx(4 * (32 + 2 * 16) + 2 * 20 * 4 / 4)
+    assert rows["bn"]["forward_flops"] == 4 * 32
+    assert rows["flat"]["forward_bytes"] == rows["flat"]["backward_bytes"] == 0
+    assert rows["dense"]["forward_bytes"] == pytest.approx(4 * (32 + 3) + 99)
+    assert rows["optimizer"]["backward_bytes"] == pytest.approx(28 * 123 / 4)
+    half = {r["name"]: r for r in predict.layer_costs(LAYERS, 4, "mixed_float16", (4, 4, 1))}
+    assert half["conv"]["forward_bytes"] == pytest.approx(2 * (16 + 32) + 20)  # weights stay float32
+
+
+def test_the_reference_models_counts_agree_with_its_layer_table():
+    model = json.loads((CAMPAIGN / "results" / "model.json").read_text())
+    rows = {r["name"]: r for r in predict.layer_costs(model["layers"], 64)}
+    assert rows["block1_conv2"]["forward_flops"] == 2 * 9 * 32 * 32 * 96 * 96
+    assert rows["block1_conv2"]["forward_bytes"] == pytest.approx(4 * 2 * 96 * 96 * 32 + 9248 * 4 / 64)
+    dense = [r for r in rows.values() if r["type"] in ("Conv2D", "Dense")]
+    assert sum(r["forward_flops"] for r in dense) == model["forward_flops_per_image"]
+
+
+def test_roofline_on_synthetic_devices(monkeypatch):
+    costs_rows = [{"name": "dense-math", "type": "X", "forward_flops": 1e6, "forward_bytes": 1e3,
+                   "backward_flops": 0, "backward_bytes": 0},
+                  {"name": "copy", "type": "Y", "forward_flops": 1e3, "forward_bytes": 1e6,
+                   "backward_flops": 0, "backward_bytes": 0}]
+    table = {r["name"]: r for r in predict.roofline(costs_rows, flops_s=1e9, bytes_s=1e8)}  # ridge: 10 FLOP/byte
+    assert table["dense-math"]["forward_bound"] == "compute" and table["dense-math"]["forward_s"] == pytest.approx(1e-3)
+    assert table["copy"]["forward_bound"] == "memory" and table["copy"]["forward_s"] == pytest.approx(1e-2)
+    monkeypatch.setitem(peaks.PEAKS, "Toy GPU", {"fp32": 2.0, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
+                                                 "kind": "datasheet", "source": "test"})
+    flops_s, bytes_s, klass = predict.device_peaks("Toy GPU", 2, "mixed_float16")
+    assert (flops_s, bytes_s, klass) == (4e12, 2e11, "gpu-toy/fp32")  # no faster path: FP32, FP32's class
+
+
+def _synthetic_rows(monkeypatch, measured):
+    for name in ("Toy A", "Toy B", "Toy C"):
+        monkeypatch.setitem(peaks.PEAKS, name, {"fp32": 1.0, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
+                                                "kind": "datasheet", "source": "test"})
+    reference = {"epochs": 2, "train_images": 128, "validation_images": 16, "batch_size": 4,
+                 "training_flops_per_image": 3 * 768}
+    rows = [predict._row(name, "test", predict.machine(name, 1, "float32", 4), seconds, LAYERS, 123, reference, 0.0)
+            for name, seconds in zip(("Toy A", "Toy B", "Toy C"), measured)]
+    return rows, reference
+
+
+def test_leave_one_out_never_uses_a_row_to_predict_itself(monkeypatch):
+    rows, reference = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0])
+    results = predict.leave_one_out(rows, LAYERS, 123, reference, 0.0)
+    for row, result in zip(rows, results):
+        assert row["name"] not in result["calibration_rows"] and len(result["calibration_rows"]) == 2
+    # A's prediction: its ideal time over the geometric mean of B's and C's efficiencies
+    expected = rows[0]["ideal_s"] / math.sqrt(rows[1]["efficiency"] * rows[2]["efficiency"])
+    assert results[0]["predicted_s"] == pytest.approx(expected)
+    # ... and does not move when A's own measurement does
+    moved, _ = _synthetic_rows(monkeypatch, [100.0, 2.0, 4.0])
+    assert predict.leave_one_out(moved, LAYERS, 123, reference, 0.0)[0]["predicted_s"] == pytest.approx(expected)
+    # identical devices: the naive peak ratio is the median of the others' times
+    assert results[0]["naive_s"] == pytest.approx(3.0)
+
+
+def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated():
+    from kpbench.predict import configured_workload, load_inputs, predictions
+    from kpbench.settings import load_config
+
+    config = load_config([REPO / "config" / "config.yaml", CAMPAIGN / "config.yaml"])
+    summary, model, reference, runs = load_inputs(config, CAMPAIGN / "results")
+    result = predictions(summary, model, runs, [H200], REPO / "config" / "catalogue.csv",
+                         configured_workload(config), reference)
+    names = [r["name"] for r in result["validation"]]
+    assert {"local", "local-2w", "c5.4xlarge", "g4dn.xlarge", "4x g4dn.xlarge"} <= set(names)
+    assert any("H200" in name for name in names) and len(names) == 9
+    assert all(r["mfu"] for r in result["validation"])  # this machine's CPU included
+    assert {r["group"] for r in result["errors"]} >= {"single machine", "cluster"}
+    types = {r["instance_type"]: r for r in result["catalogue"]}
+    for family in ("c7i", "c7a", "g4dn", "g5", "g6", "g6e", "p4d", "p5"):
+        assert any(t.startswith(family + ".") for t in types), family
+    assert types["g3s.xlarge"]["status"] == "retired" and not types["g3s.xlarge"]["pareto"]
+    for row in result["catalogue"]:
+        assert row["train_s_low"] < row["train_s"] < row["train_s_high"] and row["band"] > 1
+        assert 0 < row["mfu"] < 1
+    assert any(r["pareto"] for r in result["catalogue"])
+
+
+def test_plan_prices_unmeasured_rows_at_the_slow_end_of_the_prediction():
+    aws = {"max_lifetime_h": 4, "boot_overhead_s": 600, "budget_usd": 10}
+    workload = {"epochs": 10, "batch_size": 64, "max_train_images": None}
+    rows = [{"name": "new", "backend": "ec2", "instance_type": "g5.xlarge", "usd_per_hour": 1.0, "workers": 1},
+            {"name": "known", "backend": "ec2", "instance_type": "g5.xlarge", "usd_per_hour": 1.0, "workers": 1,
+             "expected_images_per_s": 1000.0},
+            {"name": "pair", "backend": "ec2-cluster", "instance_type": "g5.xlarge", "usd_per_hour": 1.0,
+             "workers": 2}]
+    result = plan(rows, workload, 6000, aws, {"g5.xlarge": {"images_per_s": 1000.0, "band": 2.0}})
+    new, known, pair = result["rows"]
+    assert new["hours"] == pytest.approx((600 + 6000 * 10 / 500.0) / 3600)  # 1000 img/s within x2: 500
+    assert "predicted 1000 img/s" in new["action"] and new["band"] == 2.0
+    assert known["hours"] == pytest.approx((600 + 6000 * 10 / 1000.0) / 3600)
+    assert pair["hours"] == 4  # a cluster is not a single machine's prediction: the lifetime cap
+
+
+def test_predict_command_writes_the_ranked_catalogue(tmp_path, capsys):
+    from kpbench.cli import main
+
+    out, table = tmp_path / "p.json", tmp_path / "p.csv"
+    assert main(["predict", "--configfile", str(REPO / "config" / "config.yaml"), str(CAMPAIGN / "config.yaml"),
+                 "--results", str(CAMPAIGN / "results"), "--measured", str(H200),
+                 "--catalogue", str(REPO / "config" / "catalogue.csv"), "--out", str(out), "--csv", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert "ranked by time to target" in printed and "ranked by cost to target" in printed
+    assert "leave-one-out, single machine" in printed and "p5.48xlarge" in printed
+    assert table.read_text().splitlines()[0].startswith("instance_type,")
+    assert json.loads(out.read_text())["validation"]
