@@ -107,12 +107,27 @@ def _plan(args):
 
     config = load_config(args.configfile) if args.configfile else json.loads(args.settings)
     workload = {"name": config["workload"], **config["workloads"][config["workload"]]}
-    result = plan(config["instances"], workload, config["original_study"]["train_images"], config["aws"])
+    result = plan(config["instances"], workload, config["original_study"]["train_images"], config["aws"],
+                  repeats=int(config.get("repeats", 1)))
     print(plan_table(result))
     if not result["within_budget"]:
         raise KpbenchError(f"the plan costs {result['total_usd']:.2f} USD, over aws.budget_usd = "
                            f"{result['budget_usd']:.2f}: nothing launched. Raise the budget, or run fewer "
                            "instances or a smaller workload.")
+    if args.out:
+        write_json(args.out, result)
+
+
+def _aws_setup(args):
+    from kpbench.aws import setup
+    from kpbench.io import write_json
+    from kpbench.settings import load_config
+
+    config = load_config(args.configfile) if args.configfile else json.loads(args.settings)
+    if not config["aws"].get("bucket"):
+        raise KpbenchError("aws-setup needs aws.bucket (an S3 bucket name of yours)")
+    result = setup(config["aws"])
+    print(f"bucket {result['bucket']} and instance profile {result['instance_profile']} ready in {result['region']}")
     if args.out:
         write_json(args.out, result)
 
@@ -216,6 +231,13 @@ def build_parser():
     source.add_argument("--settings", help="the validated configuration as JSON (the Snakemake rule's)")
     p.add_argument("--out", type=Path, help="write the plan as JSON (only when within budget)")
     p.set_defaults(func=_plan)
+
+    p = commands.add_parser("aws-setup", help="create (idempotently) the bucket, role and instance profile EC2 runs use")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--configfile", **configfiles)
+    source.add_argument("--settings", help="the validated configuration as JSON (the Snakemake rule's)")
+    p.add_argument("--out", type=Path, help="write what was set up as JSON")
+    p.set_defaults(func=_aws_setup)
 
     p = commands.add_parser("cleanup", help="terminate kpbench's EC2 instances and remove their runs' S3 prefixes")
     p.add_argument("--configfile", default=[Path("config/config.yaml")], **configfiles)

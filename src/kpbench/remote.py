@@ -77,7 +77,11 @@ class Exchange:
         while True:
             try:
                 return self.get_json(name)
-            except self.s3.exceptions.NoSuchKey:
+            except self.s3.exceptions.ClientError as error:
+                # Without s3:ListBucket on the key, S3 answers a missing key with 403, not 404
+                # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html#API_GetObject_RequestSyntax).
+                if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "AccessDenied", "403"):
+                    raise
                 if time.time() > deadline:
                     raise KpbenchError(f"{name} did not appear in s3://{self.bucket}/{self.prefix} "
                                        f"within {timeout_s:.0f} s") from None
@@ -114,8 +118,10 @@ def remote_worker(bucket, prefix, workdir):
     # What else used this instance while it trained; the chief's record is the run's.
     sampler = Sampler([process.pid], limits.get("max_foreign_cpu_share", DEFAULT_THRESHOLD)).start()
     try:
-        code = _supervise(process, out / PROGRESS_FILE, exchange, status_name, index,
-                          float(limits.get("stall_timeout_s", 600)))
+        stall = float(limits.get("stall_timeout_s", 600))
+        # Heartbeats well inside the stall limit: the launcher also judges an instance by its status's age.
+        code = _supervise(process, out / PROGRESS_FILE, exchange, status_name, index, stall,
+                          heartbeat_s=min(30.0, stall / 4))
     finally:
         contention = sampler.stop()
     print((workdir / "worker.log").read_text(errors="replace"), flush=True)
