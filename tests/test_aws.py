@@ -196,6 +196,25 @@ def secret_free(text):
     return SECRET_KEY not in text and ACCESS_KEY not in text
 
 
+S3_ACTIONS = {"HeadBucket": "ListBucket", "ListObjectsV2": "ListBucket", "HeadObject": "GetObject",
+              "DeleteObjects": "DeleteObject", "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject",
+              "CompleteMultipartUpload": "PutObject"}
+
+
+def policy_action(call):
+    """The IAM action of a botocore call such as `s3.HeadBucket`."""
+    service, operation = call.split(".", 1)
+    return f"{service}:{S3_ACTIONS.get(operation, operation) if service == 's3' else operation}"
+
+
+def run_policy_actions():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config/iam/run-policy.json")
+    with open(path) as handle:
+        statements = json.load(handle)["Statement"]
+    return {a for s in statements if s["Effect"] == "Allow" for a in ([s["Action"]] if isinstance(s["Action"], str)
+                                                                         else s["Action"])}
+
+
 # --- whole runs -------------------------------------------------------------------------------
 
 
@@ -203,6 +222,8 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
                                                                       player, capsys, monkeypatch):
     sent = []
     inject(monkeypatch, "provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(dict(params)))
+    calls = set()
+    inject(monkeypatch, "before-call", lambda event_name, **_: calls.add(event_name.split(".", 1)[1]))
     player()
     prices = {"ebs_gp3_usd_per_gb_month": 0.08, "public_ipv4_usd_per_hour": 0.005, "price_date": "2025-01-01"}
     run = run_instance(ec2_spec(prices=prices), tiny_dataset, tmp_path / "out")
@@ -235,6 +256,10 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
     behaviour = boto3.client("ec2").describe_instance_attribute(
         InstanceId=instance["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+
+    # Every call the launcher made is one the documented run policy grants (config/iam/run-policy.json).
+    assert not {c for c in calls if c.startswith("iam.")}
+    assert {policy_action(c) for c in calls} <= run_policy_actions(), calls
 
     # Teardown: no security group of the run, no S3 objects of the run.
     groups = boto3.client("ec2").describe_security_groups(
