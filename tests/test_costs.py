@@ -114,9 +114,40 @@ def test_plan_command_counts_the_configured_repeats(tmp_path):
         overlay.write_text(f"repeats: {repeats}\naws:\n  budget_usd: 100000\n")
         out = tmp_path / f"plan{repeats}.json"
         result = subprocess.run([sys.executable, "-m", "kpbench", "plan", "--configfile", "config/config.yaml",
-                                 "config/aws.yaml", str(overlay), "--out", str(out)],
+                                 "config/aws.yaml", str(overlay), "--out", str(out), "--no-quota-check"],
                                 capture_output=True, text=True, cwd=str(REPO))
         assert result.returncode == 0, result.stderr
         return json.loads(out.read_text())["total_usd"]
 
     assert total(3) == pytest.approx(3 * total(1))
+
+
+def test_plan_names_the_vcpu_quota_to_raise_before_anything_launches(monkeypatch, capsys):
+    """Moto has no Service Quotas: botocore's Stubber answers as the service does."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from kpbench import KpbenchError, aws, cli
+
+    client = boto3.client("service-quotas", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    stub = Stubber(client)
+    # 4x g4dn (4 vCPUs) + 2x g4dn + g4dn + g5 + g6, 2 repeats: (16 + 8 + 4 + 4 + 4) * 2 = 72 G vCPUs; c5: 32
+    stub.add_response("get_service_quota", {"Quota": {"QuotaCode": "L-DB2E81BA", "Value": 8.0}},
+                      {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA"})
+    stub.add_response("get_service_quota", {"Quota": {"QuotaCode": "L-1216C47A", "Value": 64.0}},
+                      {"ServiceCode": "ec2", "QuotaCode": "L-1216C47A"})
+    stub.activate()
+    monkeypatch.setattr(aws, "client", lambda boto, name: client)
+    monkeypatch.setattr(aws, "session", lambda config: None)
+    out = REPO / "results" / "never-written-plan.json"
+    monkeypatch.chdir(REPO)
+    with pytest.raises(KpbenchError) as refused:
+        args = cli.build_parser().parse_args(["plan", "--configfile", "config/config.yaml", "config/aws.yaml",
+                                              str(REPO / "tests" / "data" / "two-repeats.yaml"), "--out", str(out)])
+        args.func(args)
+    message = str(refused.value)
+    assert "'Running On-Demand G and VT instances' (L-DB2E81BA) in us-east-1 is 8 vCPUs" in message
+    assert "needs 72 at once" in message and "--desired-value 72" in message
+    assert "L-1216C47A" not in message  # 32 standard vCPUs fit the 64 allowed
+    assert not out.exists()
+    stub.assert_no_pending_responses()

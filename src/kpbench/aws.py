@@ -33,6 +33,49 @@ STANDARD_QUOTA = ("Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instan
 RETRYABLE = {"RequestLimitExceeded", "InvalidParameterValue", "IncorrectState"}
 
 
+# Spot vCPU quotas (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-on-demand-instances.html#ec2-on-demand-instances-limits
+# and the spot counterpart in https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/using-spot-limits.html).
+SPOT_VCPU_QUOTAS = {
+    "p": ("All P Spot Instance Requests", "L-7212CCBC"),
+    "g": ("All G and VT Spot Instance Requests", "L-3819A6DF"),
+    "v": ("All G and VT Spot Instance Requests", "L-3819A6DF"),
+}
+SPOT_STANDARD_QUOTA = ("All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests", "L-34B43A08")
+
+
+def vcpus_needed(instances, repeats=1):
+    """{(quota name, code): vCPUs} that the campaign holds at once at most: with enough Snakemake
+    cores every EC2 run of every repeat runs at the same time."""
+    needed = {}
+    for row in instances:
+        if row.get("backend") not in ("ec2", "ec2-cluster") or row.get("ec2_catalogue") == "retired":
+            continue
+        family = row["instance_type"][:1].lower()
+        quota = (SPOT_VCPU_QUOTAS.get(family, SPOT_STANDARD_QUOTA) if row.get("spot")
+                 else vcpu_quota(row["instance_type"]))
+        machines = int(row.get("workers", 1)) if row["backend"] == "ec2-cluster" else 1
+        needed[quota] = needed.get(quota, 0) + int(row.get("vcpus") or 0) * machines * int(repeats)
+    return needed
+
+
+def quota_shortfalls(quotas, needed, region):
+    """The vCPU quotas (Service Quotas, service ec2) below what the campaign needs at once, each as a
+    sentence that says which quota to raise and how; empty when all suffice."""
+    problems = []
+    for (name, code), vcpus in sorted(needed.items()):
+        try:
+            value = quotas.get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"]
+        except quotas.exceptions.NoSuchResourceException:
+            value = 0.0
+        if value < vcpus:
+            problems.append(
+                f"'{name}' ({code}) in {region} is {value:.0f} vCPUs, the campaign needs {vcpus} at once: raise it "
+                f"(Service Quotas console, Amazon EC2, or `aws service-quotas request-service-quota-increase "
+                f"--service-code ec2 --quota-code {code} --desired-value {vcpus} --region {region}`), or run "
+                "with fewer Snakemake cores")
+    return problems
+
+
 def vcpu_quota(instance_type):
     return VCPU_QUOTAS.get(instance_type[:1].lower(), STANDARD_QUOTA)
 

@@ -114,8 +114,27 @@ def _plan(args):
         raise KpbenchError(f"the plan costs {result['total_usd']:.2f} USD, over aws.budget_usd = "
                            f"{result['budget_usd']:.2f}: nothing launched. Raise the budget, or run fewer "
                            "instances or a smaller workload.")
+    if not args.no_quota_check:
+        _check_quotas(config, result)
     if args.out:
         write_json(args.out, result)
+
+
+def _check_quotas(config, result):
+    """Refuse a campaign whose vCPUs at once exceed the account's EC2 quotas, before anything launches."""
+    from kpbench import aws
+
+    needed = aws.vcpus_needed(config["instances"], int(config.get("repeats", 1)))
+    if not needed:
+        return
+    with aws.translated(region=config["aws"].get("region")):
+        quotas = aws.client(aws.session(config["aws"]), "service-quotas")
+        problems = aws.quota_shortfalls(quotas, needed, config["aws"].get("region"))
+    result["vcpus_needed"] = {code: vcpus for (_, code), vcpus in needed.items()}
+    if problems:
+        raise KpbenchError("the account's EC2 vCPU quotas are too low for this campaign; nothing launched:\n"
+                           + "\n".join(f"  {problem}" for problem in problems))
+    print("vCPU quotas suffice: " + ", ".join(f"{name} {vcpus}" for (name, _), vcpus in sorted(needed.items())))
 
 
 def _aws_setup(args):
@@ -229,7 +248,9 @@ def build_parser():
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--configfile", **configfiles)
     source.add_argument("--settings", help="the validated configuration as JSON (the Snakemake rule's)")
-    p.add_argument("--out", type=Path, help="write the plan as JSON (only when within budget)")
+    p.add_argument("--out", type=Path, help="write the plan as JSON (only when within budget and quotas)")
+    p.add_argument("--no-quota-check", action="store_true",
+                   help="skip the account's EC2 vCPU quota check (offline planning; needs no credentials)")
     p.set_defaults(func=_plan)
 
     p = commands.add_parser("aws-setup", help="create (idempotently) the bucket, role and instance profile EC2 runs use")
