@@ -739,3 +739,33 @@ def test_a_run_before_setup_says_what_to_run(aws_env, tiny_dataset, tmp_path):
     with pytest.raises(KpbenchError, match="kpbench aws-setup"):
         run_instance(ec2_spec(bucket="kpbench-never-set-up"), tiny_dataset, tmp_path / "out")
     assert all_instances() == []
+
+
+def test_cleanup_removes_groups_and_prefixes_of_runs_without_instances(aws_env):
+    """A launcher killed between creating its group (and uploading) and launching leaves a group and a
+    prefix but no instance: cleanup removes them once the run is an hour old, and never a young one's."""
+    ec2, s3 = boto3.client("ec2"), boto3.client("s3")
+    vpc = aws.group_vpc(ec2)
+    old, young = "gpu-20200101T000000Z-abc123", f"gpu-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-def456"
+    for run in (old, young):
+        aws.create_security_group(ec2, f"kpbench-{run}", run, vpc)
+        aws.put_private(s3, BUCKET, f"kpbench/{run}/input/spec.json", b"{}")
+    report = aws.cleanup(aws_config())
+    assert report["runs"] == [old] and len(report["security_groups"]) == 1 and report["s3_objects_removed"] == 1
+    left = ec2.describe_security_groups(Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])["SecurityGroups"]
+    assert [aws._tag(g, aws.TAG_RUN) for g in left] == [young]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="kpbench/")["Contents"]] == [
+        f"kpbench/{young}/input/spec.json"]
+    aws.cleanup(aws_config(), run_id=young)
+
+
+def test_cleanup_all_removes_what_setup_made_only_on_request(aws_env):
+    iam, s3 = boto3.client("iam"), boto3.client("s3")
+    assert "removed_setup" not in aws.cleanup(aws_config())
+    iam.get_instance_profile(InstanceProfileName="kpbench-instance")  # still there
+    report = aws.cleanup(aws_config(), everything=True)
+    assert report["removed_setup"] == ["instance profile kpbench-instance", "role kpbench-instance",
+                                       f"bucket {BUCKET}"]
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.get_role(RoleName="kpbench-instance")
+    assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]

@@ -496,28 +496,103 @@ def delete_security_group(ec2, group_id, wait_s=120):
             time.sleep(5)
 
 
-def cleanup(aws_config, run_id=None, expired_only=False, now=None):
+ORPHAN_AGE_S = 3600  # a run this old with no live instance is over (younger ones may be launching now)
+
+
+def run_started(run_id):
+    """When a run began, from its id (`<instance>-YYYYmmddTHHMMSSZ-<hex>`), or None."""
+    import re
+
+    found = re.search(r"-(\d{8}T\d{6}Z)-[0-9a-f]+$", run_id or "")
+    if not found:
+        return None
+    return dt.datetime.strptime(found.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+
+
+def cleanup(aws_config, run_id=None, expired_only=False, now=None, everything=False):
     """Terminate instances carrying the project's tag (all, one run's, or those past their expiry),
-    delete their runs' security groups, and remove their runs' S3 prefixes."""
+    delete their runs' security groups and S3 prefixes, and those of any run over an hour old that
+    has no live instance left (a launcher killed before its teardown). `everything` also removes
+    what `aws-setup` made: the instance profile, its role and (once empty) the bucket."""
     now = now or dt.datetime.now(dt.timezone.utc)
     boto = session(aws_config)
     with translated(region=aws_config.get("region")):
-        ec2, s3 = boto.client("ec2"), boto.client("s3")
+        ec2, s3 = client(boto, "ec2"), client(boto, "s3")
         filters = [{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]},
                    {"Name": "instance-state-name", "Values": LIVE_STATES}]
         if run_id:
             filters.append({"Name": f"tag:{TAG_RUN}", "Values": [run_id]})
-        found = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+        found = [i for page in ec2.get_paginator("describe_instances").paginate(Filters=filters)
+                 for r in page["Reservations"] for i in r["Instances"]]
         chosen = [i for i in found if not expired_only or _expired(i, now)]
         runs = {_tag(i, TAG_RUN) for i in chosen} | ({run_id} if run_id else set())
         terminate(ec2, [i["InstanceId"] for i in chosen])
-        groups = ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]}])
-        deleted_groups = [g["GroupId"] for g in groups["SecurityGroups"]
-                          if _tag(g, TAG_RUN) in runs and delete_security_group(ec2, g["GroupId"])]
-        objects = sum(delete_prefix(s3, aws_config["bucket"], f"{aws_config['prefix']}/{run}")
-                      for run in sorted(r for r in runs if r)) if aws_config.get("bucket") else 0
-    return {"terminated": sorted(i["InstanceId"] for i in chosen), "runs": sorted(r for r in runs if r),
-            "security_groups": deleted_groups, "s3_objects_removed": objects}
+        live = {_tag(i, TAG_RUN) for i in found if i not in chosen}
+
+        def orphan(run):
+            started = run_started(run)
+            return (run not in live and not run_id and started is not None
+                    and (now - started).total_seconds() > ORPHAN_AGE_S)
+
+        groups = [g for page in ec2.get_paginator("describe_security_groups").paginate(
+            Filters=[{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]}]) for g in page["SecurityGroups"]]
+        doomed = [g for g in groups if _tag(g, TAG_RUN) in runs or orphan(_tag(g, TAG_RUN))]
+        runs |= {_tag(g, TAG_RUN) for g in doomed}
+        deleted_groups = [g["GroupId"] for g in doomed if delete_security_group(ec2, g["GroupId"])]
+        objects = 0
+        if aws_config.get("bucket") and _bucket_exists(s3, aws_config["bucket"]):
+            bucket, prefix = aws_config["bucket"], aws_config["prefix"]
+            stored = {p["Prefix"][len(prefix) + 1:].rstrip("/")
+                      for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/",
+                                                                                Delimiter="/")
+                      for p in page.get("CommonPrefixes", [])}
+            runs |= {run for run in stored if orphan(run)}
+            objects = sum(delete_prefix(s3, bucket, f"{prefix}/{run}") for run in sorted(r for r in runs if r))
+        report = {"terminated": sorted(i["InstanceId"] for i in chosen), "runs": sorted(r for r in runs if r),
+                  "security_groups": deleted_groups, "s3_objects_removed": objects}
+        if everything:
+            report["removed_setup"] = remove_setup(aws_config, boto, s3)
+    return report
+
+
+def _bucket_exists(s3, bucket):
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return True
+    except s3.exceptions.ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise
+
+
+def remove_setup(aws_config, boto, s3):
+    """Undo `aws-setup` (only on request: `cleanup --all`): the instance profile, its role, and the
+    bucket when nothing but kpbench's prefix was in it."""
+    iam, name, removed = client(boto, "iam"), aws_config["instance_profile"], []
+    try:
+        profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+        for role in profile.get("Roles", []):
+            iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
+        iam.delete_instance_profile(InstanceProfileName=name)
+        removed.append(f"instance profile {name}")
+    except iam.exceptions.NoSuchEntityException:
+        pass
+    try:
+        for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=name, PolicyName=policy)
+        iam.delete_role(RoleName=name)
+        removed.append(f"role {name}")
+    except iam.exceptions.NoSuchEntityException:
+        pass
+    bucket = aws_config.get("bucket")
+    if bucket and _bucket_exists(s3, bucket):
+        delete_prefix(s3, bucket, aws_config["prefix"])
+        if s3.list_objects_v2(Bucket=bucket, MaxKeys=1).get("KeyCount", 0) == 0:
+            s3.delete_bucket(Bucket=bucket)
+            removed.append(f"bucket {bucket}")
+        else:
+            removed.append(f"bucket {bucket} kept: it holds objects kpbench did not make")
+    return removed
 
 
 def _tag(resource, key):

@@ -155,10 +155,13 @@ def _cleanup(args):
     from kpbench.aws import cleanup
     from kpbench.settings import load_config
 
-    report = cleanup(load_config(args.configfile)["aws"], run_id=args.run_id, expired_only=args.expired)
+    report = cleanup(load_config(args.configfile)["aws"], run_id=args.run_id, expired_only=args.expired,
+                     everything=args.all)
     print(f"terminated {len(report['terminated'])} instance(s) {' '.join(report['terminated'])}; removed "
           f"{len(report['security_groups'])} security group(s) and {report['s3_objects_removed']} S3 object(s) "
           f"of {len(report['runs'])} run(s)")
+    for line in report.get("removed_setup", []):
+        print(f"removed {line}" if "kept" not in line else line)
 
 
 def _remote_worker(args):
@@ -264,6 +267,8 @@ def build_parser():
     p.add_argument("--configfile", default=[Path("config/config.yaml")], **configfiles)
     p.add_argument("--run-id", help="only this run (as printed by the launcher)")
     p.add_argument("--expired", action="store_true", help="only instances past their kpbench:expires-at tag")
+    p.add_argument("--all", action="store_true",
+                   help="also remove what aws-setup made (instance profile, role, and the bucket if only kpbench's)")
     p.set_defaults(func=_cleanup)
 
     p = commands.add_parser("remote-worker", help="the training run on an EC2 instance (started by its user data)")
