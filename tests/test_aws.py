@@ -386,8 +386,44 @@ def test_failed_training_on_the_instance_reports_its_log(aws_env, tiny_dataset, 
 
 
 def test_failed_bootstrap_is_reported(aws_env, tiny_dataset, tmp_path, player):
-    player(python="/bin/false")  # no usable Python on the instance: the bundle cannot even be fetched
+    # No usable Python on the instance, and no working AWS CLI either: nothing can even be reported.
+    broken = tmp_path / "cli" / "aws"
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\nexit 127\n")
+    broken.chmod(0o755)
+    player(python="/bin/false", extra_env={"PATH": f"{broken.parent}:{os.environ['PATH']}"})
     with pytest.raises(KpbenchError, match="terminated without a result"):
+        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+
+
+AWS_CLI = """#!{python}
+# Plays the AWS CLI the Deep Learning AMIs ship: `aws s3 cp [--only-show-errors] [--sse AES256] SRC DST`.
+import sys, boto3
+args = [a for a in sys.argv[1:] if a not in ("s3", "cp", "--only-show-errors")]
+extra = None
+if "--sse" in args:
+    at = args.index("--sse")
+    extra = {{"ServerSideEncryption": args[at + 1]}}
+    del args[at:at + 2]
+source, target = args
+client = boto3.client("s3")
+if source.startswith("s3://"):
+    bucket, key = source[5:].split("/", 1)
+    client.download_file(bucket, key, target)
+else:
+    bucket, key = target[5:].split("/", 1)
+    client.upload_file(source, bucket, key, ExtraArgs=extra)
+"""
+
+
+def test_a_bootstrap_that_fails_before_python_is_ready_still_reports(aws_env, tiny_dataset, tmp_path, player):
+    """No usable Python on the instance: the AWS CLI uploads its log and a failed status."""
+    cli = tmp_path / "cli" / "aws"
+    cli.parent.mkdir()
+    cli.write_text(AWS_CLI.format(python=sys.executable))
+    cli.chmod(0o755)
+    player(python="/bin/false", extra_env={"PATH": f"{cli.parent}:{os.environ['PATH']}"})
+    with pytest.raises(KpbenchError, match=r"(?s)1 of 1 instance\(s\) failed.*exit status 1.*kpbench bootstrap on"):
         run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
 
 
@@ -509,7 +545,7 @@ def test_user_data_sets_the_lifetime_and_carries_no_credentials(monkeypatch):
     script = user_data("bucket-1", "kpbench/run-1", "eu-west-1", 1.5, gpus=1)
     assert script.startswith("#!/bin/bash\n")
     assert "export KPBENCH_MAX_MINUTES=90" in script
-    assert "tensorflow[and-cuda]==2.21.*" in script
+    assert "tensorflow[and-cuda]==2.21.0" in script and "numpy==2.4.6" in script  # the tested versions
     assert secret_free(script) and "AWS_SECRET" not in script and "AWS_ACCESS" not in script
     syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
     assert syntax.returncode == 0, syntax.stderr
@@ -769,3 +805,32 @@ def test_cleanup_all_removes_what_setup_made_only_on_request(aws_env):
     with pytest.raises(iam.exceptions.NoSuchEntityException):
         iam.get_role(RoleName="kpbench-instance")
     assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_the_group_goes_into_the_subnets_vpc_and_a_missing_default_vpc_is_explained(aws_env):
+    ec2 = boto3.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+    assert aws.group_vpc(ec2, subnet_id=subnet) == vpc  # not the default VPC: a group there would be refused
+    group = aws.ensure_security_group(ec2, "kpbench-sub", 12345, "run-s", subnet_id=subnet)
+    assert ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId"] == vpc
+    ec2.delete_security_group(GroupId=group)
+
+    class NoDefaultVpc:
+        def describe_vpcs(self, **_):
+            return {"Vpcs": []}
+
+    with pytest.raises(KpbenchError, match="no default VPC: set aws.subnet_id"):
+        aws.group_vpc(NoDefaultVpc())
+
+
+def test_the_root_volume_is_mapped_to_the_amis_own_root_device():
+    class Ec2:
+        def describe_images(self, ImageIds):
+            return {"Images": [{"ImageId": ImageIds[0], "RootDeviceName": "/dev/xvda"}]}
+
+    device = aws.root_device(Ec2(), "ami-1")
+    params = aws.launch_params(instance_type="g5.xlarge", count=1, ami="ami-1", user_data="", group_id="sg-1",
+                               profile_name="p", run_id="r", instance_name="x", max_lifetime_h=1, volume_gb=100,
+                               root_device=device)
+    assert params["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvda"

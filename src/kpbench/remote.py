@@ -27,13 +27,17 @@ from kpbench.guard import launcher_environment
 from kpbench.io import read_json, write_json
 from kpbench.train import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE, tf_config
 
-WORKER_PACKAGES = ["boto3", "numpy", "pandas", "tf-keras==2.21.*"]
+# The versions the project was tested with (its environment), so an instance trains with what was
+# tested. numpy 2.4 and pandas 3.1 need Python 3.11 or later: the Ubuntu 24.04 Deep Learning Base AMI
+# (Python 3.12), not the 22.04 one (Python 3.10); see config/aws.yaml.
+WORKER_PACKAGES = ["boto3==1.44.8", "numpy==2.4.6", "pandas==3.1.1", "tf-keras==2.21.0"]
+TENSORFLOW = "2.21.0"
 MANIFEST = "result/manifest.json"
 
 
 def user_data(bucket, prefix, region, max_lifetime_h, gpus):
     """The instance's bootstrap script: this run's settings, then the fixed body."""
-    tensorflow = "tensorflow[and-cuda]==2.21.*" if gpus else "tensorflow==2.21.*"
+    tensorflow = f"tensorflow[and-cuda]=={TENSORFLOW}" if gpus else f"tensorflow=={TENSORFLOW}"
     settings = {"KPBENCH_BUCKET": bucket, "KPBENCH_PREFIX": prefix, "AWS_DEFAULT_REGION": region,
                 "KPBENCH_MAX_MINUTES": str(max(1, int(max_lifetime_h * 60))),
                 "KPBENCH_PACKAGES": " ".join([tensorflow, *WORKER_PACKAGES])}
