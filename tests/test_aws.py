@@ -222,8 +222,14 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
                                                                       player, capsys, monkeypatch):
     sent = []
     inject(monkeypatch, "provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(dict(params)))
-    calls = set()
+    calls, unpinned = set(), []
     inject(monkeypatch, "before-call", lambda event_name, **_: calls.add(event_name.split(".", 1)[1]))
+
+    def pinned(params, model, event_name, **_):  # every bucket call names the bucket's owner
+        if "ExpectedBucketOwner" in model.input_shape.members and params.get("ExpectedBucketOwner") != "123456789012":
+            unpinned.append(event_name)
+
+    inject(monkeypatch, "before-parameter-build.s3", pinned)
     player()
     prices = {"ebs_gp3_usd_per_gb_month": 0.08, "public_ipv4_usd_per_hour": 0.005, "price_date": "2025-01-01"}
     run = run_instance(ec2_spec(prices=prices), tiny_dataset, tmp_path / "out")
@@ -259,7 +265,10 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
 
     # Every call the launcher made is one the documented run policy grants (config/iam/run-policy.json).
     assert not {c for c in calls if c.startswith("iam.")}
-    assert {policy_action(c) for c in calls} <= run_policy_actions(), calls
+    # (GetCallerIdentity needs no permission: https://docs.aws.amazon.com/STS/latest/APIReference/API_GetCallerIdentity.html)
+    assert {policy_action(c) for c in calls} - {"sts:GetCallerIdentity"} <= run_policy_actions(), calls
+    assert unpinned == [] and "s3.PutObject" in calls
+    assert "export KPBENCH_ACCOUNT=123456789012" in user_data_of(instance["InstanceId"])
 
     # Teardown: no security group of the run, no S3 objects of the run.
     groups = boto3.client("ec2").describe_security_groups(

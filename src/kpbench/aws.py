@@ -374,7 +374,24 @@ def client(boto, name):
     RequestLimitExceeded included: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html)."""
     from botocore.config import Config
 
-    return boto.client(name, config=Config(retries={"mode": "standard", "max_attempts": 8}))
+    made = boto.client(name, config=Config(retries={"mode": "standard", "max_attempts": 8}))
+    if name == "s3":
+        account = boto.client("sts").get_caller_identity()["Account"]
+        pin_bucket_owner(made, account)
+    return made
+
+
+def pin_bucket_owner(s3, account_id):
+    """Every S3 call that accepts it carries ExpectedBucketOwner: a bucket of the configured name that
+    belongs to another account is refused instead of being written to or read from
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-owner-condition.html)."""
+    def add(params, model, **_):
+        if "ExpectedBucketOwner" in model.input_shape.members and "ExpectedBucketOwner" not in params:
+            params["ExpectedBucketOwner"] = account_id
+
+    if account_id:
+        s3.meta.events.register("provide-client-params.s3", add)
+    return s3
 
 
 def client_token(run_id):

@@ -301,7 +301,8 @@ class Ec2Instances(Backend):
             params = aws.launch_params(
                 instance_type=self.instance_type, count=self.workers, ami=ami, group_id=self.group_id,
                 user_data=user_data(bucket, self.prefix, self.region, self.aws["max_lifetime_h"],
-                                    int(self.instance.get("gpus") or 0)),
+                                    int(self.instance.get("gpus") or 0),
+                                    boto.client("sts").get_caller_identity()["Account"]),
                 profile_name=self.aws["instance_profile"], run_id=self.run_id, instance_name=self.instance["name"],
                 max_lifetime_h=self.aws["max_lifetime_h"], subnet_id=self.aws.get("subnet_id"),
                 spot=bool(self.instance.get("spot")), volume_gb=self.aws.get("volume_gb"),

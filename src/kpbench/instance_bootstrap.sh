@@ -26,10 +26,11 @@ import os, sys, boto3
 op, key, path = sys.argv[1:4]
 client, bucket = boto3.client("s3"), os.environ["KPBENCH_BUCKET"]
 key = f"{os.environ['KPBENCH_PREFIX']}/{key}"
+owner = {"ExpectedBucketOwner": os.environ["KPBENCH_ACCOUNT"]} if os.environ.get("KPBENCH_ACCOUNT") else {}
 if op == "get":
-    client.download_file(bucket, key, path)
+    client.download_file(bucket, key, path, ExtraArgs=owner)
 else:
-    client.upload_file(path, bucket, key, ExtraArgs={"ServerSideEncryption": "AES256"})
+    client.upload_file(path, bucket, key, ExtraArgs={"ServerSideEncryption": "AES256", **owner})
 PY
     then
         return 0

@@ -35,11 +35,11 @@ TENSORFLOW = "2.21.0"
 MANIFEST = "result/manifest.json"
 
 
-def user_data(bucket, prefix, region, max_lifetime_h, gpus):
+def user_data(bucket, prefix, region, max_lifetime_h, gpus, account=""):
     """The instance's bootstrap script: this run's settings, then the fixed body."""
     tensorflow = f"tensorflow[and-cuda]=={TENSORFLOW}" if gpus else f"tensorflow=={TENSORFLOW}"
     settings = {"KPBENCH_BUCKET": bucket, "KPBENCH_PREFIX": prefix, "AWS_DEFAULT_REGION": region,
-                "KPBENCH_MAX_MINUTES": str(max(1, int(max_lifetime_h * 60))),
+                "KPBENCH_MAX_MINUTES": str(max(1, int(max_lifetime_h * 60))), "KPBENCH_ACCOUNT": account,
                 "KPBENCH_PACKAGES": " ".join([tensorflow, *WORKER_PACKAGES])}
     header = "#!/bin/bash\n" + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in settings.items())
     return header + (Path(__file__).parent / "instance_bootstrap.sh").read_text()
@@ -59,7 +59,11 @@ class Exchange:
     def __init__(self, bucket, prefix):
         import boto3
 
-        self.s3, self.bucket, self.prefix = boto3.client("s3"), bucket, prefix
+        from kpbench.aws import pin_bucket_owner
+
+        # The bucket must belong to the launcher's account (ExpectedBucketOwner on every call).
+        self.s3 = pin_bucket_owner(boto3.client("s3"), os.environ.get("KPBENCH_ACCOUNT"))
+        self.bucket, self.prefix = bucket, prefix
 
     def key(self, name):
         return f"{self.prefix}/{name}"
