@@ -599,4 +599,5 @@ def run_instance(spec, dataset, out_dir):
         raise KpbenchError("interrupted; every launched machine was torn down") from None
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(signum, handler)
