@@ -78,8 +78,9 @@ def train_threads(wildcards):
 
 
 def plan_input(wildcards):
-    """EC2 runs wait for the plan, which refuses a matrix over budget before anything launches."""
-    return ["results/plan.json"] if wildcards.instance in REMOTE else []
+    """EC2 runs wait for the plan, which refuses a matrix over budget before anything launches, and
+    for the account's set-up (rule aws_setup)."""
+    return ["results/plan.json", "results/aws-setup.json"] if wildcards.instance in REMOTE else []
 
 
 def original_reference():

@@ -20,6 +20,23 @@ rule plan:
         " --out {output} 2>&1 | tee {log}"
 
 
+# The account's long-lived resources (bucket, instance role and profile), made once before any EC2
+# run: parallel runs never race to create them, and need no IAM permission themselves.
+rule aws_setup:
+    output:
+        "results/aws-setup.json",
+    params:
+        settings=json.dumps(config, sort_keys=True),
+    conda:
+        "../environment.yml"
+    log:
+        "logs/aws_setup.log",
+    benchmark:
+        "benchmarks/aws_setup.tsv"
+    shell:
+        "python -m kpbench aws-setup --settings {params.settings:q} --out {output} 2>&1 | tee {log}"
+
+
 rule train:
     input:
         dataset="data/processed/dataset.npz",

@@ -29,6 +29,30 @@ BUCKET = "kpbench-test"
 AMI_PARAMETER = "/kpbench-test/ami-id"
 
 
+def _play_acls_disabled():
+    """Play what moto does not: a bucket whose Object Ownership is "bucket owner enforced" (the
+    default for new buckets since 2023) refuses any ACL but bucket-owner-full-control with
+    AccessControlListNotSupported
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/about-object-ownership.html).
+    The server runs in this process, so the launcher and the played instances both meet it."""
+    from moto.s3.exceptions import S3ClientError
+    from moto.s3.responses import S3Response
+
+    real = S3Response.put_object
+
+    def put_object(self):
+        acl = self.headers.get("x-amz-acl")
+        grants = [h for h in self.headers.keys() if h.lower().startswith("x-amz-grant-")]
+        rule = self.backend.get_bucket(self.bucket_name).ownership_rule
+        rule = rule.get("Rules", [{}])[0].get("ObjectOwnership") if isinstance(rule, dict) else rule
+        if (acl or grants) and acl != "bucket-owner-full-control" and rule in (None, "BucketOwnerEnforced"):
+            raise S3ClientError("AccessControlListNotSupported", "The bucket does not allow ACLs")
+        return real(self)
+
+    S3Response.put_object = put_object
+    return lambda: setattr(S3Response, "put_object", real)
+
+
 @pytest.fixture(scope="module")
 def moto_endpoint():
     from moto.server import ThreadedMotoServer
@@ -37,7 +61,9 @@ def moto_endpoint():
     port = free_ports(1)[0]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    restore = _play_acls_disabled()
     yield f"http://127.0.0.1:{port}"
+    restore()
     server.stop()
 
 
@@ -54,6 +80,7 @@ def aws_env(moto_endpoint, monkeypatch):
     ec2 = boto3.client("ec2")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     boto3.client("ssm").put_parameter(Name=AMI_PARAMETER, Value=image, Type="String")
+    aws.setup(aws_config())  # what `kpbench aws-setup` (the aws_setup rule) does once per account
     yield moto_endpoint
     assert live_instances() == [], "a test left instances running"
 
@@ -169,6 +196,25 @@ def secret_free(text):
     return SECRET_KEY not in text and ACCESS_KEY not in text
 
 
+S3_ACTIONS = {"HeadBucket": "ListBucket", "ListObjectsV2": "ListBucket", "HeadObject": "GetObject",
+              "DeleteObjects": "DeleteObject", "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject",
+              "CompleteMultipartUpload": "PutObject"}
+
+
+def policy_action(call):
+    """The IAM action of a botocore call such as `s3.HeadBucket`."""
+    service, operation = call.split(".", 1)
+    return f"{service}:{S3_ACTIONS.get(operation, operation) if service == 's3' else operation}"
+
+
+def run_policy_actions():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config/iam/run-policy.json")
+    with open(path) as handle:
+        statements = json.load(handle)["Statement"]
+    return {a for s in statements if s["Effect"] == "Allow" for a in ([s["Action"]] if isinstance(s["Action"], str)
+                                                                         else s["Action"])}
+
+
 # --- whole runs -------------------------------------------------------------------------------
 
 
@@ -176,30 +222,53 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
                                                                       player, capsys, monkeypatch):
     sent = []
     inject(monkeypatch, "provide-client-params.ec2.RunInstances", lambda params, **_: sent.append(dict(params)))
+    calls, unpinned = set(), []
+    inject(monkeypatch, "before-call", lambda event_name, **_: calls.add(event_name.split(".", 1)[1]))
+
+    def pinned(params, model, event_name, **_):  # every bucket call names the bucket's owner
+        if "ExpectedBucketOwner" in model.input_shape.members and params.get("ExpectedBucketOwner") != "123456789012":
+            unpinned.append(event_name)
+
+    inject(monkeypatch, "before-parameter-build.s3", pinned)
     player()
-    run = run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+    prices = {"ebs_gp3_usd_per_gb_month": 0.08, "public_ipv4_usd_per_hour": 0.005, "price_date": "2025-01-01"}
+    run = run_instance(ec2_spec(prices=prices), tiny_dataset, tmp_path / "out")
     output = capsys.readouterr()
 
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["history.csv", "predictions.npz", "run.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".costs", "history.csv", "predictions.npz",
+                                                                     "run.json"]
     assert len(run["timings"]["epoch_s"]) == 2 and run["metrics"]["val_rmse_px"] > 0
     assert run["contention"]["samples"] >= 2  # sampled on the instance, around its worker
     remote = run["remote"]
     assert len(remote["instance_ids"]) == 1 and remote["instance_type"] == "g4dn.xlarge"
+    # Per-second billing from "running" to termination, a minute at least; instance, gp3 volume
+    # (50 GB at 0.08 USD per GB and 30-day month) and public IPv4 address.
+    assert remote["billed_s"] >= 60 and remote["billed_s"] == int(remote["billed_s"])
     assert run["cost"]["hours"] == pytest.approx(remote["billed_s"] / 3600)
-    assert run["cost"]["usd"] == pytest.approx(remote["billed_s"] / 3600 * 0.526)
+    assert run["cost"]["usd"] == pytest.approx(remote["billed_s"] / 3600 * (0.526 + 50 * 0.08 / 720 + 0.005))
+    (bill,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / ".costs").iterdir()]
+    assert bill["outcome"] == "collected" and bill["usd"] == pytest.approx(run["cost"]["usd"])
 
     (instance,) = [i for i in all_instances() if i["InstanceId"] == remote["instance_ids"][0]]
     assert instance["State"]["Name"] == "terminated"
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
     assert instance["ClientToken"] == aws.client_token(remote["run_id"])
     (params,) = sent  # moto drops the profile association on termination: check what was asked
-    assert params["IamInstanceProfile"]["Arn"].endswith("instance-profile/kpbench-instance")
+    assert params["IamInstanceProfile"] == {"Name": "kpbench-instance"}
+    assert params["BlockDeviceMappings"][0]["DeviceName"] == aws.root_device(boto3.client("ec2"), instance["ImageId"])
     assert params["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
     assert tags["project"] == "kpbench" and tags[aws.TAG_RUN] == remote["run_id"] and aws.TAG_EXPIRES in tags
     behaviour = boto3.client("ec2").describe_instance_attribute(
         InstanceId=instance["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+
+    # Every call the launcher made is one the documented run policy grants (config/iam/run-policy.json).
+    assert not {c for c in calls if c.startswith("iam.")}
+    # (GetCallerIdentity needs no permission: https://docs.aws.amazon.com/STS/latest/APIReference/API_GetCallerIdentity.html)
+    assert {policy_action(c) for c in calls} - {"sts:GetCallerIdentity"} <= run_policy_actions(), calls
+    assert unpinned == [] and "s3.PutObject" in calls
+    assert "export KPBENCH_ACCOUNT=123456789012" in user_data_of(instance["InstanceId"])
 
     # Teardown: no security group of the run, no S3 objects of the run.
     groups = boto3.client("ec2").describe_security_groups(
@@ -215,7 +284,7 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
     user_data = user_data_of(instance["InstanceId"])
     assert "KPBENCH_BUCKET=kpbench-test" in user_data and secret_free(user_data)
     assert secret_free(output.out + output.err)
-    for path in [*(tmp_path / "out").iterdir(), *(tmp_path / "instances").rglob("*.log")]:
+    for path in [*(p for p in (tmp_path / "out").rglob("*") if p.is_file()), *(tmp_path / "instances").rglob("*.log")]:
         assert secret_free(path.read_bytes().decode(errors="replace")), path
 
 
@@ -321,11 +390,49 @@ def test_failed_training_on_the_instance_reports_its_log(aws_env, tiny_dataset, 
     with pytest.raises(KpbenchError, match=r"(?s)1 of 1 instance\(s\) failed.*exit status 3"):
         run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
     assert not (tmp_path / "out" / "run.json").exists()
+    (bill,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / ".costs").iterdir()]
+    assert bill["outcome"] == "failed" and bill["billed_s"] >= 60 and bill["usd"] > 0  # billed all the same
 
 
 def test_failed_bootstrap_is_reported(aws_env, tiny_dataset, tmp_path, player):
-    player(python="/bin/false")  # no usable Python on the instance: the bundle cannot even be fetched
+    # No usable Python on the instance, and no working AWS CLI either: nothing can even be reported.
+    broken = tmp_path / "cli" / "aws"
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\nexit 127\n")
+    broken.chmod(0o755)
+    player(python="/bin/false", extra_env={"PATH": f"{broken.parent}:{os.environ['PATH']}"})
     with pytest.raises(KpbenchError, match="terminated without a result"):
+        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+
+
+AWS_CLI = """#!{python}
+# Plays the AWS CLI the Deep Learning AMIs ship: `aws s3 cp [--only-show-errors] [--sse AES256] SRC DST`.
+import sys, boto3
+args = [a for a in sys.argv[1:] if a not in ("s3", "cp", "--only-show-errors")]
+extra = None
+if "--sse" in args:
+    at = args.index("--sse")
+    extra = {{"ServerSideEncryption": args[at + 1]}}
+    del args[at:at + 2]
+source, target = args
+client = boto3.client("s3")
+if source.startswith("s3://"):
+    bucket, key = source[5:].split("/", 1)
+    client.download_file(bucket, key, target)
+else:
+    bucket, key = target[5:].split("/", 1)
+    client.upload_file(source, bucket, key, ExtraArgs=extra)
+"""
+
+
+def test_a_bootstrap_that_fails_before_python_is_ready_still_reports(aws_env, tiny_dataset, tmp_path, player):
+    """No usable Python on the instance: the AWS CLI uploads its log and a failed status."""
+    cli = tmp_path / "cli" / "aws"
+    cli.parent.mkdir()
+    cli.write_text(AWS_CLI.format(python=sys.executable))
+    cli.chmod(0o755)
+    player(python="/bin/false", extra_env={"PATH": f"{cli.parent}:{os.environ['PATH']}"})
+    with pytest.raises(KpbenchError, match=r"(?s)1 of 1 instance\(s\) failed.*exit status 1.*kpbench bootstrap on"):
         run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
 
 
@@ -404,7 +511,7 @@ def test_retried_launch_reuses_its_client_token():
 
     stub = StubEc2()
     params = aws.launch_params(instance_type="g4dn.xlarge", count=1, ami="ami-1", user_data="#!/bin/bash",
-                               group_id="sg-1", profile_arn="arn:x", run_id="run-7", instance_name="x",
+                               group_id="sg-1", profile_name="p", run_id="run-7", instance_name="x",
                                max_lifetime_h=1)
     assert aws.run_instances(stub, params, pause_s=0) == [{"InstanceId": "i-1"}]
     assert len(stub.calls) == 2 and stub.calls[0]["ClientToken"] == stub.calls[1]["ClientToken"]
@@ -447,7 +554,7 @@ def test_user_data_sets_the_lifetime_and_carries_no_credentials(monkeypatch):
     script = user_data("bucket-1", "kpbench/run-1", "eu-west-1", 1.5, gpus=1)
     assert script.startswith("#!/bin/bash\n")
     assert "export KPBENCH_MAX_MINUTES=90" in script
-    assert "tensorflow[and-cuda]==2.21.*" in script
+    assert "tensorflow[and-cuda]==2.21.0" in script and "numpy==2.4.6" in script  # the tested versions
     assert secret_free(script) and "AWS_SECRET" not in script and "AWS_ACCESS" not in script
     syntax = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
     assert syntax.returncode == 0, syntax.stderr
@@ -504,6 +611,7 @@ def test_aws_matrix_plans_first_and_never_trains_retired_rows(tmp_path):
                      if line.strip().startswith("wildcards: instance="))
     assert trained == ["2x-g4dn.xlarge", "4x-g4dn.xlarge", "c5.4xlarge", "g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
     assert result.stdout.count("rule plan:") == 1
+    assert result.stdout.count("rule aws_setup:") == 1  # one set-up for every run: no races to create
 
 
 def test_an_ec2_row_without_an_instance_type_is_refused(tmp_path):
@@ -515,3 +623,223 @@ def test_an_ec2_row_without_an_instance_type_is_refused(tmp_path):
                              str(overlay)], cwd=root, capture_output=True, text=True)
     assert result.returncode != 0
     assert "instance gpu (backend ec2) needs instance_type" in result.stdout + result.stderr
+
+
+# --- what a real account does that moto does not (issue 12) ---------------------------------
+
+
+class _Raw:
+    def __init__(self, body):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+class Faults:
+    """Fault injection below botocore's retry layer: the first k calls of an EC2 operation get an
+    error answer, as EC2 gives them under eventual consistency or throttling
+    (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html)."""
+
+    def __init__(self, **plan):
+        self.left = {op: [code, k] for op, (code, k) in plan.items()}
+        self.hits = []
+
+    def __call__(self, request, event_name, **_):
+        from botocore.awsrequest import AWSResponse
+
+        op = event_name.rsplit(".", 1)[-1]
+        if op in self.left and self.left[op][1] > 0:
+            code = self.left[op][0]
+            self.left[op][1] -= 1
+            self.hits.append(op)
+            body = (f"<Response><Errors><Error><Code>{code}</Code><Message>injected</Message></Error></Errors>"
+                    "<RequestID>r-1</RequestID></Response>").encode()
+            return AWSResponse(request.url, 503 if code == "RequestLimitExceeded" else 400, {}, _Raw(body))
+        return None
+
+
+def test_objects_carry_no_acl_and_the_bucket_has_acls_disabled(aws_env):
+    s3 = boto3.client("s3")
+    controls = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]["Rules"]
+    assert controls == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    aws.put_private(s3, BUCKET, "kpbench/x/status/i-1.json", b"{}")  # refused with an ACL (the play above)
+    assert s3.head_object(Bucket=BUCKET, Key="kpbench/x/status/i-1.json")["ServerSideEncryption"] == "AES256"
+
+
+def test_eventual_consistency_and_throttling_are_retried(aws_env, tiny_dataset, tmp_path, player, monkeypatch):
+    faults = Faults(RunInstances=("RequestLimitExceeded", 1), CreateSecurityGroup=("RequestLimitExceeded", 1),
+                    AuthorizeSecurityGroupIngress=("InvalidGroup.NotFound", 2),
+                    DescribeInstances=("InvalidInstanceID.NotFound", 2),
+                    TerminateInstances=("InvalidInstanceID.NotFound", 2))
+    inject(monkeypatch, "before-send.ec2", faults)
+    player()
+    run = run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+    assert run["metrics"]["val_rmse_px"] > 0
+    assert sorted(set(faults.hits)) == sorted(faults.left) and all(k == 0 for _, k in faults.left.values())
+    assert boto3.client("ec2").describe_security_groups(
+        Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])["SecurityGroups"] == []
+    assert boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="kpbench/").get("KeyCount") == 0
+
+
+def test_a_group_refused_its_rule_is_still_deleted(aws_env, tiny_dataset, tmp_path, monkeypatch):
+    inject(monkeypatch, "before-send.ec2", Faults(AuthorizeSecurityGroupIngress=("UnauthorizedOperation", 99)))
+    with pytest.raises(KpbenchError, match="UnauthorizedOperation"):
+        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+    assert boto3.client("ec2").describe_security_groups(
+        Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])["SecurityGroups"] == []
+    assert all_instances() == []
+
+
+def test_a_second_signal_during_teardown_does_not_skip_termination(aws_env, tiny_dataset, tmp_path, monkeypatch,
+                                                                   capsys):
+    sent = []
+
+    def first(**_):  # Ctrl-C while the launcher waits for a status
+        if not sent:
+            sent.append(signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def second(**_):  # and SIGTERM just as the teardown terminates
+        if len(sent) == 1:
+            sent.append(signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    inject(monkeypatch, "after-call.s3.ListObjectsV2", first)
+    inject(monkeypatch, "before-call.ec2.TerminateInstances", second)
+    with pytest.raises(KpbenchError, match="interrupted"):
+        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+    assert sent == [signal.SIGINT, signal.SIGTERM]
+    assert "ignored until every machine is torn down" in capsys.readouterr().err
+    assert live_instances() == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_instance_that_never_reports_is_torn_down_at_the_boot_deadline(aws_env, tiny_dataset, tmp_path):
+    started = time.time()
+    with pytest.raises(KpbenchError, match=r"no status from instance\(s\) i-\w+ within 3 s of launch"):
+        run_instance(ec2_spec(boot_timeout_s=3, limits={"deadline_s": 90}), tiny_dataset, tmp_path / "out")
+    assert time.time() - started < 45
+    assert [i["State"]["Name"] for i in all_instances()] == ["terminated"]
+
+
+def test_a_silent_instance_is_judged_by_the_age_of_its_status(aws_env, tiny_dataset, tmp_path):
+    """The instance says it trains, last step 0 s ago, and then says nothing more."""
+    s3, stop = boto3.client("s3"), threading.Event()
+
+    def one_status():
+        while not stop.is_set():
+            for instance_id in live_instances():
+                (instance,) = [i for i in all_instances() if i["InstanceId"] == instance_id]
+                run_id = next(t["Value"] for t in instance["Tags"] if t["Key"] == aws.TAG_RUN)
+                s3.put_object(Bucket=BUCKET, Key=f"kpbench/{run_id}/status/{instance_id}.json", Body=json.dumps(
+                    {"phase": "training", "worker": 0, "time": time.time(), "last_step_age_s": 0}).encode())
+                return
+            time.sleep(0.2)
+
+    writer = threading.Thread(target=one_status, daemon=True)
+    writer.start()
+    started = time.time()
+    try:
+        with pytest.raises(KpbenchError, match=r"no status update from instance\(s\) i-\w+ for 3 s"):
+            run_instance(ec2_spec(limits={"stall_timeout_s": 3, "deadline_s": 90}), tiny_dataset, tmp_path / "out")
+    finally:
+        stop.set()
+        writer.join()
+    assert time.time() - started < 45
+
+
+def test_runs_need_no_iam_permission_after_setup(aws_env, tiny_dataset, tmp_path, monkeypatch):
+    def refuse(**_):
+        return _Refusal(), {"Error": {"Code": "AccessDenied", "Message": "no IAM for runs"}}
+
+    inject(monkeypatch, "before-call.iam", refuse)
+    inject(monkeypatch, "before-call.s3.CreateBucket", refuse)
+    with pytest.raises(KpbenchError, match="aws.boot_timeout_s"):  # it launched: only the player is missing
+        run_instance(ec2_spec(boot_timeout_s=1), tiny_dataset, tmp_path / "out")
+    assert [i["State"]["Name"] for i in all_instances()] == ["terminated"]
+
+
+def test_aws_setup_is_idempotent_and_safe_to_race(aws_env, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = aws_config(bucket="kpbench-fresh", instance_profile="kpbench-fresh")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: aws.setup(config), range(4)))
+    assert len({r["instance_profile_arn"] for r in results}) == 1
+    profile = boto3.client("iam").get_instance_profile(InstanceProfileName="kpbench-fresh")["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == ["kpbench-fresh"]
+    overlay = tmp_path / "aws.yaml"
+    overlay.write_text(f"aws:\n  bucket: kpbench-fresh\n  instance_profile: kpbench-fresh\n"
+                       f"  ami: {{ssm_parameter: {AMI_PARAMETER}}}\n")
+    result = subprocess.run([sys.executable, "-m", "kpbench", "aws-setup", "--configfile", "config/config.yaml",
+                             str(overlay), "--out", str(tmp_path / "setup.json")], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "setup.json").read_text())["bucket"] == "kpbench-fresh"
+    assert secret_free(result.stdout + result.stderr)
+
+
+def test_a_run_before_setup_says_what_to_run(aws_env, tiny_dataset, tmp_path):
+    with pytest.raises(KpbenchError, match="kpbench aws-setup"):
+        run_instance(ec2_spec(bucket="kpbench-never-set-up"), tiny_dataset, tmp_path / "out")
+    assert all_instances() == []
+
+
+def test_cleanup_removes_groups_and_prefixes_of_runs_without_instances(aws_env):
+    """A launcher killed between creating its group (and uploading) and launching leaves a group and a
+    prefix but no instance: cleanup removes them once the run is an hour old, and never a young one's."""
+    ec2, s3 = boto3.client("ec2"), boto3.client("s3")
+    vpc = aws.group_vpc(ec2)
+    old, young = "gpu-20200101T000000Z-abc123", f"gpu-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-def456"
+    for run in (old, young):
+        aws.create_security_group(ec2, f"kpbench-{run}", run, vpc)
+        aws.put_private(s3, BUCKET, f"kpbench/{run}/input/spec.json", b"{}")
+    report = aws.cleanup(aws_config())
+    assert report["runs"] == [old] and len(report["security_groups"]) == 1 and report["s3_objects_removed"] == 1
+    left = ec2.describe_security_groups(Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])["SecurityGroups"]
+    assert [aws._tag(g, aws.TAG_RUN) for g in left] == [young]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="kpbench/")["Contents"]] == [
+        f"kpbench/{young}/input/spec.json"]
+    aws.cleanup(aws_config(), run_id=young)
+
+
+def test_cleanup_all_removes_what_setup_made_only_on_request(aws_env):
+    iam, s3 = boto3.client("iam"), boto3.client("s3")
+    assert "removed_setup" not in aws.cleanup(aws_config())
+    iam.get_instance_profile(InstanceProfileName="kpbench-instance")  # still there
+    report = aws.cleanup(aws_config(), everything=True)
+    assert report["removed_setup"] == ["instance profile kpbench-instance", "role kpbench-instance",
+                                       f"bucket {BUCKET}"]
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.get_role(RoleName="kpbench-instance")
+    assert BUCKET not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_the_group_goes_into_the_subnets_vpc_and_a_missing_default_vpc_is_explained(aws_env):
+    ec2 = boto3.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+    assert aws.group_vpc(ec2, subnet_id=subnet) == vpc  # not the default VPC: a group there would be refused
+    group = aws.ensure_security_group(ec2, "kpbench-sub", 12345, "run-s", subnet_id=subnet)
+    assert ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId"] == vpc
+    ec2.delete_security_group(GroupId=group)
+
+    class NoDefaultVpc:
+        def describe_vpcs(self, **_):
+            return {"Vpcs": []}
+
+    with pytest.raises(KpbenchError, match="no default VPC: set aws.subnet_id"):
+        aws.group_vpc(NoDefaultVpc())
+
+
+def test_the_root_volume_is_mapped_to_the_amis_own_root_device():
+    class Ec2:
+        def describe_images(self, ImageIds):
+            return {"Images": [{"ImageId": ImageIds[0], "RootDeviceName": "/dev/xvda"}]}
+
+    device = aws.root_device(Ec2(), "ami-1")
+    params = aws.launch_params(instance_type="g5.xlarge", count=1, ami="ami-1", user_data="", group_id="sg-1",
+                               profile_name="p", run_id="r", instance_name="x", max_lifetime_h=1, volume_gb=100,
+                               root_device=device)
+    assert params["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvda"

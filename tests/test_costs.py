@@ -75,3 +75,79 @@ def test_plan_command_refuses_a_matrix_over_budget(tmp_path):
     assert "over aws.budget_usd = 1.00: nothing launched" in result.stderr
     assert "retired from EC2: not launched" in result.stdout and "4x-g4dn.xlarge" in result.stdout
     assert not out.exists()
+
+
+def test_plan_charges_every_repeat():
+    from kpbench.costs import plan
+
+    once = plan([_row("gpu", expected_images_per_s=1000.0)], WORKLOAD, 6000, AWS)
+    thrice = plan([_row("gpu", expected_images_per_s=1000.0)], WORKLOAD, 6000, AWS, repeats=3)
+    assert thrice["total_usd"] == pytest.approx(3 * once["total_usd"])
+    assert thrice["rows"][0]["runs"] == 3 and thrice["rows"][0]["hours"] == pytest.approx(3 * once["rows"][0]["hours"])
+
+
+def test_plan_and_runs_pay_for_the_volume_and_the_public_address_of_every_machine():
+    from kpbench.costs import ec2_usd_per_hour, plan
+
+    aws = {**AWS, "volume_gb": 100, "prices": {"ebs_gp3_usd_per_gb_month": 0.08, "public_ipv4_usd_per_hour": 0.005}}
+    extras = 100 * 0.08 / 720 + 0.005  # gp3 per GB and 30-day month, prorated; IPv4 per hour
+    assert ec2_usd_per_hour(_row("gpu", workers=2), aws) == pytest.approx(2 * (1.0 + extras))
+    (row,) = plan([_row("gpu", expected_images_per_s=1000.0, workers=2)], WORKLOAD, 6000, aws)["rows"]
+    seconds = 600 + 6000 * 100 / 1000.0
+    assert row["usd"] == pytest.approx(seconds / 3600 * 2 * (1.0 + extras))
+
+
+def test_billing_is_per_second_with_a_one_minute_minimum():
+    from kpbench.costs import billed_seconds
+
+    assert billed_seconds(5) == 60 and billed_seconds(0) == 60
+    assert billed_seconds(60.2) == 61 and billed_seconds(3600) == 3600
+
+
+def test_plan_command_counts_the_configured_repeats(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def total(repeats):
+        overlay = tmp_path / f"r{repeats}.yaml"
+        overlay.write_text(f"repeats: {repeats}\naws:\n  budget_usd: 100000\n")
+        out = tmp_path / f"plan{repeats}.json"
+        result = subprocess.run([sys.executable, "-m", "kpbench", "plan", "--configfile", "config/config.yaml",
+                                 "config/aws.yaml", str(overlay), "--out", str(out), "--no-quota-check"],
+                                capture_output=True, text=True, cwd=str(REPO))
+        assert result.returncode == 0, result.stderr
+        return json.loads(out.read_text())["total_usd"]
+
+    assert total(3) == pytest.approx(3 * total(1))
+
+
+def test_plan_names_the_vcpu_quota_to_raise_before_anything_launches(monkeypatch, capsys):
+    """Moto has no Service Quotas: botocore's Stubber answers as the service does."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from kpbench import KpbenchError, aws, cli
+
+    client = boto3.client("service-quotas", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    stub = Stubber(client)
+    # 4x g4dn (4 vCPUs) + 2x g4dn + g4dn + g5 + g6, 2 repeats: (16 + 8 + 4 + 4 + 4) * 2 = 72 G vCPUs; c5: 32
+    stub.add_response("get_service_quota", {"Quota": {"QuotaCode": "L-DB2E81BA", "Value": 8.0}},
+                      {"ServiceCode": "ec2", "QuotaCode": "L-DB2E81BA"})
+    stub.add_response("get_service_quota", {"Quota": {"QuotaCode": "L-1216C47A", "Value": 64.0}},
+                      {"ServiceCode": "ec2", "QuotaCode": "L-1216C47A"})
+    stub.activate()
+    monkeypatch.setattr(aws, "client", lambda boto, name: client)
+    monkeypatch.setattr(aws, "session", lambda config: None)
+    out = REPO / "results" / "never-written-plan.json"
+    monkeypatch.chdir(REPO)
+    with pytest.raises(KpbenchError) as refused:
+        args = cli.build_parser().parse_args(["plan", "--configfile", "config/config.yaml", "config/aws.yaml",
+                                              str(REPO / "tests" / "data" / "two-repeats.yaml"), "--out", str(out)])
+        args.func(args)
+    message = str(refused.value)
+    assert "'Running On-Demand G and VT instances' (L-DB2E81BA) in us-east-1 is 8 vCPUs" in message
+    assert "needs 72 at once" in message and "--desired-value 72" in message
+    assert "L-1216C47A" not in message  # 32 standard vCPUs fit the 64 allowed
+    assert not out.exists()
+    stub.assert_no_pending_responses()

@@ -25,7 +25,8 @@ from kpbench.guard import RunLock, launcher_environment
 from kpbench.train import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE, prepare_backup, tf_config
 
 BACKUP_DIR = ".backup"  # survives a failed run (Snakemake does not know it), so a rerun resumes
-LOG_GRACE_S = 60.0  # how long a finished EC2 run waits for its instances' logs
+LOG_GRACE_S = 60.0
+COSTS_DIR = ".costs"  # every EC2 run's bill, <run id>.json, failed runs' too (Snakemake does not know it)  # how long a finished EC2 run waits for its instances' logs
 
 
 def say(line):
@@ -262,7 +263,9 @@ class Ec2Instances(Backend):
         self.instance_type, self.region = self.instance["instance_type"], aws_config.get("region")
         self.instance_ids, self.group_id, self.run_id, self.prefix, self.clients = [], None, None, None, None
         self.launched = self.running_at = self.ami = None
-        self.phases = {}
+        self.phases, self.status_seen = {}, {}
+        self.boot_timeout_s = float(aws_config.get("boot_timeout_s", 1800))
+        self.terminated_at = self.outcome = None
 
     def _translated(self):
         from kpbench.aws import translated
@@ -277,31 +280,33 @@ class Ec2Instances(Backend):
 
         with self._translated():
             boto = aws.session(self.aws)
-            self.clients = {name: boto.client(name) for name in ("ec2", "s3", "ssm", "iam")}
+            self.clients = {name: aws.client(boto, name) for name in ("ec2", "s3", "ssm")}
             ec2, s3 = self.clients["ec2"], self.clients["s3"]
             bucket = self.aws["bucket"]
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             self.run_id = f"{self.instance['name']}-{stamp}-{secrets.token_hex(3)}"
             self.prefix = f"{self.aws['prefix']}/{self.run_id}"
+            self._check_setup(s3, bucket)
             print(f"run {self.run_id}: uploading code, data and spec to s3://{bucket}/{self.prefix}/input",
                   flush=True)
-            aws.ensure_bucket(s3, bucket, self.region)
             aws.put_private(s3, bucket, f"{self.prefix}/input/bundle.tar.gz", aws.code_bundle())
             s3.upload_file(str(self.dataset), bucket, f"{self.prefix}/input/dataset.npz", ExtraArgs=aws.SSE)
             aws.put_private(s3, bucket, f"{self.prefix}/input/spec.json",
                             json.dumps(self.spec, sort_keys=True).encode())
             ami = aws.resolve_ami(self.aws, ec2, self.clients["ssm"])
-            profile = aws.ensure_instance_profile(self.clients["iam"], self.aws["instance_profile"], bucket,
-                                                  self.aws["prefix"])
-            self.group_id = aws.ensure_security_group(ec2, f"kpbench-{self.run_id}", self.aws["worker_port"],
-                                                      self.run_id, self.aws.get("vpc_id"))
+            vpc = aws.group_vpc(ec2, self.aws.get("vpc_id"), self.aws.get("subnet_id"))
+            # The id is kept before the group is authorised: a refusal after this still has it deleted.
+            self.group_id = aws.create_security_group(ec2, f"kpbench-{self.run_id}", self.run_id, vpc)
+            aws.authorize_peers(ec2, self.group_id, self.aws["worker_port"])
             params = aws.launch_params(
                 instance_type=self.instance_type, count=self.workers, ami=ami, group_id=self.group_id,
                 user_data=user_data(bucket, self.prefix, self.region, self.aws["max_lifetime_h"],
-                                    int(self.instance.get("gpus") or 0)),
-                profile_arn=profile, run_id=self.run_id, instance_name=self.instance["name"],
+                                    int(self.instance.get("gpus") or 0),
+                                    boto.client("sts").get_caller_identity()["Account"]),
+                profile_name=self.aws["instance_profile"], run_id=self.run_id, instance_name=self.instance["name"],
                 max_lifetime_h=self.aws["max_lifetime_h"], subnet_id=self.aws.get("subnet_id"),
-                spot=bool(self.instance.get("spot")), volume_gb=self.aws.get("volume_gb"))
+                spot=bool(self.instance.get("spot")), volume_gb=self.aws.get("volume_gb"),
+                root_device=aws.root_device(ec2, ami))
             self.launched, self.ami = time.time(), ami
             launched = aws.run_instances(ec2, params)
             self.instance_ids = [i["InstanceId"] for i in sorted(launched, key=lambda i: i.get("AmiLaunchIndex", 0))]
@@ -315,6 +320,16 @@ class Ec2Instances(Backend):
                 aws.put_private(s3, bucket, f"{self.prefix}/input/cluster.json",
                                 json.dumps(cluster, sort_keys=True).encode())
                 print("cluster spec written: " + ", ".join(w["address"] for w in cluster["workers"]), flush=True)
+
+    def _check_setup(self, s3, bucket):
+        """The bucket and instance profile come from `kpbench aws-setup` (the aws_setup rule)."""
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except s3.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+                raise KpbenchError(f"bucket {bucket} does not exist: run `python -m kpbench aws-setup "
+                                   "--configfile ...` (the aws_setup rule) first") from None
+            raise
 
     def _wait_running(self, ec2):
         from kpbench.aws import describe
@@ -338,11 +353,18 @@ class Ec2Instances(Backend):
             time.sleep(float(self.aws["poll_s"]))
 
     def _statuses(self):
+        """{instance id: its latest status}; a status object's age is how long ago this launcher
+        first saw its current version (its own clock: no skew with S3's), not what the instance says."""
         s3, bucket = self.clients["s3"], self.aws["bucket"]
-        found = {}
-        for item in s3.list_objects_v2(Bucket=bucket, Prefix=f"{self.prefix}/status/").get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            found[Path(item["Key"]).stem] = json.loads(body)
+        found, now = {}, time.time()
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{self.prefix}/status/")
+        for item in (item for page in pages for item in page.get("Contents", [])):
+            instance_id = Path(item["Key"]).stem
+            seen = self.status_seen.get(instance_id)
+            if seen is None or seen[0] != item["ETag"]:
+                body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                seen = self.status_seen[instance_id] = (item["ETag"], now, json.loads(body))
+            found[instance_id] = {**seen[2], "status_age_s": now - seen[1]}
         return found
 
     def _exists(self, name):
@@ -379,6 +401,19 @@ class Ec2Instances(Backend):
                 if stalled:
                     raise KpbenchError(f"instance(s) {', '.join(stalled)} made no training progress for "
                                        f"{self.stall_timeout_s:.0f} s; stopped")
+                # An instance that stopped writing (hung, lost its network) says nothing: its status ages.
+                silent = [i for i, s in statuses.items()
+                          if s.get("phase") not in ("done", "failed") and s["status_age_s"] > self.stall_timeout_s]
+                if silent:
+                    raise KpbenchError(f"no status update from instance(s) {', '.join(silent)} for "
+                                       f"{self.stall_timeout_s:.0f} s (limits.stall_timeout_s); stopped")
+                if time.time() > self.launched + self.boot_timeout_s:
+                    mute = [i for i in self.instance_ids if i not in statuses]
+                    if mute:
+                        raise KpbenchError(f"no status from instance(s) {', '.join(mute)} within "
+                                           f"{self.boot_timeout_s:.0f} s of launch (aws.boot_timeout_s): the "
+                                           "bootstrap hung or failed before it could report\n"
+                                           + self._instance_log(mute[0]))
                 done = [i for i in self.instance_ids if statuses.get(i, {}).get("phase") == "done"]
                 if len(done) == self.workers and self._exists("result/manifest.json"):
                     # Each instance uploads its log on the way out: wait for it (briefly), so that the
@@ -411,7 +446,7 @@ class Ec2Instances(Backend):
 
     def collect(self):
         """The chief's files, checked against its manifest, with every worker's step times."""
-        from kpbench import costs
+        from kpbench import aws
         from kpbench.remote import MANIFEST, sha256
 
         with self._translated():
@@ -439,19 +474,41 @@ class Ec2Instances(Backend):
                             s3.download_file(bucket, key, str(staging / name))
                             per_worker.setdefault(name, []).append(read_json(staging / name))
                     merge_step_times(run, per_worker[STEPS_FILE], per_worker[ALLREDUCE_FILE])
-                billed_s = time.time() - self.launched
+                # The instances are done (and end themselves): their termination closes the bill.
+                self.terminated_at = aws.terminate(self.clients["ec2"], self.instance_ids)
+                bill = self._bill()
                 run["remote"] = {"run_id": self.run_id, "region": self.region, "ami": self.ami,
                                  "instance_type": self.instance_type, "instance_ids": self.instance_ids,
-                                 "launch_to_running_s": self.running_at - self.launched, "billed_s": billed_s}
-                # EC2 bills every instance from launch, boot and set-up included, not just the training.
-                run["cost"].update({"hours": billed_s / 3600,
-                                    "usd": costs.run_cost_usd(billed_s, run["cost"]["usd_per_hour"])})
+                                 "launch_to_running_s": self.running_at - self.launched,
+                                 "billed_s": bill["billed_s"]}
+                run["cost"].update({"hours": bill["hours"], "usd": bill["usd"], "usd_per_hour": bill["usd_per_hour"],
+                                    "instance_usd_per_hour": bill["instance_usd_per_hour"],
+                                    "extras_usd_per_hour": bill["extras_usd_per_hour"]})
                 write_json(staging / "run.json", run)
                 for name in RUN_FILES:
                     (staging / name).replace(self.out_dir / name)
+                self.outcome = "collected"
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return run
+
+    def _bill(self):
+        """What the run cost: EC2 bills each instance per second from "running" to its termination,
+        with a 60 s minimum; its gp3 volume and public IPv4 address for as long
+        (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html#instance-billing)."""
+        from kpbench import costs
+
+        if self.running_at is None:  # never ran: nothing billed for the instance hours
+            seconds = 0
+        else:
+            seconds = costs.billed_seconds((self.terminated_at or time.time()) - self.running_at)
+        per_hour = costs.ec2_usd_per_hour(self.instance, self.aws)
+        instance = costs.cluster_usd_per_hour(self.instance)
+        return {"run_id": self.run_id, "instance_ids": self.instance_ids, "billed_s": seconds,
+                "hours": seconds / costs.SECONDS_PER_HOUR, "usd_per_hour": per_hour,
+                "instance_usd_per_hour": instance,
+                "extras_usd_per_hour": None if per_hour is None else per_hour - instance,
+                "usd": costs.run_cost_usd(seconds, per_hour), "prices": self.aws.get("prices")}
 
     def teardown(self):
         """Terminate every instance, then remove the run's security group and (unless kept) its S3
@@ -465,7 +522,7 @@ class Ec2Instances(Backend):
         try:
             if self.instance_ids:
                 print(f"terminating {', '.join(self.instance_ids)}", flush=True)
-                aws.terminate(ec2, self.instance_ids)
+                self.terminated_at = aws.terminate(ec2, self.instance_ids)
         except Exception as error:  # noqa: BLE001 - teardown must go on, and name what is left
             problems.append(f"instances {', '.join(self.instance_ids)} may still run ({error}); "
                             f"run `python -m kpbench cleanup --run-id {self.run_id}`")
@@ -479,6 +536,13 @@ class Ec2Instances(Backend):
         except Exception as error:  # noqa: BLE001
             problems.append(f"cleanup of run {self.run_id} incomplete ({error}); run `python -m kpbench cleanup "
                             f"--run-id {self.run_id}`")
+        try:  # every run's cost is kept, a failed one's too: it was billed all the same
+            if self.instance_ids:
+                bill = {**self._bill(), "outcome": self.outcome or "failed", "instance": self.instance["name"]}
+                write_json(self.out_dir / COSTS_DIR / f"{self.run_id}.json", bill)
+                print(f"run {self.run_id} cost {bill['usd'] or 0:.4f} USD ({bill['billed_s']} s billed)", flush=True)
+        except Exception as error:  # noqa: BLE001
+            problems.append(f"cost of run {self.run_id} not recorded ({error})")
         for problem in problems:
             print(f"WARNING: {problem}", file=sys.stderr, flush=True)
 
@@ -506,12 +570,20 @@ def _stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _during_teardown(signum, frame):
+    say(f"signal {signum} during teardown: ignored until every machine is torn down")
+
+
 def run_instance(spec, dataset, out_dir):
     """Launch, wait and collect one instance's run; tear everything down whatever happens, also when
-    Snakemake or the user stops the job (SIGTERM and Ctrl-C both reach the teardown)."""
+    Snakemake or the user stops the job (SIGTERM and Ctrl-C both reach the teardown, and a second
+    one during the teardown cannot cut it short)."""
     backend = make_backend(spec, dataset, out_dir)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if in_main_thread else None
+    previous = {}
+    if in_main_thread:
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         with RunLock(out_dir):  # one launcher per run folder: its checkpoint has one writer
             try:
@@ -519,9 +591,13 @@ def run_instance(spec, dataset, out_dir):
                 backend.wait()
                 return backend.collect()
             finally:
+                if in_main_thread:
+                    for signum in previous:
+                        signal.signal(signum, _during_teardown)
                 backend.teardown()
     except KeyboardInterrupt:
-        raise KpbenchError("interrupted; every launched machine is being torn down") from None
+        raise KpbenchError("interrupted; every launched machine was torn down") from None
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            if handler is not None:  # None: installed outside Python, cannot be put back
+                signal.signal(signum, handler)

@@ -152,12 +152,45 @@ def _plan(args):
     workload = {"name": config["workload"], **config["workloads"][config["workload"]]}
     predicted = {row["instance_type"]: row for row in _predicted(config, args)["catalogue"]}
     result = plan(config["instances"], workload, config["original_study"]["train_images"], config["aws"],
-                  predicted)
+                  predicted, repeats=int(config.get("repeats", 1)))
     print(plan_table(result))
     if not result["within_budget"]:
         raise KpbenchError(f"the plan costs {result['total_usd']:.2f} USD, over aws.budget_usd = "
                            f"{result['budget_usd']:.2f}: nothing launched. Raise the budget, or run fewer "
                            "instances or a smaller workload.")
+    if not args.no_quota_check:
+        _check_quotas(config, result)
+    if args.out:
+        write_json(args.out, result)
+
+
+def _check_quotas(config, result):
+    """Refuse a campaign whose vCPUs at once exceed the account's EC2 quotas, before anything launches."""
+    from kpbench import aws
+
+    needed = aws.vcpus_needed(config["instances"], int(config.get("repeats", 1)))
+    if not needed:
+        return
+    with aws.translated(region=config["aws"].get("region")):
+        quotas = aws.client(aws.session(config["aws"]), "service-quotas")
+        problems = aws.quota_shortfalls(quotas, needed, config["aws"].get("region"))
+    result["vcpus_needed"] = {code: vcpus for (_, code), vcpus in needed.items()}
+    if problems:
+        raise KpbenchError("the account's EC2 vCPU quotas are too low for this campaign; nothing launched:\n"
+                           + "\n".join(f"  {problem}" for problem in problems))
+    print("vCPU quotas suffice: " + ", ".join(f"{name} {vcpus}" for (name, _), vcpus in sorted(needed.items())))
+
+
+def _aws_setup(args):
+    from kpbench.aws import setup
+    from kpbench.io import write_json
+    from kpbench.settings import load_config
+
+    config = load_config(args.configfile) if args.configfile else json.loads(args.settings)
+    if not config["aws"].get("bucket"):
+        raise KpbenchError("aws-setup needs aws.bucket (an S3 bucket name of yours)")
+    result = setup(config["aws"])
+    print(f"bucket {result['bucket']} and instance profile {result['instance_profile']} ready in {result['region']}")
     if args.out:
         write_json(args.out, result)
 
@@ -166,10 +199,13 @@ def _cleanup(args):
     from kpbench.aws import cleanup
     from kpbench.settings import load_config
 
-    report = cleanup(load_config(args.configfile)["aws"], run_id=args.run_id, expired_only=args.expired)
+    report = cleanup(load_config(args.configfile)["aws"], run_id=args.run_id, expired_only=args.expired,
+                     everything=args.all)
     print(f"terminated {len(report['terminated'])} instance(s) {' '.join(report['terminated'])}; removed "
           f"{len(report['security_groups'])} security group(s) and {report['s3_objects_removed']} S3 object(s) "
           f"of {len(report['runs'])} run(s)")
+    for line in report.get("removed_setup", []):
+        print(f"removed {line}" if "kept" not in line else line)
 
 
 def _remote_worker(args):
@@ -272,7 +308,9 @@ def build_parser():
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--configfile", **configfiles)
     source.add_argument("--settings", help="the validated configuration as JSON (the Snakemake rule's)")
-    p.add_argument("--out", type=Path, help="write the plan as JSON (only when within budget)")
+    p.add_argument("--out", type=Path, help="write the plan as JSON (only when within budget and quotas)")
+    p.add_argument("--no-quota-check", action="store_true",
+                   help="skip the account's EC2 vCPU quota check (offline planning; needs no credentials)")
     _prediction_inputs(p)
     p.set_defaults(func=_plan)
 
@@ -285,10 +323,19 @@ def build_parser():
     p.add_argument("--csv", type=Path, help="write the predicted catalogue as CSV")
     p.set_defaults(func=_predict)
 
+    p = commands.add_parser("aws-setup", help="create (idempotently) the bucket, role and instance profile EC2 runs use")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--configfile", **configfiles)
+    source.add_argument("--settings", help="the validated configuration as JSON (the Snakemake rule's)")
+    p.add_argument("--out", type=Path, help="write what was set up as JSON")
+    p.set_defaults(func=_aws_setup)
+
     p = commands.add_parser("cleanup", help="terminate kpbench's EC2 instances and remove their runs' S3 prefixes")
     p.add_argument("--configfile", default=[Path("config/config.yaml")], **configfiles)
     p.add_argument("--run-id", help="only this run (as printed by the launcher)")
     p.add_argument("--expired", action="store_true", help="only instances past their kpbench:expires-at tag")
+    p.add_argument("--all", action="store_true",
+                   help="also remove what aws-setup made (instance profile, role, and the bucket if only kpbench's)")
     p.set_defaults(func=_cleanup)
 
     p = commands.add_parser("remote-worker", help="the training run on an EC2 instance (started by its user data)")

@@ -1,7 +1,36 @@
 """Cost arithmetic: what a run costs at its instance's on-demand price, and what the original study's
 workload would cost at a measured throughput."""
 
+import math
+
 SECONDS_PER_HOUR = 3600.0
+# EBS prices storage per GB-month, prorated per second over a 30-day month, as in AWS's own
+# example (https://aws.amazon.com/ebs/pricing/).
+HOURS_PER_EBS_MONTH = 720.0
+# Linux On-Demand instances (and their EBS volumes) are billed per second, with a 60-second minimum
+# (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html#instance-billing).
+MINIMUM_BILLED_S = 60
+
+
+def billed_seconds(seconds):
+    """What EC2 bills for an instance held `seconds`: whole seconds, never under a minute."""
+    return max(MINIMUM_BILLED_S, math.ceil(seconds))
+
+
+def machine_extras_usd_per_hour(aws_config):
+    """What each machine costs on top of its instance price: its gp3 root volume and its public IPv4
+    address, at the dated prices in aws.prices (zero where a price is not configured)."""
+    prices = aws_config.get("prices") or {}
+    ebs = float(aws_config.get("volume_gb") or 0) * float(prices.get("ebs_gp3_usd_per_gb_month") or 0)
+    return ebs / HOURS_PER_EBS_MONTH + float(prices.get("public_ipv4_usd_per_hour") or 0)
+
+
+def ec2_usd_per_hour(instance, aws_config):
+    """Instances, volumes and addresses of one run, per hour (None when the instance price is unknown)."""
+    price = cluster_usd_per_hour(instance)
+    if price is None:
+        return None
+    return price + int(instance.get("workers", 1)) * machine_extras_usd_per_hour(aws_config)
 
 
 def cluster_usd_per_hour(instance):
@@ -29,20 +58,22 @@ def projected_train_s(step_images_per_s, images, epochs, validation_s_per_epoch=
     return epochs * (images / step_images_per_s + validation_s_per_epoch)
 
 
-def plan(instances, workload, train_images, aws_config, predicted=None):
+def plan(instances, workload, train_images, aws_config, predicted=None, repeats=1):
     """What running the configured matrix on EC2 should cost: per remote instance, expected hours
     (boot and set-up, then the workload at its expected throughput, never past the maximum
-    lifetime after which an instance ends itself) × machines × USD/h. A single machine without a
-    measured throughput (`expected_images_per_s`) takes kpbench.predict's prediction for its
-    instance type (`predicted`, by type), budgeted at the slow end of its error band; rows with
-    neither are charged the maximum lifetime, the most they can cost."""
+    lifetime after which an instance ends itself) × machines × USD/h (instance, gp3 volume and public
+    IPv4 address) × `repeats` runs. A single machine without a measured throughput
+    (`expected_images_per_s`) takes kpbench.predict's prediction for its instance type (`predicted`,
+    by type), budgeted at the slow end of its error band; rows with neither are charged the maximum
+    lifetime, the most they can cost."""
     cap_s = float(aws_config["max_lifetime_h"]) * SECONDS_PER_HOUR
     images = min(int(workload.get("max_train_images") or train_images), int(train_images))
     rows = []
     for instance in instances:
         row = {"instance": instance["name"], "backend": instance["backend"],
                "instance_type": instance.get("instance_type"), "machines": int(instance.get("workers", 1)),
-               "usd_per_hour": cluster_usd_per_hour(instance), "hours": None, "usd": None}
+               "usd_per_hour": ec2_usd_per_hour(instance, aws_config), "runs": int(repeats),
+               "hours": None, "usd": None}
         if instance.get("ec2_catalogue") == "retired":
             row["action"] = "retired from EC2: not launched"
         elif instance["backend"] not in ("ec2", "ec2-cluster"):
@@ -57,8 +88,10 @@ def plan(instances, workload, train_images, aws_config, predicted=None):
                           "budgeted at the slow end)")
             seconds = cap_s if not rate else min(
                 cap_s, float(aws_config["boot_overhead_s"]) + images * int(workload["epochs"]) / float(rate))
+            seconds = billed_seconds(seconds)
+            usd = run_cost_usd(seconds, row["usd_per_hour"])
             row.update(action=action if rate else "launch (no expected throughput: charged the maximum lifetime)",
-                       hours=seconds / SECONDS_PER_HOUR, usd=run_cost_usd(seconds, row["usd_per_hour"]))
+                       hours=seconds / SECONDS_PER_HOUR * int(repeats), usd=None if usd is None else usd * int(repeats))
         rows.append(row)
     total = sum(row["usd"] for row in rows if row["usd"] is not None)
     return {"rows": rows, "total_usd": total, "budget_usd": float(aws_config["budget_usd"]),
@@ -68,11 +101,11 @@ def plan(instances, workload, train_images, aws_config, predicted=None):
 
 def plan_table(result):
     """The plan as a fixed-width table for the terminal."""
-    lines = [f"{'instance':<16} {'type':<13} {'machines':>8} {'USD/h':>8} {'hours':>7} {'USD':>9}  action"]
+    lines = [f"{'instance':<16} {'type':<13} {'machines':>8} {'runs':>4} {'USD/h':>8} {'hours':>7} {'USD':>9}  action"]
     for row in result["rows"]:
         def number(value, digits):
             return f"{value:.{digits}f}" if value is not None else "-"
-        lines.append(f"{row['instance']:<16} {row['instance_type'] or '-':<13} {row['machines']:>8} "
+        lines.append(f"{row['instance']:<16} {row['instance_type'] or '-':<13} {row['machines']:>8} {row.get('runs', 1):>4} "
                      f"{number(row['usd_per_hour'], 3):>8} {number(row['hours'], 2):>7} {number(row['usd'], 2):>9}"
                      f"  {row['action']}")
     lines.append(f"total {result['total_usd']:.2f} USD of a {result['budget_usd']:.2f} USD budget "

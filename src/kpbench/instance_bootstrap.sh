@@ -20,27 +20,38 @@ fi
 export KPBENCH_INSTANCE_ID
 py=""
 
-s3() {  # s3 get|put KEY FILE, under this run's prefix, server-side encrypted
-    "$py" - "$@" <<'PY'
+s3() {  # s3 get|put KEY FILE, under this run's prefix, server-side encrypted, no ACL
+    if [ -n "$py" ] && "$py" - "$@" <<'PY'
 import os, sys, boto3
 op, key, path = sys.argv[1:4]
 client, bucket = boto3.client("s3"), os.environ["KPBENCH_BUCKET"]
 key = f"{os.environ['KPBENCH_PREFIX']}/{key}"
+owner = {"ExpectedBucketOwner": os.environ["KPBENCH_ACCOUNT"]} if os.environ.get("KPBENCH_ACCOUNT") else {}
 if op == "get":
-    client.download_file(bucket, key, path)
+    client.download_file(bucket, key, path, ExtraArgs=owner)
 else:
-    client.upload_file(path, bucket, key, ExtraArgs={"ServerSideEncryption": "AES256"})
+    client.upload_file(path, bucket, key, ExtraArgs={"ServerSideEncryption": "AES256", **owner})
 PY
+    then
+        return 0
+    fi
+    # Python is not ready (or broken): the Deep Learning AMIs ship the AWS CLI, enough to report.
+    command -v aws >/dev/null || return 1
+    if [ "$1" = get ]; then
+        aws s3 cp --only-show-errors "s3://$KPBENCH_BUCKET/$KPBENCH_PREFIX/$2" "$3"
+    else
+        aws s3 cp --only-show-errors --sse AES256 "$3" "s3://$KPBENCH_BUCKET/$KPBENCH_PREFIX/$2"
+    fi
 }
 
 finish() {
     code=$?
-    if [ -n "$py" ]; then  # the log first: the launcher reads it as soon as it sees the failure
-        s3 put "logs/$KPBENCH_INSTANCE_ID.log" "$workdir/bootstrap.log"
-        if [ "$code" -ne 0 ]; then
-            printf '{"phase": "failed", "exit_status": %d, "time": %d}\n' "$code" "$(date +%s)" >"$workdir/status.json"
-            s3 put "status/$KPBENCH_INSTANCE_ID.json" "$workdir/status.json"
-        fi
+    # Whatever failed, and however early: the log first (the launcher reads it as soon as it sees the
+    # failure), then the failed status; through Python when it works, else the AWS CLI.
+    s3 put "logs/$KPBENCH_INSTANCE_ID.log" "$workdir/bootstrap.log"
+    if [ "$code" -ne 0 ]; then
+        printf '{"phase": "failed", "exit_status": %d, "time": %d}\n' "$code" "$(date +%s)" >"$workdir/status.json"
+        s3 put "status/$KPBENCH_INSTANCE_ID.json" "$workdir/status.json"
     fi
     $halt -h now
 }
@@ -50,7 +61,11 @@ echo "kpbench bootstrap on $KPBENCH_INSTANCE_ID"
 if [ -n "${KPBENCH_PYTHON:-}" ]; then
     py=$KPBENCH_PYTHON
 else
-    python3 -m venv "$workdir/venv" || exit 10
+    if ! python3 -m venv "$workdir/venv"; then  # Ubuntu ships venv as a separate package
+        rm -rf "$workdir/venv"
+        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv || exit 10
+        python3 -m venv "$workdir/venv" || exit 10
+    fi
     # shellcheck disable=SC2086  # the package list is words
     "$workdir/venv/bin/pip" install --quiet $KPBENCH_PACKAGES || exit 10
     py=$workdir/venv/bin/python

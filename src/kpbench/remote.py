@@ -27,15 +27,19 @@ from kpbench.guard import launcher_environment
 from kpbench.io import read_json, write_json
 from kpbench.train import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE, tf_config
 
-WORKER_PACKAGES = ["boto3", "numpy", "pandas", "tf-keras==2.21.*"]
+# The versions the project was tested with (its environment), so an instance trains with what was
+# tested. numpy 2.4 and pandas 3.1 need Python 3.11 or later: the Ubuntu 24.04 Deep Learning Base AMI
+# (Python 3.12), not the 22.04 one (Python 3.10); see config/aws.yaml.
+WORKER_PACKAGES = ["boto3==1.44.8", "numpy==2.4.6", "pandas==3.1.1", "tf-keras==2.21.0"]
+TENSORFLOW = "2.21.0"
 MANIFEST = "result/manifest.json"
 
 
-def user_data(bucket, prefix, region, max_lifetime_h, gpus):
+def user_data(bucket, prefix, region, max_lifetime_h, gpus, account=""):
     """The instance's bootstrap script: this run's settings, then the fixed body."""
-    tensorflow = "tensorflow[and-cuda]==2.21.*" if gpus else "tensorflow==2.21.*"
+    tensorflow = f"tensorflow[and-cuda]=={TENSORFLOW}" if gpus else f"tensorflow=={TENSORFLOW}"
     settings = {"KPBENCH_BUCKET": bucket, "KPBENCH_PREFIX": prefix, "AWS_DEFAULT_REGION": region,
-                "KPBENCH_MAX_MINUTES": str(max(1, int(max_lifetime_h * 60))),
+                "KPBENCH_MAX_MINUTES": str(max(1, int(max_lifetime_h * 60))), "KPBENCH_ACCOUNT": account,
                 "KPBENCH_PACKAGES": " ".join([tensorflow, *WORKER_PACKAGES])}
     header = "#!/bin/bash\n" + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in settings.items())
     return header + (Path(__file__).parent / "instance_bootstrap.sh").read_text()
@@ -55,7 +59,11 @@ class Exchange:
     def __init__(self, bucket, prefix):
         import boto3
 
-        self.s3, self.bucket, self.prefix = boto3.client("s3"), bucket, prefix
+        from kpbench.aws import pin_bucket_owner
+
+        # The bucket must belong to the launcher's account (ExpectedBucketOwner on every call).
+        self.s3 = pin_bucket_owner(boto3.client("s3"), os.environ.get("KPBENCH_ACCOUNT"))
+        self.bucket, self.prefix = bucket, prefix
 
     def key(self, name):
         return f"{self.prefix}/{name}"
@@ -77,7 +85,11 @@ class Exchange:
         while True:
             try:
                 return self.get_json(name)
-            except self.s3.exceptions.NoSuchKey:
+            except self.s3.exceptions.ClientError as error:
+                # Without s3:ListBucket on the key, S3 answers a missing key with 403, not 404
+                # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html#API_GetObject_RequestSyntax).
+                if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404", "AccessDenied", "403"):
+                    raise
                 if time.time() > deadline:
                     raise KpbenchError(f"{name} did not appear in s3://{self.bucket}/{self.prefix} "
                                        f"within {timeout_s:.0f} s") from None
@@ -114,8 +126,10 @@ def remote_worker(bucket, prefix, workdir):
     # What else used this instance while it trained; the chief's record is the run's.
     sampler = Sampler([process.pid], limits.get("max_foreign_cpu_share", DEFAULT_THRESHOLD)).start()
     try:
-        code = _supervise(process, out / PROGRESS_FILE, exchange, status_name, index,
-                          float(limits.get("stall_timeout_s", 600)))
+        stall = float(limits.get("stall_timeout_s", 600))
+        # Heartbeats well inside the stall limit: the launcher also judges an instance by its status's age.
+        code = _supervise(process, out / PROGRESS_FILE, exchange, status_name, index, stall,
+                          heartbeat_s=min(30.0, stall / 4))
     finally:
         contention = sampler.stop()
     print((workdir / "worker.log").read_text(errors="replace"), flush=True)
