@@ -31,7 +31,8 @@ rule forward_fill:
         "logs/forward_fill.log",
     benchmark:
         "benchmarks/forward_fill.tsv"
+    # It trains for minutes: as in the train rule, stderr (one line per epoch) reaches the terminal too.
     shell:
-        "python -m kpbench forward-fill --training {input.training} --source {params.source:q}"
+        ": > {log}; python -m kpbench forward-fill --training {input.training} --source {params.source:q}"
         + (" --truth {input.truth} --dataset {input.dataset} --run {input.run}" if SYNTHETIC else "")
-        + " --out {output} > {log} 2>&1"
+        + " --out {output} 2>&1 >> {log} | tee -a {log} >&2"

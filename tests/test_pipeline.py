@@ -36,6 +36,7 @@ def test_training_progress_reaches_the_terminal_and_the_log(tree):
             assert f"{instance} r{repeat}: epoch 2/2," in terminal
             assert f"{instance} r{repeat}: epoch 2/2," in (tree / "logs" / "train" / instance / f"r{repeat}.log").read_text()
     assert terminal.count("local-2w r1: all-reduce sweep over 2 workers, 4 KiB to 29.1 MB") == 1
+    assert "forward fill (the original study's procedure): epoch 2/2, loss" in terminal
 
 
 def test_summary_has_every_repeat_and_the_original_studys_rows(tree):

@@ -56,10 +56,17 @@ def train_forward_filled(images, targets, workload, seed):
 
     from kpbench import original
 
+    import sys
+
+    epochs = int(workload["epochs"])
+    # One line per epoch for the person watching (stderr reaches Snakemake's terminal; see the rule).
+    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+        f"forward fill (the original study's procedure): epoch {epoch + 1}/{epochs}, loss {logs['loss']:.4g}",
+        file=sys.stderr, flush=True))
     keras.utils.set_random_seed(seed)
     model = original.compiled_model()
-    history = original.fit(model, images, targets, epochs=int(workload["epochs"]),
-                           batch_size=int(workload["batch_size"]), validation_split=0.0, verbose=2)
+    history = original.fit(model, images, targets, epochs=epochs, batch_size=int(workload["batch_size"]),
+                           validation_split=0.0, callbacks=[progress], verbose=2)
     return model, history.history["loss"]
 
 
