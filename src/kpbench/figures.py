@@ -303,13 +303,14 @@ def rent_pareto(result, out_path):
         _note("no predictions", out_path)
         return
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
-    for r in rows:
+    # Neighbours in time get labels above and below in turn, so close points stay readable.
+    for rank, r in enumerate(sorted(rows, key=lambda r: r["train_s"])):
         ax.errorbar(r["train_s"], r["cost_usd"], xerr=[[r["train_s"] - r["train_s_low"]],
                                                        [r["train_s_high"] - r["train_s"]]],
                     fmt="o", markersize=3, color=COLOURS[SOURCE_OURS] if r["pareto"] else "#888888",
                     elinewidth=0.5, capsize=0)
-        ax.annotate(r["instance_type"], (r["train_s"], r["cost_usd"]), fontsize=5, xytext=(2, 2),
-                    textcoords="offset points")
+        ax.annotate(r["instance_type"], (r["train_s"], r["cost_usd"]), fontsize=5,
+                    xytext=(3, 3 if rank % 2 == 0 else -7), textcoords="offset points")
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["train_s"])
     ax.plot([r["train_s"] for r in front], [r["cost_usd"] for r in front], "--", color=COLOURS[SOURCE_OURS],
             linewidth=0.8)
