@@ -18,6 +18,7 @@ import time
 import urllib.request
 
 import boto3
+import botocore.exceptions
 import pytest
 
 from kpbench import KpbenchError, aws
@@ -157,8 +158,12 @@ class InstancePlayer(threading.Thread):
 
     def _play(self, instance, instances):
         run_id = next(t["Value"] for t in instance["Tags"] if t["Key"] == aws.TAG_RUN)
-        # All of the run's instances, pending ones too: one may be seen running before its peers.
+        # All of the run's instances, pending ones too: one may be seen running before its peers, and
+        # moto may list a launch's instances (or their tags) one by one. The run's spec, uploaded
+        # before the launch, says how many there are: play none until all are listed.
         peers = [i for i in instances if any(t["Value"] == run_id for t in i.get("Tags", []))]
+        if len(peers) < self._machines(run_id):
+            return
         # Loopback stand-ins for the instances' private addresses: no traffic leaves this machine.
         addresses = self.addresses.setdefault(run_id, ",".join(f"127.0.0.1:{p}" for p in free_ports(len(peers))))
         instance_id = instance["InstanceId"]
@@ -168,6 +173,17 @@ class InstancePlayer(threading.Thread):
         self.played.add(instance_id)
         self.processes[instance_id] = subprocess.Popen(["bash", "-c", user_data_of(instance_id)], env=env,
                                                        start_new_session=True)
+
+    @staticmethod
+    def _machines(run_id):
+        """How many instances the run launches, from the spec the launcher uploaded before launching."""
+        try:
+            body = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"kpbench/{run_id}/input/spec.json",
+                                                 ExpectedBucketOwner="123456789012")["Body"].read()
+        except botocore.exceptions.ClientError:  # an instance a test made by hand: it plays alone
+            return 1
+        instance = json.loads(body)["instance"]
+        return int(instance.get("workers", 1)) if instance["backend"] == "ec2-cluster" else 1
 
     def stop(self):
         self.halt.set()
