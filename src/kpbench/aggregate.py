@@ -165,7 +165,9 @@ def summarise(run_paths, original_csv, reference, out_path, target_rmse_px=None)
 
 def _flag(group, column):
     """A yes/no column as booleans; an older summary without it says no."""
-    return group[column].fillna(False).astype(bool) if column in group else pd.Series(False, index=group.index)
+    if column not in group:
+        return pd.Series(False, index=group.index)
+    return group[column].map(lambda value: bool(value) if pd.notna(value) else False).astype(bool)
 
 
 def chosen_runs(group):
