@@ -25,8 +25,8 @@ from kpbench.guard import RunLock, launcher_environment
 from kpbench.train import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE, prepare_backup, tf_config
 
 BACKUP_DIR = ".backup"  # survives a failed run (Snakemake does not know it), so a rerun resumes
-LOG_GRACE_S = 60.0
-COSTS_DIR = ".costs"  # every EC2 run's bill, <run id>.json, failed runs' too (Snakemake does not know it)  # how long a finished EC2 run waits for its instances' logs
+LOG_GRACE_S = 60.0  # how long a finished EC2 run waits for its instances' logs
+COSTS_DIR = ".costs"  # every EC2 run's bill, <run id>.json, failed runs' too (Snakemake does not know it)
 
 
 def say(line):
@@ -263,7 +263,7 @@ class Ec2Instances(Backend):
         self.instance_type, self.region = self.instance["instance_type"], aws_config.get("region")
         self.instance_ids, self.group_id, self.run_id, self.prefix, self.clients = [], None, None, None, None
         self.launched = self.running_at = self.ami = None
-        self.phases, self.status_seen = {}, {}
+        self.phases, self.status_seen, self.shown_epoch = {}, {}, None
         self.boot_timeout_s = float(aws_config.get("boot_timeout_s", 1800))
         self.terminated_at = self.outcome = None
 
@@ -440,8 +440,8 @@ class Ec2Instances(Backend):
                 self.phases[instance_id] = phase
                 say(f"{run_label(self.spec)}: [{time.time() - self.launched:6.0f} s] {instance_id}: {phase}")
             progress = status.get("progress") or {}
-            if status.get("worker") == 0 and progress.get("epoch") and progress["epoch"] != self.phases.get("epoch"):
-                self.phases["epoch"] = progress["epoch"]
+            if status.get("worker") == 0 and progress.get("epoch") and progress["epoch"] != self.shown_epoch:
+                self.shown_epoch = progress["epoch"]
                 say(epoch_line(run_label(self.spec), progress))
 
     def collect(self):
