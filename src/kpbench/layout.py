@@ -1,0 +1,41 @@
+"""Names and paths written once: the backends a configuration may name, and where a run's files live.
+
+Importable without TensorFlow or boto3, so the Snakefile, the CLI and the instance all read it.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    remote: bool  # rented EC2 machines, launched and watched from this one
+    cluster: bool  # several workers under MultiWorkerMirroredStrategy
+
+
+BACKENDS = {
+    backend.name: backend
+    for backend in (
+        Backend("local", remote=False, cluster=False),
+        Backend("local-cluster", remote=False, cluster=True),
+        Backend("ec2", remote=True, cluster=False),
+        Backend("ec2-cluster", remote=True, cluster=True),
+    )
+}
+REMOTE_BACKENDS = tuple(name for name, backend in BACKENDS.items() if backend.remote)
+LOCAL_BACKENDS = tuple(name for name, backend in BACKENDS.items() if not backend.remote)
+
+# Where results live under a results folder (`results/` or a stored campaign's `results/`).
+RUN_DIR = "runs/{instance}/r{repeat}"
+# What a finished run leaves in its folder.
+RUN_FILES = ("run.json", "history.csv", "predictions.npz")
+# Files each worker writes beside its result: the heartbeat with the last epoch, its step times, and
+# (in a cluster) its all-reduce sweep; the launcher reads them.
+PROGRESS_FILE = "progress.json"
+STEPS_FILE = "steps.json"
+ALLREDUCE_FILE = "allreduce.json"
+
+
+def run_dir(results, instance, repeat):
+    """One run's folder: `<results>/runs/<instance>/r<repeat>`."""
+    return f"{results}/{RUN_DIR.format(instance=instance, repeat=repeat)}"
