@@ -1,0 +1,26 @@
+"""Which code made a run: the commit and whether the tree had uncommitted edits.
+
+Recorded in every run.json by the launcher (an EC2 instance runs the launcher's bundle, so the
+launcher's version is the instance's); the paper flags results made by different versions. A code
+edit never reruns a run on its own: the version is a record, not part of the run's config hash.
+"""
+
+import subprocess
+from pathlib import Path
+
+from kpbench import __version__
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _git(*args):
+    result = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def code_version():
+    """{"commit", "dirty", "package"}; commit and dirty are null outside a git checkout."""
+    commit = _git("rev-parse", "HEAD")
+    # Only tracked source counts as "dirty": results, logs and builds are untracked or ignored.
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if commit else None, "package": __version__}
