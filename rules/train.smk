@@ -10,6 +10,8 @@ rule launch_settings:
         LAUNCH,
     params:
         launch=as_json(launch_settings(config)),
+    conda:
+        "../environment.yml"
     log:
         "logs/launch_settings.log",
     benchmark:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from workflow import REPO, checkout, planned_jobs, snakemake
 
