@@ -8,8 +8,12 @@ import pytest
 
 from kpbench import KpbenchError
 from kpbench.cli import main
-from kpbench.data import (KEYPOINTS, DataError, fetch_raw, load_dataset, load_test_csv, load_training_csv,
-                          preprocess, split_indices)
+from kpbench.csv_reader import (DataError, load_test_csv, load_training_csv, parse_images, parse_targets,
+                                read_kaggle_csv)
+from kpbench.fast_reader import read_fast
+from kpbench.kaggle_format import KEYPOINTS, TEST_COLUMNS, TRAINING_COLUMNS
+from kpbench.preprocess import load_dataset, preprocess, split_indices
+from kpbench.sources import fetch_raw
 
 
 def _rows(path):
@@ -197,7 +201,7 @@ def test_kaggle_source_downloads_unpacks_and_checks(raw_dir, tmp_path, kaggle_en
     kaggle_env.setenv("KAGGLE_KEY", "0123456789abcdef")
     archive = _kaggle_archive(raw_dir, tmp_path / "built.zip")
     calls = _replace_download(kaggle_env, lambda c, path: shutil.copy(archive, f"{path}/{c}.zip"))
-    kaggle_env.setattr("kpbench.data.KAGGLE_ROWS", {"training.csv": 60, "test.csv": 6,
+    kaggle_env.setattr("kpbench.sources.KAGGLE_ROWS", {"training.csv": 60, "test.csv": 6,
                                                     "IdLookupTable.csv": len(_rows(raw_dir / "IdLookupTable.csv")) - 1})
     fetch_raw({"source": "kaggle", "competition": "facial-keypoints-detection"}, tmp_path / "raw")
     assert calls == ["facial-keypoints-detection"]
@@ -241,8 +245,6 @@ def test_kaggle_refusals_are_explained(tmp_path, kaggle_env, status, expected):
 
 def _careful(path):
     """The careful reader alone, as the fast one must match it."""
-    from kpbench.data import TRAINING_COLUMNS, parse_images, parse_targets, read_kaggle_csv
-
     frame = read_kaggle_csv(path, TRAINING_COLUMNS)
     targets, mask = parse_targets(frame, path)
     return parse_images(frame["Image"], path), targets, mask
@@ -255,27 +257,23 @@ def _same(got, expected):
 
 
 def test_fast_reader_accepts_well_formed_files_and_matches_the_careful_reader(raw_copy):
-    from kpbench.data import TRAINING_COLUMNS, _read_fast
-
     path = raw_copy / "training.csv"
     expected = _careful(path)
-    values, images = _read_fast(path, TRAINING_COLUMNS)
+    values, images = read_fast(path, TRAINING_COLUMNS)
     _same((images, values.astype(np.float32), ~np.isnan(values)), expected)
     # Neither a missing final newline nor zero-padded pixels are faults.
     path.write_bytes(path.read_bytes().rstrip(b"\n"))
-    assert _read_fast(path, TRAINING_COLUMNS) is not None
+    assert read_fast(path, TRAINING_COLUMNS) is not None
     _same(load_training_csv(path), expected)
     rows = _rows(path)
     rows[45][-1] = " ".join(f"{int(v):03d}" for v in rows[45][-1].split(" "))
     _write(path, rows)
-    assert _read_fast(path, TRAINING_COLUMNS) is not None
+    assert read_fast(path, TRAINING_COLUMNS) is not None
     _same(load_training_csv(path), expected)
 
 
 @pytest.mark.parametrize("variant", ["doubled spaces", "CRLF line endings", "quoted fields", "blank last line"])
 def test_unusual_but_valid_files_decline_the_fast_reader_and_give_the_same_arrays(raw_copy, variant):
-    from kpbench.data import TRAINING_COLUMNS, _read_fast
-
     path = raw_copy / "training.csv"
     expected = _careful(path)
     text = path.read_bytes()
@@ -291,7 +289,7 @@ def test_unusual_but_valid_files_decline_the_fast_reader_and_give_the_same_array
             csv.writer(handle, lineterminator="\n", quoting=csv.QUOTE_ALL).writerows(rows)
     else:
         path.write_bytes(text + b"\n")
-    assert _read_fast(path, TRAINING_COLUMNS) is None
+    assert read_fast(path, TRAINING_COLUMNS) is None
     _same(load_training_csv(path), expected)
 
 
@@ -301,19 +299,15 @@ def test_unusual_but_valid_files_decline_the_fast_reader_and_give_the_same_array
     (33, "12.5", "'12.5' is not a pixel value"),
 ])
 def test_a_bad_pixel_beyond_the_first_chunk_is_named(raw_copy, line, value, fragment):
-    from kpbench.data import TRAINING_COLUMNS, _read_fast
-
     path = raw_copy / "training.csv"
     _set(path, line, "Image", value + " " + _rows(path)[line - 1][-1].split(" ", 1)[1])
-    assert _read_fast(path, TRAINING_COLUMNS) is None
+    assert read_fast(path, TRAINING_COLUMNS) is None
     with pytest.raises(DataError, match=rf"line {line}, column Image: {fragment}"):
         load_training_csv(path)
 
 
 def test_fast_reader_reads_the_test_file(raw_copy):
-    from kpbench.data import TEST_COLUMNS, _read_fast, parse_images
-
     path = raw_copy / "test.csv"
-    ids, images = _read_fast(path, TEST_COLUMNS)
+    ids, images = read_fast(path, TEST_COLUMNS)
     assert ids[:, 0].tolist() == list(range(1, len(images) + 1))
     assert np.array_equal(images, parse_images([row[1] for row in _rows(path)[1:]], path))

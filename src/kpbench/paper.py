@@ -14,7 +14,7 @@ import pandas as pd
 from kpbench import KpbenchError
 from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, by_instance, load_summary
 from kpbench.contention import contended
-from kpbench.data import KEYPOINTS
+from kpbench.kaggle_format import KEYPOINTS
 from kpbench.io import read_json, write_text
 from kpbench.peaks import PEAKS
 from kpbench.records import read_run
