@@ -1,8 +1,14 @@
 import csv
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import kpbench
 from csv_edit import read_rows, set_field, write_rows
 from kpbench.cli import main
 from kpbench.csv_reader import (DataError, load_test_csv, load_training_csv, parse_images, parse_targets,
@@ -133,3 +139,24 @@ def test_fast_reader_reads_the_test_file(raw_copy):
     ids, images = read_fast(path, TEST_COLUMNS)
     assert ids[:, 0].tolist() == list(range(1, len(images) + 1))
     assert np.array_equal(images, parse_images([row[1] for row in read_rows(path)[1:]], path))
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (lambda text: gzip.compress(text), "not a CSV text file but a gzip archive"),
+    (lambda text: bytes(range(256)) * 64, "not a CSV text file (byte 129 is not UTF-8 text)"),
+    (lambda text: text[:5000] + b"\x00\x00" + text[5000:], "not a CSV text file (it holds NUL bytes)"),
+], ids=["gzip", "binary", "NUL bytes"])
+def test_a_training_csv_that_is_not_text_is_named_without_a_traceback(raw_copy, tmp_path, content, fragment):
+    training = raw_copy / "training.csv"
+    training.write_bytes(content(training.read_bytes()))
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "kpbench", "preprocess", "--raw", str(raw_copy), "--dataset", str(out / "dataset.npz"),
+         "--stats", str(out / "stats.json"), "--samples", str(out / "samples.npz"),
+         "--validation-fraction", "0.2", "--seed", "3"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(kpbench.__file__).parents[1])})
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"kpbench preprocess: error: {training}: {fragment}")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not out.exists() or not any(out.iterdir())
