@@ -2,6 +2,8 @@ import zipfile
 
 import pytest
 
+from csv_edit import read_rows
+from kaggle_stand_in import fake_kaggle  # noqa: F401  (a fixture)
 from kpbench.csv_reader import DataError
 from kpbench.sources import fetch_raw
 from workflow import checkout, planned_jobs, snakemake
@@ -41,6 +43,24 @@ def test_path_source_with_a_missing_file_fails_and_keeps_nothing(raw_dir, tmp_pa
     with pytest.raises(DataError, match="test.csv not found"):
         fetch_raw({"source": "path", "path": str(source)}, tmp_path / "raw")
     assert not list((tmp_path / "raw").iterdir())
+
+
+def test_kaggle_source_downloads_unpacks_and_checks(raw_dir, tmp_path, fake_kaggle, monkeypatch):  # noqa: F811
+    fake_kaggle.token_in_env()
+    fake_kaggle.competition("facial-keypoints-detection", _kaggle_archive(raw_dir, tmp_path / "built.zip"))
+    monkeypatch.setattr("kpbench.sources.KAGGLE_ROWS", {
+        "training.csv": 60, "test.csv": 6, "IdLookupTable.csv": len(read_rows(raw_dir / "IdLookupTable.csv")) - 1})
+    fetch_raw({"source": "kaggle", "competition": "facial-keypoints-detection"}, tmp_path / "raw")
+    for name in ("training.csv", "test.csv", "IdLookupTable.csv"):
+        assert (tmp_path / "raw" / name).read_bytes() == (raw_dir / name).read_bytes()
+
+
+def test_kaggle_download_with_wrong_row_counts_is_rejected(raw_dir, tmp_path, fake_kaggle):  # noqa: F811
+    fake_kaggle.legacy_json()
+    fake_kaggle.competition("facial-keypoints-detection", _kaggle_archive(raw_dir, tmp_path / "built.zip"))
+    with pytest.raises(DataError, match="training.csv: 60 rows, expected 7049"):
+        fetch_raw({"source": "kaggle"}, tmp_path / "raw")
+    assert not list((tmp_path / "raw").glob("*.csv"))
 
 
 def test_the_local_copy_is_an_input_of_fetch_data(raw_dir, tmp_path):

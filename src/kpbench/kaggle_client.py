@@ -47,13 +47,14 @@ def _client():
         with _quiet():  # importing kaggle authenticates and, without credentials, prints its help
             from kaggle.api.kaggle_api_extended import KaggleApi
     except ModuleNotFoundError as exc:
-        if exc.name == "kaggle":
+        module = (exc.name or "kaggle").split(".")[0]
+        if module == "kaggle":
             raise KpbenchError("data.source is 'kaggle' but the Kaggle client is not installed: "
                                "pip install 'kaggle>=2.2'") from None
         # kaggle 2.2.5 imports `six` (kaggle/models/upload_file.py) without declaring it
-        raise KpbenchError(f"the Kaggle client cannot be imported: it needs the Python module "
-                           f"'{exc.name}' but does not install it; run `pip install {exc.name}`, "
-                           "or use data.source: path with a copy downloaded elsewhere") from None
+        raise KpbenchError(f"the Kaggle client cannot be imported: the Python module '{module}' it needs "
+                           f"is not installed; run `pip install {module}`, or use data.source: path "
+                           "with a copy downloaded elsewhere") from None
     except (Exception, SystemExit) as exc:
         # kaggle 1.x (what pip picks on Python 3.10) authenticates at import and raises without
         # credentials; kaggle 2.x's kaggle/__init__.py catches that itself
