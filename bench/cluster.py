@@ -28,7 +28,7 @@ def main():
     args = parser.parse_args()
 
     from kpbench.backends import run_instance
-    from kpbench.data import preprocess
+    from kpbench.preprocess import preprocess
     from kpbench.synthetic import write_synthetic_csvs
 
     def spec(backend, workers):

@@ -43,7 +43,7 @@ def main():
     parser.add_argument("--out", type=Path, help="keep the run's files here")
     args = parser.parse_args()
 
-    from kpbench.data import preprocess
+    from kpbench.preprocess import preprocess
     from kpbench.hardware import gpu_names
     from kpbench.synthetic import write_synthetic_csvs
     from kpbench.train import run_training

@@ -29,7 +29,7 @@ def child(path_kind, source):
     # TensorFlow comes in at the first build: part of init, as in the study.
     from kpbench.model import build_model, compile_model
     if path_kind == "kpbench":
-        from kpbench.data import load_dataset
+        from kpbench.preprocess import load_dataset
 
         load_dataset(source)
         compile_model(build_model(), 1e-3, 3.0)
@@ -60,7 +60,7 @@ def main():
     if args.child:
         return child(args.child, args.source)
 
-    from kpbench.data import preprocess
+    from kpbench.preprocess import preprocess
     from kpbench.synthetic import write_synthetic_csvs
 
     with tempfile.TemporaryDirectory() as scratch:

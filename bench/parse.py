@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, median_seconds  # noqa: E402
 
-from kpbench.data import load_training_csv  # noqa: E402
+from kpbench.csv_reader import load_training_csv  # noqa: E402
 from kpbench.original import load_training  # noqa: E402
 from kpbench.synthetic import write_synthetic_csvs  # noqa: E402
 

@@ -1,7 +1,16 @@
 # Kaggle CSVs (or their synthetic stand-in) → checked masked arrays, statistics and sample faces.
 
 
+def local_copy(wildcards):
+    """The zip or folder that data.source: path reads, so that Snakemake sees it change (an unset
+    data.path is left to `kpbench fetch`, which says so)."""
+    data = config["data"]
+    return [data["path"]] if data["source"] == "path" and data.get("path") else []
+
+
 rule fetch_data:
+    input:
+        local_copy,
     output:
         training="data/raw/training.csv",
         test="data/raw/test.csv",

@@ -42,7 +42,7 @@ def raw_copy(raw_dir, tmp_path):
 
 @pytest.fixture(scope="session")
 def dataset(raw_dir, tmp_path_factory):
-    from kpbench.data import preprocess
+    from kpbench.preprocess import preprocess
 
     out = tmp_path_factory.mktemp("processed")
     preprocess(raw_dir, out / "dataset.npz", out / "stats.json", out / "samples.npz",
@@ -53,7 +53,7 @@ def dataset(raw_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_dataset():
     """Makes synthetic Kaggle files of `n_train` rows in a folder and preprocesses them."""
-    from kpbench.data import preprocess
+    from kpbench.preprocess import preprocess
     from kpbench.synthetic import write_synthetic_csvs
 
     def make(folder, n_train, seed, validation_fraction):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kpbench import original
-from kpbench.data import load_training_csv
+from kpbench.csv_reader import load_training_csv
 from kpbench.forward_fill import invented_labels, measure
 from kpbench.io import read_json, write_json
 from kpbench.synthetic import missing_label_mask, write_synthetic_csvs
@@ -54,7 +54,7 @@ def test_invented_labels_are_counted_and_scored_against_the_truth():
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     """The stage on tiny data, against a masked 'run' whose predictions are the truth plus 1 px."""
-    from kpbench.data import load_dataset, preprocess
+    from kpbench.preprocess import load_dataset, preprocess
 
     folder = tmp_path_factory.mktemp("ff")
     write_synthetic_csvs(folder, n_train=48, n_test=2, seed=7)

@@ -47,7 +47,7 @@ def _run(code, *args, **env):
 
 
 def test_the_model_training_and_data_modules_import_without_tensorflow():
-    loaded = _run("import sys, kpbench.model, kpbench.train, kpbench.hardware, kpbench.data, kpbench.synthetic; "
+    loaded = _run("import sys, kpbench.model, kpbench.train, kpbench.hardware, kpbench.sources, kpbench.preprocess; "
                   "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras')))")
     assert loaded == "[]"
 

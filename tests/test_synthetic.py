@@ -3,7 +3,7 @@ import csv
 import numpy as np
 import pandas as pd
 
-from kpbench.data import CORE_KEYPOINTS, KEYPOINTS, LOOKUP_COLUMNS, TARGET_COLUMNS, TEST_COLUMNS, TRAINING_COLUMNS
+from kpbench.kaggle_format import CORE_KEYPOINTS, KEYPOINTS, LOOKUP_COLUMNS, TARGET_COLUMNS, TEST_COLUMNS, TRAINING_COLUMNS
 from kpbench.synthetic import generate_faces, missing_label_mask, write_synthetic_csvs
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from kpbench import KpbenchError
 from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, run_row, summarise, time_to_target
-from kpbench.data import KEYPOINTS
+from kpbench.kaggle_format import KEYPOINTS
 from kpbench.train import (HISTORY_COLUMNS, config_hash, epoch_batches, per_keypoint_rmse, run_training,
                            steady_step_images_per_s, tf_config)
 

@@ -13,13 +13,13 @@ from kpbench import KpbenchError, cli_cloud
 
 
 def _fetch(args):
-    from kpbench.data import fetch_raw
+    from kpbench.sources import fetch_raw
 
     fetch_raw(json.loads(args.data_config), args.out)
 
 
 def _preprocess(args):
-    from kpbench.data import preprocess
+    from kpbench.preprocess import preprocess
 
     stats = preprocess(args.raw, args.dataset, args.stats, args.samples, args.validation_fraction, args.seed)
     print(f"{stats['rows']} training rows ({stats['complete_rows']} complete): "

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kpbench.data import load_dataset, load_training_csv
+from kpbench.csv_reader import load_training_csv
 from kpbench.io import read_json, write_json
+from kpbench.preprocess import load_dataset
 
 
 def invented_labels(filled, mask, truth=None):

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from kpbench.data import IMAGE_SIZE
+from kpbench.kaggle_format import IMAGE_SIZE
 
 N_TARGETS = 30
 CENTRE = IMAGE_SIZE / 2.0          # targets are trained as (pixels - 48) / 48, in [-1, 1]

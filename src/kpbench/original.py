@@ -12,7 +12,7 @@ The throughput and parsing benchmarks and the forward-fill measurement all call 
 import numpy as np
 import pandas as pd
 
-from kpbench.data import IMAGE_SIZE, TARGET_COLUMNS
+from kpbench.kaggle_format import IMAGE_SIZE, TARGET_COLUMNS
 
 BATCH_SIZE = 64
 VALIDATION_SPLIT = 0.1

@@ -11,9 +11,9 @@ from pathlib import Path
 import jinja2
 
 from kpbench import KpbenchError
-from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
-from kpbench.data import KEYPOINTS
 from kpbench.analysis import code_label
+from kpbench.kaggle_format import KEYPOINTS
+from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
 from kpbench.io import read_json, write_text
 from kpbench.peaks import PEAKS
 

@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 
 from kpbench import KpbenchError, costs
-from kpbench.data import IMAGE_SIZE
+from kpbench.kaggle_format import IMAGE_SIZE
 from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
 from kpbench.peaks import device_entry
 from kpbench.scaling import BYTES_PER_GRADIENT, cluster_fits, prediction_latency, ring_allreduce_s

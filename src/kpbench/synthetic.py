@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kpbench.data import (CORE_KEYPOINTS, IMAGE_SIZE, KEYPOINTS, LOOKUP_COLUMNS, TARGET_COLUMNS,
-                          TEST_COLUMNS, TRAINING_COLUMNS, TRUTH_FILE)
+from kpbench.kaggle_format import (CORE_KEYPOINTS, IMAGE_SIZE, KEYPOINTS, LOOKUP_COLUMNS, TARGET_COLUMNS,
+                                   TEST_COLUMNS, TRAINING_COLUMNS, TRUTH_FILE)
 
 COMPLETE_SHARE = 2140 / 7049  # Kaggle: 2,140 of 7,049 rows carry all 15 keypoints
 PARTIAL_SHARE = 0.02          # a few rows carry some of the other 11

@@ -125,7 +125,7 @@ def _epoch_timer(keras, earlier_rows=(), journal=None, progress=None):
 
 def per_keypoint_rmse(true_px, predicted_px, mask):
     """RMSE per keypoint over the rows that carry it, in pixels (x and y pooled, as Kaggle scores)."""
-    from kpbench.data import KEYPOINTS
+    from kpbench.kaggle_format import KEYPOINTS
 
     squared = np.square(predicted_px - true_px) * mask
     sums = squared.reshape(len(mask), -1, 2).sum(axis=(0, 2))
@@ -342,7 +342,7 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None, max_seconds=None)
         import keras
 
         from kpbench.keras3_path import build_model, compile_model
-    from kpbench.data import load_dataset
+    from kpbench.preprocess import load_dataset
     from kpbench.model import layer_table, pack_targets, to_pixels
     imports_s = time.time() - import_start
 
