@@ -40,6 +40,13 @@ FORWARD_FILL = [
 ]
 
 
+def local_copy(wildcards):
+    """The zip or folder that data.source: path reads, so that Snakemake sees it change (an unset
+    data.path is left to `kpbench fetch`, which says so)."""
+    data = config["data"]
+    return [data["path"]] if data["source"] == "path" and data["path"] else []
+
+
 def measurement(wildcards):
     """Everything that defines one instance's run; a change to it reruns that run only."""
     return as_json(run_spec(config, wildcards.instance, wildcards.repeat))

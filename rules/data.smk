@@ -1,13 +1,6 @@
 # Kaggle CSVs (or their synthetic stand-in) → checked masked arrays, statistics and sample faces.
 
 
-def local_copy(wildcards):
-    """The zip or folder that data.source: path reads, so that Snakemake sees it change (an unset
-    data.path is left to `kpbench fetch`, which says so)."""
-    data = config["data"]
-    return [data["path"]] if data["source"] == "path" and data.get("path") else []
-
-
 rule fetch_data:
     input:
         local_copy,
@@ -17,7 +10,7 @@ rule fetch_data:
         lookup="data/raw/IdLookupTable.csv",
         **({"truth": "data/raw/truth.npz"} if SYNTHETIC else {}),
     params:
-        data_config=json.dumps(config["data"], sort_keys=True),
+        data_config=as_json(config["data"]),
     conda:
         "../environment.yml"
     log:
