@@ -15,12 +15,12 @@ def _config():
     return load_config([CONFIG])
 
 
-def run_spec(workload="tiny", repeat=1, **sections):
-    """The spec of the configured `workload`, repeat `repeat`, on the configured first instance row;
-    each keyword (instance=, workload=, training=, data=) sets keys of that section."""
+def run_spec(profile="tiny", repeat=1, **sections):
+    """The spec of the configured workload `profile`, repeat `repeat`, on the configured first
+    instance row; each keyword (instance=, workload=, training=, data=) sets keys of that section."""
     config = copy.deepcopy(_config())
     spec = {"instance": config["instances"][0],
-            "workload": {"name": workload, **config["workloads"][workload]},
+            "workload": {"name": profile, **config["workloads"][profile]},
             "training": {**config["training"], "seed": config["training"]["seed"] + repeat - 1},
             "repeat": repeat,
             "data": {"source": config["data"]["source"], **config["preprocess"]}}
