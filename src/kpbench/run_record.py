@@ -121,7 +121,7 @@ def run_record(spec, framework, cluster, fitted, timings, evaluation):
         },
         "performance": model_flops_utilisation(instance, training, framework, step_images_per_s,
                                                evaluation["training_flops_per_image"]),
-        "cost": {"usd_per_hour": usd_per_hour, "price_date": instance.get("price_date"),
+        "cost": {"usd_per_hour": usd_per_hour, "price_date": instance["price_date"],
                  "hours": timings["wall_s"] / 3600, "usd": costs.run_cost_usd(timings["wall_s"], usd_per_hour)},
     }
 
