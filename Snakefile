@@ -1,14 +1,11 @@
 # kpbench: train the facial-keypoint CNN on every configured instance, time and price it, and build
 # the paper from the results. Targets: paper (the PDF), figures, results (summary.csv).
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
-
-
-validate(config, "config/schema.yaml")
 
 
 report: "paper/report/workflow.rst"
@@ -26,6 +23,7 @@ if not CAMPAIGN:
     include: "rules/forward_fill.smk"
 
 
+include: "rules/analyse.smk"
 include: "rules/predict.smk"
 include: "rules/figures.smk"
 include: "rules/paper.smk"

@@ -2,26 +2,13 @@
 import json
 from pathlib import Path
 
-from kpbench import KpbenchError
-from kpbench.settings import trained_instances
+from kpbench import layout
+from kpbench.settings import as_json, launch_settings, remote_instances, run_spec, trained_instances, validated, workload
 
-if config["workload"] not in config["workloads"]:
-    raise KpbenchError(
-        f"config: workload '{config['workload']}' is not one of {', '.join(config['workloads'])}"
-    )
-if len({row["name"] for row in config["instances"]}) != len(config["instances"]):
-    raise KpbenchError("config: instance names must be unique")
+# One path for every command and this workflow: schema defaults filled in, cross-field checks made.
+validated(config)
 INSTANCES = {row["name"]: row for row in trained_instances(config)}
-REMOTE_BACKENDS = ("ec2", "ec2-cluster")
-REMOTE = [name for name, row in INSTANCES.items() if row["backend"] in REMOTE_BACKENDS]
-for name in REMOTE:
-    if not INSTANCES[name].get("instance_type"):
-        raise KpbenchError(f"config: instance {name} (backend {INSTANCES[name]['backend']}) needs instance_type")
-if REMOTE and not config["aws"].get("bucket"):
-    raise KpbenchError(
-        f"config: instance(s) {', '.join(REMOTE)} run on EC2 and need aws.bucket (an S3 bucket for code, "
-        "data and results); see config/aws.yaml"
-    )
+REMOTE = remote_instances(config)
 
 
 wildcard_constraints:
@@ -31,22 +18,20 @@ wildcard_constraints:
 
 # Reviewer mode: with `campaign` set (a stored campaign's config.yaml sets it), every figure and the
 # paper are built from that campaign's stored results; no data is fetched and nothing is trained.
-CAMPAIGN = config.get("campaign")
+CAMPAIGN = config["campaign"]
 RESULTS = f"{CAMPAIGN}/results" if CAMPAIGN else "results"
-# What kpbench.predict makes of them (.json and .csv); a campaign's stored results stay untouched.
-PREDICTIONS = "paper/build/predictions" if CAMPAIGN else "results/predictions"
+# What is derived from results (analysis, predictions); a campaign's stored results stay untouched.
+DERIVED = "paper/build" if CAMPAIGN else "results"
+ANALYSIS = f"{DERIVED}/analysis.json"
+PREDICTIONS = f"{DERIVED}/predictions"
+# How runs are launched (limits, AWS plumbing): read by every train job, never a reason to rerun one.
+LAUNCH = "results/launch.json"
 # Every instance runs `repeats` times, each repeat with its own seed (training.seed + repeat - 1).
 REPEATS = range(1, config["repeats"] + 1)
-RUN_JSONS = expand(f"{RESULTS}/runs/{{instance}}/r{{repeat}}/run.json", instance=INSTANCES, repeat=REPEATS)
-RUN_FILES = {
-    name: expand(f"{RESULTS}/runs/{{instance}}/r{{repeat}}/{name}", instance=INSTANCES, repeat=REPEATS)
-    for name in ("history.csv", "predictions.npz")
-}
-FIGURE_FILES = expand(
-    "paper/build/figures/{name}.pdf",
-    name=["sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling", "allreduce",
-          "forward_fill", "predicted_measured", "roofline", "rent_pareto"],
-)
+RUN_DIR = layout.run_dir(RESULTS, "{instance}", "{repeat}")
+RUN_FILES = {name: expand(f"{RUN_DIR}/{name}", instance=INSTANCES, repeat=REPEATS) for name in layout.RUN_FILES}
+RUN_JSONS = RUN_FILES["run.json"]
+FIGURE_FILES = expand("paper/build/figures/{name}.pdf", name=layout.FIGURES)
 # Only synthetic faces come with their true keypoints (data/raw/truth.npz).
 SYNTHETIC = config["data"]["source"] == "synthetic"
 # What forward fill costs (rules/forward_fill.smk); a campaign stored before it was measured has none.
@@ -55,20 +40,9 @@ FORWARD_FILL = [
 ]
 
 
-def run_spec(wildcards):
-    """Everything that defines one instance's run; a change to it reruns that instance only."""
-    workload = {"name": config["workload"], **config["workloads"][config["workload"]]}
-    spec = {
-        "instance": INSTANCES[wildcards.instance],
-        "workload": workload,
-        "training": {**config["training"], "seed": config["training"]["seed"] + int(wildcards.repeat) - 1},
-        "repeat": int(wildcards.repeat),
-        "data": {"source": config["data"]["source"], **config["preprocess"]},
-        "limits": config["limits"],
-    }
-    if wildcards.instance in REMOTE:
-        spec["aws"] = config["aws"]
-    return json.dumps(spec, sort_keys=True)
+def measurement(wildcards):
+    """Everything that defines one instance's run; a change to it reruns that run only."""
+    return as_json(run_spec(config, wildcards.instance, wildcards.repeat))
 
 
 def train_threads(wildcards):
@@ -77,12 +51,14 @@ def train_threads(wildcards):
     return 1 if wildcards.instance in REMOTE else workflow.cores
 
 
-def plan_input(wildcards):
-    """EC2 runs wait for the plan, which refuses a matrix over budget before anything launches, and
-    for the account's set-up (rule aws_setup)."""
-    return ["results/plan.json", "results/aws-setup.json"] if wildcards.instance in REMOTE else []
+def launch_input(wildcards):
+    """What a run reads about its launch. `ancient`: a newer launch.json, plan or account set-up never
+    reruns a finished run. EC2 runs also wait for the plan, which refuses a matrix over budget before
+    anything launches, and for the account's set-up (rule aws_setup)."""
+    gates = ["results/plan.json", "results/aws-setup.json"] if wildcards.instance in REMOTE else []
+    return [ancient(path) for path in [LAUNCH, *gates]]
 
 
 def original_reference():
     keys = ("epochs", "train_images", "validation_images", "batch_size", "price_date")
-    return json.dumps({k: config["original_study"].get(k) for k in keys}, sort_keys=True)
+    return as_json({k: config["original_study"].get(k) for k in keys})

@@ -1,20 +1,16 @@
-# The paper's figures, from stored results only.
+# The paper's figures, from the analysis and the run files it names.
 
 
 rule render_figures:
     input:
-        summary=f"{RESULTS}/summary.csv",
+        analysis=ANALYSIS,
         samples=f"{RESULTS}/dataset/samples.npz",
-        runs=RUN_JSONS,
         histories=RUN_FILES["history.csv"],
         predictions=RUN_FILES["predictions.npz"],
-        model=f"{RESULTS}/model.json",
         forward_fill=FORWARD_FILL,
         predicted=f"{PREDICTIONS}.json",
     output:
         [report(path, category="Figures") for path in FIGURE_FILES],
-    params:
-        reference=config["analysis"]["scaling_reference"],
     conda:
         "../environment.yml"
     log:
@@ -22,6 +18,6 @@ rule render_figures:
     benchmark:
         "benchmarks/render_figures.tsv"
     shell:
-        "python -m kpbench figures --summary {input.summary} --samples {input.samples} --runs {input.runs}"
-        " --model {input.model} --scaling-reference {params.reference:q} --forward-fill {input.forward_fill}"
-        " --predictions {input.predicted} --out paper/build/figures > {log} 2>&1"
+        "python -m kpbench figures --analysis {input.analysis} --samples {input.samples}"
+        " --histories {input.histories} --predictions-files {input.predictions}"
+        " --forward-fill {input.forward_fill} --predictions {input.predicted} --out paper/build/figures > {log} 2>&1"

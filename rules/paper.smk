@@ -6,28 +6,26 @@ TEX_FILES = [
     str(Path("paper/build") / Path(t).relative_to("paper/templates").with_suffix(""))
     for t in TEMPLATES
 ]
-PAPER_SETTINGS = json.dumps(
+PAPER_SETTINGS = as_json(
     {
         "paper": config["paper"],
         "data": config["data"],
         "preprocess": config["preprocess"],
-        "workload": {"name": config["workload"], **config["workloads"][config["workload"]]},
+        "workload": workload(config),
         "training": config["training"],
         "original_study": config["original_study"],
         "analysis": config["analysis"],
         "limits": {"max_foreign_cpu_share": config["limits"]["max_foreign_cpu_share"]},
-    },
-    sort_keys=True,
+    }
 )
 
 
 rule render_tex:
     input:
         templates=TEMPLATES,
-        summary=f"{RESULTS}/summary.csv",
+        analysis=ANALYSIS,
         stats=f"{RESULTS}/dataset/stats.json",
         model=f"{RESULTS}/model.json",
-        runs=RUN_JSONS,
         forward_fill=FORWARD_FILL,
         predicted=f"{PREDICTIONS}.json",
     output:
@@ -41,8 +39,8 @@ rule render_tex:
     benchmark:
         "benchmarks/render_tex.tsv"
     shell:
-        "python -m kpbench paper --summary {input.summary} --stats {input.stats} --model {input.model}"
-        " --runs {input.runs} --forward-fill {input.forward_fill} --predictions {input.predicted} --settings {params.settings:q}"
+        "python -m kpbench paper --analysis {input.analysis} --stats {input.stats} --model {input.model}"
+        " --forward-fill {input.forward_fill} --predictions {input.predicted} --settings {params.settings:q}"
         " --templates paper/templates"
         " --out paper/build > {log} 2>&1"
 

@@ -17,7 +17,7 @@ rule predict:
         json=f"{PREDICTIONS}.json",
         csv=f"{PREDICTIONS}.csv",
     params:
-        settings=json.dumps(config, sort_keys=True),
+        settings=as_json({key: config[key] for key in ("workload", "workloads", "training", "original_study")}),
     conda:
         "../environment.yml"
     log:

@@ -1,5 +1,24 @@
 # One training run per configured instance, and the model description the paper's layer table uses.
 
+# What the plan and the account's set-up read: a change elsewhere (the paper's title) replans nothing.
+PLAN_SETTINGS = as_json({key: config[key] for key in
+                         ("instances", "workload", "workloads", "training", "original_study", "aws", "repeats")})
+
+
+rule launch_settings:
+    output:
+        LAUNCH,
+    params:
+        launch=as_json(launch_settings(config)),
+    conda:
+        "../environment.yml"
+    log:
+        "logs/launch_settings.log",
+    benchmark:
+        "benchmarks/launch_settings.tsv"
+    shell:
+        "echo {params.launch:q} > {output} 2> {log}"
+
 
 rule plan:
     input:
@@ -8,7 +27,7 @@ rule plan:
     output:
         "results/plan.json",
     params:
-        settings=json.dumps(config, sort_keys=True),
+        settings=PLAN_SETTINGS,
     conda:
         "../environment.yml"
     log:
@@ -26,7 +45,7 @@ rule aws_setup:
     output:
         "results/aws-setup.json",
     params:
-        settings=json.dumps(config, sort_keys=True),
+        aws=as_json(config["aws"]),
     conda:
         "../environment.yml"
     log:
@@ -34,19 +53,18 @@ rule aws_setup:
     benchmark:
         "benchmarks/aws_setup.tsv"
     shell:
-        "python -m kpbench aws-setup --settings {params.settings:q} --out {output} 2>&1 | tee {log}"
+        "python -m kpbench aws-setup --aws {params.aws:q} --out {output} 2>&1 | tee {log}"
 
 
 rule train:
     input:
         dataset="data/processed/dataset.npz",
-        plan=plan_input,
+        launch=launch_input,
     output:
-        run="results/runs/{instance}/r{repeat}/run.json",
-        history="results/runs/{instance}/r{repeat}/history.csv",
-        predictions="results/runs/{instance}/r{repeat}/predictions.npz",
+        **{name.split(".")[0]: f"{RUN_DIR}/{name}" for name in layout.RUN_FILES},
     params:
-        spec=run_spec,
+        spec=measurement,
+        out=RUN_DIR,
     threads: train_threads
     conda:
         "../environment.yml"
@@ -56,8 +74,8 @@ rule train:
         "benchmarks/train/{instance}/r{repeat}.tsv"
     # The full detail goes to the log; progress lines and errors (stderr) to the log and the terminal.
     shell:
-        ": > {log}; python -m kpbench train --spec {params.spec:q} --dataset {input.dataset}"
-        " --out results/runs/{wildcards.instance}/r{wildcards.repeat} 2>&1 >> {log} | tee -a {log} >&2"
+        ": > {log}; python -m kpbench train --spec {params.spec:q} --launch %s --dataset {input.dataset}"
+        " --out {params.out} 2>&1 >> {log} | tee -a {log} >&2" % LAUNCH
 
 
 rule describe_model:

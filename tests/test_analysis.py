@@ -13,6 +13,7 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.aggregate import summarise
+from kpbench.analysis import analyse
 from kpbench.figures import render_all
 from kpbench.io import read_json, write_json
 from kpbench.paper import build_context, render
@@ -106,7 +107,7 @@ CASES = {
 
 
 def _build(results, tmp_path, target):
-    """aggregate → figures → LaTeX → PDF over `results`, as the rules run them."""
+    """aggregate → analyse → figures → LaTeX → PDF over `results`, as the rules run them."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     runs = _runs(results)
     reference = {k: config["original_study"][k] for k in ("epochs", "train_images", "validation_images", "batch_size",
@@ -115,14 +116,17 @@ def _build(results, tmp_path, target):
     summarise(runs, REPO / config["original_study"]["csv"], reference, results / "summary.csv", target)
     build = tmp_path / "build"
     shutil.copytree(REPO / "paper" / "templates", tmp_path / "templates", dirs_exist_ok=True)
-    render_all(results / "summary.csv", results / "dataset" / "samples.npz", runs, results / "model.json",
-               config["analysis"]["scaling_reference"], build / "figures")
+    analysis = results / "analysis.json"
+    write_json(analysis, analyse(results / "summary.csv", runs, results / "model.json",
+                                 {"analysis": config["analysis"]}))
+    folders = [path.parent for path in runs]
+    render_all(analysis, results / "dataset" / "samples.npz", [f / "history.csv" for f in folders],
+               [f / "predictions.npz" for f in folders], build / "figures")
     settings = {"paper": config["paper"], "data": config["data"], "preprocess": config["preprocess"],
                 "workload": {"name": "tiny", **config["workloads"]["tiny"]}, "training": config["training"],
                 "original_study": config["original_study"], "limits": config["limits"],
                 "analysis": {**config["analysis"], "target_rmse_px": target or config["analysis"]["target_rmse_px"]}}
-    context = build_context(results / "summary.csv", results / "dataset" / "stats.json", results / "model.json",
-                            runs, settings)
+    context = build_context(analysis, results / "dataset" / "stats.json", results / "model.json", settings)
     render(tmp_path / "templates", build, context)
     subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-cd", str(build / "paper.tex")],
                    check=True, capture_output=True)
@@ -174,8 +178,7 @@ def test_a_malformed_run_record_names_its_file_and_field_and_writes_nothing(fini
     assert not (results / "summary.csv").exists()
     _edit(path, lambda run: run["timings"].update(train_s=1.0) or run["instance"].pop("backend"))
     with pytest.raises(KpbenchError, match=rf"{path}: field instance: 'backend' is a required property"):
-        render_all(finished / "summary.csv", finished / "dataset" / "samples.npz", [path], finished / "model.json",
-                   "g4dn.xlarge", tmp_path / "figures")
+        analyse(finished / "summary.csv", [path], finished / "model.json", {"analysis": {"scaling_reference": "g4dn.xlarge"}})
 
 
 def test_the_paper_prints_the_chosen_runs_labels_projections_and_shows_stalls(finished, tmp_path):

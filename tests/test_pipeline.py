@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from workflow import REPO, checkout, planned_jobs, snakemake
 
@@ -107,3 +108,20 @@ def test_failed_step_leaves_no_partial_output(tree):
     log = (tree / "logs" / "preprocess.log").read_text()
     assert "training.csv: malformed CSV: line 4 has 32 fields, expected 31" in log
 
+
+
+@pytest.mark.parametrize("overlay, reruns", [
+    ("paper:\n  title: Another title\n", False),
+    ("aws:\n  region: eu-west-1\n", False),
+    ("limits:\n  stall_timeout_s: 1234\n  max_foreign_cpu_share: 0.5\n", False),
+    ("workloads:\n  tiny:\n    epochs: 3\n", True),
+])
+def test_only_what_defines_a_measurement_reruns_training(tree, tmp_path, overlay, reruns):
+    """Launch plumbing (limits, AWS) and the paper's text never rerun a finished run; the workload does,
+    every run of it."""
+    path = tmp_path / "overlay.yaml"
+    path.write_text(overlay)
+    dry = snakemake(tree, "-n", "--cores", "1", "paper", "--configfile", "tiny.yaml", str(path))
+    runs = len(list((tree / "results" / "runs").glob("*/r*/run.json")))
+    assert runs == 4
+    assert planned_jobs(dry.stdout).get("train", 0) == (runs if reruns else 0), dry.stdout[-2000:]

@@ -34,7 +34,7 @@ def reviewed(tmp_path_factory):
 def test_reviewer_mode_builds_the_paper_without_data_or_training(reviewed):
     root, campaign, result = reviewed
     assert planned_jobs(result.stdout + result.stderr) == {
-        "predict": 1, "render_figures": 1, "render_tex": 1, "compile_pdf": 1, "paper": 1}
+        "analyse": 1, "predict": 1, "render_figures": 1, "render_tex": 1, "compile_pdf": 1, "paper": 1}
     assert (root / "paper" / "build" / "paper.pdf").is_file()
     assert not (root / "data").exists() and not (root / "results").exists()
     text = subprocess.run(["pdftotext", str(root / "paper" / "build" / "paper.pdf"), "-"],

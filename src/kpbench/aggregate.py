@@ -7,25 +7,19 @@ import pandas as pd
 from kpbench import KpbenchError, costs
 from kpbench.contention import contended
 from kpbench.io import atomic_path
+from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
+from kpbench.metrics import METRICS, REPEATED
 from kpbench.records import finished, read_run
 
-SOURCE_OURS = "kpbench"
-SOURCE_ORIGINAL = "original study"
 # Instance families no longer offered by EC2; their rows stay as the original study's record.
 RETIRED_FAMILIES = ("g3s", "g3", "p2", "p3")
-SUMMARY_COLUMNS = [
+# What identifies a summary row; every measured column comes from kpbench.metrics.
+IDENTITY_COLUMNS = [
     "source", "instance", "backend", "status", "ec2_catalogue", "vcpus", "gpu_model", "gpus", "workers",
-    "network_gbps", "epochs", "train_images", "batch_size", "init_s", "train_s", "wall_s",
-    "images_per_s", "achieved_gflops", "share_of_matmul", "mfu", "precision", "val_rmse_px", "val_mae_px", "val_pck", "usd_per_hour", "price_date", "cost_usd",
-    "stall_s", "projected_train_s", "projected_cost_usd", "target_rmse_px", "epochs_to_target", "time_to_target_s",
-    "cost_to_target_usd", "repeat", "seed", "config_hash", "contended", "foreign_cpu_share", "resumed", "note",
+    "network_gbps", "epochs", "train_images", "batch_size", "precision", "usd_per_hour", "price_date",
+    "target_rmse_px", "repeat", "seed", "config_hash", "contended", "resumed", "note",
 ]
-# Measurements that repeats reduce to a mean over the chosen runs (chosen_runs), with a spread.
-REPEATED_COLUMNS = [
-    "init_s", "train_s", "wall_s", "images_per_s", "achieved_gflops", "share_of_matmul", "mfu", "val_rmse_px",
-    "val_mae_px", "val_pck", "cost_usd", "stall_s", "projected_train_s", "projected_cost_usd", "epochs_to_target",
-    "time_to_target_s", "cost_to_target_usd",
-]
+SUMMARY_COLUMNS = IDENTITY_COLUMNS + [metric.name for metric in METRICS]
 
 
 def catalogue_status(instance_name):
@@ -91,7 +85,7 @@ def _validation_s(run, reference):
     seconds, images = run["timings"].get("validation_s"), run["workload"].get("validation_images")
     if not seconds or not images:
         return 0.0
-    return statistics.median(seconds) * reference.get("validation_images", 0) / images
+    return statistics.median(seconds) * reference["validation_images"] / images
 
 
 def _to_target(run, history, target_rmse_px, usd_per_hour):
@@ -192,7 +186,7 @@ def by_instance(summary):
         chosen = chosen_runs(group) if source == SOURCE_OURS else group
         row["repeats"], row["averaged"] = len(group), len(chosen)
         row["averaged_repeats"] = [int(r) for r in chosen["repeat"]] if source == SOURCE_OURS else []
-        for column in REPEATED_COLUMNS:
+        for column in REPEATED:
             present, everywhere = chosen[column].dropna(), group[column].dropna()
             row[column] = float(present.mean()) if len(present) else None
             row[f"{column}_min"] = float(everywhere.min()) if len(everywhere) else None

@@ -9,7 +9,7 @@ import yaml
 from kpbench import KpbenchError
 from kpbench.io import atomic_path
 from kpbench.layout import RUN_FILES
-from kpbench.settings import merged_config, trained_instances
+from kpbench.settings import load_config, trained_instances
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
 CAMPAIGN_FILES = ("summary.csv", "model.json", "dataset/stats.json", "dataset/samples.npz")
@@ -21,9 +21,9 @@ def store_campaign(results, config_paths, out):
     """Copy the results of every configured instance and the configuration into `out`, whole or not
     at all; the copied config.yaml points `campaign` at `out`, which turns on reviewer mode."""
     results, out = Path(results), Path(out)
-    config = merged_config(config_paths)
+    config = load_config(config_paths, launching=False)
     wanted = list(CAMPAIGN_FILES) + [f"runs/{row['name']}/r{repeat}/{name}" for row in trained_instances(config)
-                                     for repeat in range(1, int(config.get("repeats", 1)) + 1)
+                                     for repeat in range(1, config["repeats"] + 1)
                                      for name in RUN_FILES]
     missing = [name for name in wanted if not (results / name).is_file()]
     if missing:

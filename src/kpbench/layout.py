@@ -25,6 +25,10 @@ BACKENDS = {
 REMOTE_BACKENDS = tuple(name for name, backend in BACKENDS.items() if backend.remote)
 LOCAL_BACKENDS = tuple(name for name, backend in BACKENDS.items() if not backend.remote)
 
+# Where a summary row comes from: kpbench's own runs, or the original study's published table.
+SOURCE_OURS = "kpbench"
+SOURCE_ORIGINAL = "original study"
+
 # Where results live under a results folder (`results/` or a stored campaign's `results/`).
 RUN_DIR = "runs/{instance}/r{repeat}"
 # What a finished run leaves in its folder.
@@ -34,6 +38,12 @@ RUN_FILES = ("run.json", "history.csv", "predictions.npz")
 PROGRESS_FILE = "progress.json"
 STEPS_FILE = "steps.json"
 ALLREDUCE_FILE = "allreduce.json"
+
+
+# The paper's figures (paper/build/figures/<name>.pdf), each drawn by kpbench.figures' function of
+# that name.
+FIGURES = ("sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling", "allreduce",
+           "forward_fill", "predicted_measured", "roofline", "rent_pareto")
 
 
 def run_dir(results, instance, repeat):

@@ -61,10 +61,10 @@ def objectives(keras=None):
     return _objectives(keras or tf_keras())
 
 
+# Long: the metric classes close over this `keras` and `ops`, so they are made here together.
 @functools.cache
 def _objectives(keras):
-    """Written once over `ops`, so both frameworks train on the same definitions. Longer than 60
-    lines: the metric classes close over this `keras` and `ops`, so they are made here together."""
+    """Written once over `ops`, so both frameworks train on the same definitions."""
     ops = _tensorflow_ops() if keras.__name__ == "tf_keras" else keras.ops
 
     def masked_mse(y_true, y_pred):

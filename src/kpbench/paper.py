@@ -9,16 +9,13 @@ import subprocess
 from pathlib import Path
 
 import jinja2
-import pandas as pd
 
 from kpbench import KpbenchError
-from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, by_instance, load_summary
-from kpbench.contention import contended
+from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
 from kpbench.data import KEYPOINTS
+from kpbench.analysis import code_label
 from kpbench.io import read_json, write_text
 from kpbench.peaks import PEAKS
-from kpbench.records import read_run
-from kpbench.scaling import scaling_analysis
 
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -49,7 +46,7 @@ def _finalize(value):
 
 
 def _missing(value):
-    return value is None or (isinstance(value, float) and value != value) or value is pd.NA
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def num(value, digits=2):
@@ -116,38 +113,12 @@ def basis(row):
     return f"published by the original study{'; ' + note if note and not _missing(note) else ''}"
 
 
-def run_marks(run):
-    """What a reader must know about how a run was measured: another load on the machine (its
-    numbers are then left out of the means), or a resume (its timings come from more than one
-    process). Empty for a run that had the machine to itself from start to end."""
-    marks = []
-    record = run.get("contention") or {}
-    if contended(run):
-        share = record.get("foreign_cpu_share")
-        marks.append("contended" + ("" if share is None else f": {100 * share:.0f} % of the CPU used by other processes")
-                     + ("; other processes on its GPU" if record.get("gpu_foreign_processes") else ""))
-    if run.get("resumed") or run["timings"].get("resumed_from_epoch"):
-        marks.append(f"resumed after epoch {run['timings'].get('resumed_from_epoch')}: its timings were made by "
-                     "more than one process")
-    return marks
-
-
 def mark(run):
-    """The symbol beside a run's name in the tables: dagger contended, double dagger resumed."""
-    marks = run_marks(run)
-    symbols = ["\\dagger" for m in marks if m.startswith("contended")] + \
-              ["\\ddagger" for m in marks if m.startswith("resumed")]
-    return Latex(f"$^{{{''.join(symbols)}}}$" if symbols else "")
-
-
-def _mean(values):
-    """Mean of the values present; None when none is."""
-    present = [float(v) for v in values if not _missing(v)]
-    return sum(present) / len(present) if present else None
-
-
-def _records(frame):
-    return [{k: (None if _missing(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
+    """The symbol beside a run's name in the tables: dagger contended, double dagger resumed,
+    section sign made by other code than most runs (kpbench.analysis.run_marks)."""
+    symbols = {"contended": "\\dagger", "resumed": "\\ddagger", "code": "\\S"}
+    found = "".join(symbols[m.split()[0].rstrip(":")] for m in run["marks"] if m.split()[0].rstrip(":") in symbols)
+    return Latex(f"$^{{{found}}}$" if found else "")
 
 
 def quota_refusal(instance_type="p3.2xlarge", region="us-east-1"):
@@ -166,6 +137,7 @@ def provenance(runs):
     """The provenance appendix as one table: per run only what differs between runs; every value
     all runs share (machine, system, software) stated once beside the table."""
     fields = {
+        "Code": code_label,
         "CPU": lambda run: f"{run['hardware'].get('cpu_model')} ({run['hardware']['cpu_cores']} logical cores)",
         "GPUs": lambda run: ", ".join(run["hardware"]["gpu_names"]) or "none",
         "Operating system": lambda run: run["hardware"].get("os"),
@@ -183,49 +155,42 @@ def provenance(runs):
     return {"shared": shared, "varying": varying, "rows": rows, "prices": list(prices.values())}
 
 
-def build_context(summary_path, stats_path, model_path, run_paths, settings, forward_fill_path=None,
+def build_context(analysis_path, stats_path, model_path, settings, forward_fill_path=None,
                   predictions_path=None):
-    """Everything the templates print, gathered from stored results and the configuration (the
-    forward-fill measurement is None where a stored campaign predates it; so are the predictions
-    where none were made)."""
-    summary = by_instance(load_summary(summary_path))
-    runs = [read_run(p) for p in run_paths]
-    ours = summary[summary["source"] == SOURCE_OURS]
-    original = summary[summary["source"] == SOURCE_ORIGINAL]
-    ranked = summary[summary["projected_train_s"].notna()]
-    fastest = ranked.loc[ranked["projected_train_s"].idxmin()]
-    cheapest = ranked.loc[ranked["projected_cost_usd"].idxmin()]
-    instances = list(ours["instance"])
-    chosen = {(row["instance"], repeat) for row in _records(ours) for repeat in row["averaged_repeats"]}
-    keypoint_rows = [{"name": name, "present": read_json(stats_path)["keypoints_present"][name],
-                      "rmse": [_mean([(run["metrics"].get("per_keypoint_rmse_px") or {}).get(name) for run in runs
-                                      if (run["instance"]["name"], run.get("repeat", 1)) in chosen
-                                      and run["instance"]["name"] == instance]) for instance in instances]}
+    """Everything the templates print: the analysis (kpbench.analysis), the dataset's statistics,
+    the model and the configuration (the forward-fill measurement is None where a stored campaign
+    predates it; so are the predictions where none were made)."""
+    analysis, stats = read_json(analysis_path), read_json(stats_path)
+    rows = {row["instance"]: row for row in analysis["instances"]}
+    ours = [row for row in analysis["instances"] if row["source"] == SOURCE_OURS]
+    runs = analysis["runs"]
+    instances = [row["instance"] for row in ours]
+    keypoint_rows = [{"name": name, "present": stats["keypoints_present"][name],
+                      "rmse": [analysis["keypoint_rmse"].get(instance, {}).get(name) for instance in instances]}
                      for name in KEYPOINTS]
     return {
         "settings": settings,
-        "stats": read_json(stats_path),
+        "stats": stats,
         "model": read_json(model_path),
         "runs": runs,
         "instances": instances,
-        "repeats": int(ours["repeats"].max()) if len(ours) else 0,
-        "ours": _records(ours),
+        "repeats": analysis["repeats"],
+        "ours": ours,
         # Fastest to the quality target first; runs that never reached it last.
-        "to_target": sorted(_records(ours), key=lambda r: (r["time_to_target_s"] is None,
-                                                           r["time_to_target_s"] or 0.0)),
-        "original": _records(original),
-        "fastest": dict(fastest),
-        "cheapest": dict(cheapest),
+        "to_target": sorted(ours, key=lambda r: (r["time_to_target_s"] is None, r["time_to_target_s"] or 0.0)),
+        "original": [row for row in analysis["instances"] if row["source"] == SOURCE_ORIGINAL],
+        "fastest": rows.get(analysis["fastest"]),
+        "cheapest": rows.get(analysis["cheapest"]),
         "keypoint_rows": keypoint_rows,
-        "scaling": scaling_analysis(summary, runs, read_json(model_path)["trainable_parameters"],
-                                    settings["analysis"]["scaling_reference"]),
-        "commit": git_commit(Path(summary_path).resolve().parent),
+        "scaling": analysis["scaling"],
+        "code_versions": analysis["code_versions"],
+        "commit": git_commit(Path(analysis_path).resolve().parent),
         "peaks": PEAKS,
         "provenance": provenance(runs),
         "basis": basis,
         "mark": mark,
-        "marked_runs": [{"instance": run["instance"]["name"], "repeat": run.get("repeat", 1), "marks": run_marks(run)}
-                        for run in runs if run_marks(run)],
+        "marked_runs": [{"instance": run["instance"]["name"], "repeat": run.get("repeat", 1), "marks": run["marks"]}
+                        for run in runs if run["marks"]],
         "quota_refusal": quota_refusal(),
         "forward_fill": read_json(forward_fill_path) if forward_fill_path else None,
         "rent_today": read_json(predictions_path) if predictions_path else None,

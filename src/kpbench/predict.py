@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kpbench import KpbenchError, costs
 from kpbench.data import IMAGE_SIZE
+from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
 from kpbench.peaks import device_entry
 from kpbench.scaling import BYTES_PER_GRADIENT, cluster_fits, prediction_latency, ring_allreduce_s
 
@@ -181,7 +182,7 @@ def measured_rows(summary, runs, extra_runs, layers, parameters, reference):
         if record["status"] != "measured" or _absent(record.get("projected_train_s")):
             continue
         workers = int(record["workers"] or 1)
-        if record["source"] == "original study":
+        if record["source"] == SOURCE_ORIGINAL:
             gpus = int(record["gpus"] or 0)
             device = record["gpu_model"] if gpus else f"{record['instance']} CPU"
             m = machine(device, max(gpus // workers, 1), "float32", int(record["vcpus"]), workers, link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
@@ -334,7 +335,7 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
 def epochs_to_target(summary):
     """Median epochs to the quality target over our single-worker runs of the configured workload
     (None when none reached it); clusters train a larger global batch and are left out."""
-    ours = summary[(summary["source"] == "kpbench") & (summary["workers"].fillna(1).astype(int) == 1)]
+    ours = summary[(summary["source"] == SOURCE_OURS) & (summary["workers"].fillna(1).astype(int) == 1)]
     reached = ours["epochs_to_target"].dropna().astype(float)
     return float(statistics.median(reached)) if len(reached) else None
 

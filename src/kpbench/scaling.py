@@ -14,9 +14,10 @@ import statistics
 
 import numpy as np
 
+from kpbench.layout import LOCAL_BACKENDS, SOURCE_ORIGINAL, SOURCE_OURS
+
 BYTES_PER_GRADIENT = 4  # float32 gradients, whatever the compute precision
 PREDICTED_GBPS = (5.0, 10.0, 25.0, 100.0)  # 5: what a g4dn.xlarge guarantees
-LOCAL_BACKENDS = ("local", "local-cluster")
 
 
 def gradient_bytes(parameters):
@@ -103,7 +104,7 @@ def predicted_speedup(workers, compute_s, grad_bytes, bandwidth_gbps, latency_s=
 def reference_step_s(summary, instance):
     """Seconds per training step of the original study's single-GPU run of `instance`: its
     published training time over its epochs × steps per epoch."""
-    rows = summary[(summary["source"] == "original study") & (summary["instance"] == instance)]
+    rows = summary[(summary["source"] == SOURCE_ORIGINAL) & (summary["instance"] == instance)]
     if rows.empty or rows.iloc[0]["train_s"] is None or math.isnan(rows.iloc[0]["train_s"]):
         return None
     row = rows.iloc[0]
@@ -121,7 +122,7 @@ def measured_speedups(summary, runs):
         workers = int(record["workers"] or 1)
         if workers <= 1:
             continue
-        if record["source"] == "kpbench":
+        if record["source"] == SOURCE_OURS:
             instance = ours.get(record["instance"], {})
             family = {"local-cluster": "local", "ec2-cluster": "ec2"}.get(instance.get("backend"))
             base = next((name for name, row in ours.items() if row["backend"] == family
@@ -134,7 +135,7 @@ def measured_speedups(summary, runs):
             continue
         speedup = float(record["images_per_s"]) / float(baseline.iloc[0]["images_per_s"])
         # Workers sharing one machine's cores can at best match one worker on it: their ideal is 1x.
-        loopback = record["source"] == "kpbench" and ours.get(record["instance"], {}).get("backend") in LOCAL_BACKENDS
+        loopback = record["source"] == SOURCE_OURS and ours.get(record["instance"], {}).get("backend") in LOCAL_BACKENDS
         ideal = 1 if loopback else workers
         rows.append({"source": record["source"], "instance": record["instance"], "baseline": base,
                      "workers": workers, "speedup": speedup, "ideal": ideal, "loopback": loopback,
@@ -152,7 +153,7 @@ def scaling_analysis(summary, runs, parameters, reference_instance, workers=(2, 
     predictions = []
     if compute:
         for gbps in PREDICTED_GBPS:
-            predictions.append({"gbps": gbps, "speedups": {n: predicted_speedup(n, compute, grad_bytes, gbps, latency)
+            predictions.append({"gbps": gbps, "speedups": {str(n): predicted_speedup(n, compute, grad_bytes, gbps, latency)
                                                            for n in workers}})
     return {"gradient_bytes": grad_bytes, "fits": fits, "latency_s": latency, "latency_from": latency_from,
             "reference_instance": reference_instance, "reference_step_s": compute, "workers": list(workers),

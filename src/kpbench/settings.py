@@ -1,9 +1,18 @@
-"""The configuration outside Snakemake (`kpbench plan`, `cleanup`, `store-campaign`): the same files,
-merged and validated as the workflow does, so every command sees the configuration it would."""
+"""The one path from configuration files to validated settings, for the Snakefile and every command.
 
+Defaults live only in config/schema.yaml: validation fills them in, and code reads validated keys
+without defaults of its own. What defines a measurement (`run_spec`, hashed into a run's
+config_hash and a rerun trigger) is kept apart from how a run is launched (`launch_settings`: limits
+and AWS plumbing, which never rerun a finished run).
+"""
+
+import json
 from pathlib import Path
 
 import yaml
+
+from kpbench import KpbenchError
+from kpbench.layout import BACKENDS, REMOTE_BACKENDS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 
@@ -20,20 +29,83 @@ def merged_config(paths):
 
     config = {}
     for path in paths:
-        merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        try:
+            merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            raise KpbenchError(f"{path}: cannot read the configuration: {exc}") from None
     return config
 
 
-def load_config(paths, schema=SCHEMA):
-    """Merged, validated against config/schema.yaml, and with the schema's defaults filled in."""
+def validated(config, schema=SCHEMA, launching=True):
+    """Check `config` against the schema (filling in its defaults, in place) and across fields;
+    `launching=False` for commands that only plan (no bucket needed to price a campaign)."""
+    from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    config = merged_config(paths)
-    validate(config, str(schema), set_default=True)
+    try:
+        validate(config, str(schema), set_default=True)
+    except WorkflowError as exc:
+        raise KpbenchError(f"configuration: {exc}") from None
+    check(config, launching)
     return config
+
+
+def load_config(paths, schema=SCHEMA, launching=True):
+    """Merged from `paths` (later files win), validated, with the schema's defaults filled in."""
+    return validated(merged_config(paths), schema, launching)
+
+
+def check(config, launching=True):
+    """What the schema cannot say: names that must exist or be unique, settings one backend needs."""
+    workload = config["workload"]
+    if workload not in config["workloads"]:
+        raise KpbenchError(f"config: workload '{workload}' is not one of {', '.join(config['workloads'])}")
+    names = [row["name"] for row in config["instances"]]
+    if len(set(names)) != len(names):
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        raise KpbenchError(f"config: instance names must be unique ({', '.join(duplicates)} repeated)")
+    remote = [row for row in trained_instances(config) if BACKENDS[row["backend"]].remote]
+    for row in remote:
+        if not row.get("instance_type"):
+            raise KpbenchError(f"config: instance {row['name']} (backend {row['backend']}) needs instance_type")
+    if launching and remote and not config["aws"]["bucket"]:
+        raise KpbenchError(f"config: instance(s) {', '.join(row['name'] for row in remote)} run on EC2 and need "
+                           "aws.bucket (an S3 bucket for code, data and results); see config/aws.yaml")
 
 
 def trained_instances(config):
     """The instance rows that run: retired EC2 types stay in the matrix as the original study's
     record, but are never launched."""
     return [row for row in config["instances"] if row.get("ec2_catalogue") != "retired"]
+
+
+def remote_instances(config):
+    return [row["name"] for row in trained_instances(config) if row["backend"] in REMOTE_BACKENDS]
+
+
+def workload(config):
+    """The configured workload profile, with its name."""
+    return {"name": config["workload"], **config["workloads"][config["workload"]]}
+
+
+def run_spec(config, instance, repeat):
+    """Everything that defines one run's measurement: a change to it reruns that run (and only that
+    one); each repeat trains with its own seed."""
+    rows = {row["name"]: row for row in trained_instances(config)}
+    spec = {
+        "instance": rows[instance],
+        "workload": workload(config),
+        "training": {**config["training"], "seed": config["training"]["seed"] + int(repeat) - 1},
+        "repeat": int(repeat),
+        "data": {"source": config["data"]["source"], **config["preprocess"]},
+    }
+    return spec
+
+
+def launch_settings(config):
+    """How runs are launched and watched: never part of a run's identity."""
+    return {"limits": config["limits"], "aws": config["aws"]}
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,133 @@
+"""One settings path: the schema's defaults are the only defaults, and mistakes are named plainly."""
+
+import argparse
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kpbench import KpbenchError
+from kpbench.cli import build_parser
+from kpbench.settings import launch_settings, load_config, run_spec
+from workflow import REPO
+
+SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+
+
+def _defaults(node, path=()):
+    """(path, default) for every property of the schema that has a default."""
+    for key, child in (node.get("properties") or {}).items():
+        if "default" in child:
+            yield (*path, key), child["default"]
+        yield from _defaults(child, (*path, key))
+    for key in ("additionalProperties", "items"):
+        if isinstance(node.get(key), dict):
+            yield from _defaults(node[key], (*path, "*"))
+
+
+def _minimal(tmp_path):
+    """Only what the schema requires: everything else must come from its defaults."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    minimal = {key: config[key] for key in SCHEMA["required"]}
+    minimal.update(data={"source": "synthetic"}, preprocess={}, training={},
+                   workloads={"default": {"epochs": 1, "batch_size": 8}})
+    minimal["instances"] = [{key: row[key] for key in ("name", "backend", "usd_per_hour", "price_date")}
+                            for row in config["instances"]]
+    path = tmp_path / "minimal.yaml"
+    path.write_text(yaml.safe_dump(minimal))
+    return path
+
+
+def _lookup(config, path):
+    values = [config]
+    for key in path:
+        values = [v for value in values for v in (value.values() if isinstance(value, dict) else value)] \
+            if key == "*" else [value[key] for value in values if key in value]
+    return values
+
+
+def test_loading_fills_every_schema_default(tmp_path):
+    config = load_config([_minimal(tmp_path)])
+    for path, default in _defaults(SCHEMA):
+        found = _lookup(config, path)
+        assert found, f"{'.'.join(path)}: the loaded configuration lacks it"
+        if default != {}:  # an object's own defaults are checked one by one
+            assert all(value == default for value in found), ".".join(path)
+
+
+def test_the_measurement_spec_and_the_launch_settings_are_apart(tmp_path):
+    config = load_config([_minimal(tmp_path)])
+    spec = run_spec(config, "local", 2)
+    assert sorted(spec) == ["data", "instance", "repeat", "training", "workload"]
+    assert spec["training"]["seed"] == config["training"]["seed"] + 1
+    assert spec["training"]["warmup_epochs"] == 2 and spec["data"]["seed"] == 42  # the schema's
+    assert sorted(launch_settings(config)) == ["aws", "limits"]
+
+
+def _schema_defaults_by_key():
+    found = {}
+    for path, default in _defaults(SCHEMA):
+        found.setdefault(path[-1], []).append(default)
+    return found
+
+
+def test_no_code_default_differs_from_the_schema():
+    """`x.get("warmup_epochs", 0)` where the schema says 2 is how two defaults disagreed: every
+    `.get(<schema key>, <literal>)` in the package must repeat the schema's value, if it has one."""
+    defaults, wrong = _schema_defaults_by_key(), []
+    for path in sorted((REPO / "src" / "kpbench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and len(node.args) == 2 and isinstance(node.args[0], ast.Constant)
+                    and node.args[0].value in defaults):
+                try:
+                    value = ast.literal_eval(node.args[1])
+                except ValueError:
+                    continue  # a name, not a literal
+                if value not in defaults[node.args[0].value]:
+                    wrong.append(f"{path.name}:{node.lineno} {node.args[0].value}={value!r}")
+    assert not wrong, wrong
+
+
+def test_the_commands_have_no_setting_defaults_of_their_own():
+    """Command-line defaults may name files and folders only; every setting comes validated."""
+    parser, wrong = build_parser(), []
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            default = action.default
+            if default in (None, False, argparse.SUPPRESS) or isinstance(action, argparse._HelpAction):
+                continue
+            paths = default if isinstance(default, list) else [default]
+            if not all(isinstance(p, Path) for p in paths):
+                wrong.append(f"{name} {action.dest}={default!r}")
+    assert not wrong, wrong
+
+
+def test_a_misspelled_workload_is_named(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("workload: defualt\n")
+    with pytest.raises(KpbenchError, match="workload 'defualt' is not one of tiny, default, full"):
+        load_config([REPO / "config" / "config.yaml", overlay])
+    result = subprocess.run([sys.executable, "-m", "kpbench", "plan", "--configfile", "config/config.yaml",
+                             str(overlay), "--no-quota-check"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "workload 'defualt' is not one of" in result.stderr
+
+
+def test_a_schema_violation_names_the_field(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("training:\n  warmup_epochs: -1\n")
+    with pytest.raises(KpbenchError, match="warmup_epochs"):
+        load_config([REPO / "config" / "config.yaml", overlay])
+
+
+def test_duplicate_instance_names_are_named(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"instances": config["instances"] + config["instances"][:1]}))
+    with pytest.raises(KpbenchError, match="instance names must be unique \\(local repeated\\)"):
+        load_config([REPO / "config" / "config.yaml", overlay])
