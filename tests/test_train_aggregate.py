@@ -170,7 +170,8 @@ def test_time_to_target_starts_with_training_and_its_cost_prices_init_too(traine
 def test_repeats_become_one_row_per_instance_with_their_spread():
     import pandas as pd
 
-    from kpbench.aggregate import REPEATED_COLUMNS, by_instance
+    from kpbench.aggregate import by_instance
+    from kpbench.metrics import REPEATED as REPEATED_COLUMNS
 
     def row(source, instance, train_s, time_to_target_s=None):
         return {"source": source, "instance": instance, "train_s": train_s, "time_to_target_s": time_to_target_s,
@@ -196,7 +197,8 @@ def test_every_column_comes_from_the_runs_chosen_by_training_time():
     """The fastest run has the best accuracy: dropping it by training time drops its accuracy too."""
     import pandas as pd
 
-    from kpbench.aggregate import REPEATED_COLUMNS, by_instance
+    from kpbench.aggregate import by_instance
+    from kpbench.metrics import REPEATED as REPEATED_COLUMNS
 
     runs = [(1, 10.0, 1.0), (2, 20.0, 3.0), (3, 30.0, 2.0)]  # (repeat, train_s, val_rmse_px)
     summary = pd.DataFrame([{**{c: None for c in REPEATED_COLUMNS}, "source": "kpbench", "instance": "a",
