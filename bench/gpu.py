@@ -29,16 +29,16 @@ ORIGINAL_TRAIN_IMAGES, ORIGINAL_EPOCHS = 6344, 100
 def bench_spec(gpus, epochs, batch_size, training):
     """The run spec of config/config.yaml's full workload (schema defaults filled) on this machine,
     every image, with `training` settings over the configured ones."""
-    from kpbench.settings import load_config
+    from kpbench import settings
 
-    config = load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])
-    # The configured local row (its schema defaults filled), made this machine's: not priced.
-    instance = {**config["instances"][0], "name": "bench-gpu", "vcpus": None, "gpu_model": gpus[0] if gpus else None,
-                "gpus": len(gpus), "usd_per_hour": None, "price_date": None, "price_source": "", "note": None}
-    return {"instance": instance,
-            "workload": {**config["workloads"]["full"], "name": "full", "epochs": epochs, "batch_size": batch_size},
-            "training": {**config["training"], **training}, "repeat": 1,
-            "data": {"source": "synthetic", **config["preprocess"]}}
+    config = settings.load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])
+    spec = settings.run_spec({**config, "workload": "full"}, config["instances"][0]["name"], 1)
+    # The configured local row made this machine's: not priced.
+    spec["instance"].update(name="bench-gpu", vcpus=None, gpu_model=gpus[0] if gpus else None, gpus=len(gpus),
+                            usd_per_hour=None, price_date=None, price_source="", note=None)
+    spec["workload"].update(epochs=epochs, batch_size=batch_size)
+    spec["training"].update(training)
+    return spec
 
 
 def main():
