@@ -24,14 +24,14 @@ from common import machine_line  # noqa: E402
 
 
 def worker(args):
-    """One cluster worker: the sweep, as train.self_profile runs it, written as JSON."""
+    """One cluster worker: the sweep, as cluster.self_profile runs it, written as JSON."""
     import tensorflow as tf
 
     from kpbench import collective
-    from kpbench.model import build_model
+    from kpbench.model import REFERENCE_MODEL, build_model
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    largest = args.largest_bytes or collective.gradient_bytes(build_model())
+    largest = args.largest_bytes or collective.gradient_bytes(build_model(REFERENCE_MODEL, "float32"))
     result = collective.measure(strategy, largest, timed_calls=args.calls)
     Path(args.out).write_text(json.dumps(result))
 

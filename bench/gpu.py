@@ -26,6 +26,21 @@ ORIGINAL_T4_TRAIN_S = 595.34
 ORIGINAL_TRAIN_IMAGES, ORIGINAL_EPOCHS = 6344, 100
 
 
+def bench_spec(gpus, epochs, batch_size, training):
+    """The run spec of config/config.yaml's full workload (schema defaults filled) on this machine,
+    every image, with `training` settings over the configured ones."""
+    from kpbench import settings
+
+    config = settings.load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])
+    spec = settings.run_spec({**config, "workload": "full"}, config["instances"][0]["name"], 1)
+    # The configured local row made this machine's: not priced.
+    spec["instance"].update(name="bench-gpu", vcpus=None, gpu_model=gpus[0] if gpus else None, gpus=len(gpus),
+                            usd_per_hour=None, price_date=None, price_source="", note=None)
+    spec["workload"].update(epochs=epochs, batch_size=batch_size)
+    spec["training"].update(training)
+    return spec
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=7049)
@@ -59,13 +74,8 @@ def main():
         scratch = Path(scratch)
         write_synthetic_csvs(scratch, n_train=args.rows, n_test=2, seed=1)
         preprocess(scratch, scratch / "dataset.npz", scratch / "stats.json", scratch / "samples.npz", 0.1, 0)
-        spec = {
-            "instance": {"name": "bench-gpu", "backend": "local", "gpu_model": gpus[0] if gpus else None,
-                         "gpus": len(gpus), "workers": 1, "usd_per_hour": None, "price_date": None},
-            "workload": {"name": "full", "epochs": args.epochs, "batch_size": args.batch_size},
-            "training": {"learning_rate": 1e-3, "seed": 1, "pck_radius_px": 3.0, "prediction_samples": 4,
-                         "precision": precision, "jit_compile": jit_compile, **extra},
-        }
+        spec = bench_spec(gpus, args.epochs, args.batch_size, {"precision": precision, "jit_compile": jit_compile,
+                                                               "prediction_samples": 4, **extra})
         run = run_training(spec, scratch / "dataset.npz", args.out or scratch / "run", max_seconds=args.max_seconds)
     t, workload = run["timings"], run["workload"]
     print(f"machine: {machine_line(args.framework)}; GPUs: {', '.join(gpus) or 'none'}; precision {precision}"

@@ -27,12 +27,13 @@ def child(path_kind, source):
 
     started = process_start_time()
     # TensorFlow comes in at the first build: part of init, as in the study.
-    from kpbench.model import build_model, compile_model
+    from kpbench.model import REFERENCE_MODEL, build_model
+    from kpbench.objectives import compile_model
     if path_kind == "kpbench":
         from kpbench.preprocess import load_dataset
 
         load_dataset(source)
-        compile_model(build_model(), 1e-3, 3.0)
+        compile_model(build_model(REFERENCE_MODEL, "float32"), 1e-3, 3.0, False)
     else:
         from kpbench.original import compiled_model, load_training
 

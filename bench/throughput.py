@@ -21,7 +21,6 @@ compiled with XLA, as JAX always does.
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,17 +35,16 @@ from kpbench.hardware import FRAMEWORKS, default_framework  # noqa: E402
 def fit_images_per_s(keras, fit, images, epochs, repeats):
     """(step images/s, wall images/s) of `fit(epochs, callbacks)` after one warm-up epoch; the steps
     are timed by the pipeline's own step timer."""
-    from kpbench.train import _step_timer
+    from kpbench.callbacks import step_timer
 
     fit(1, [])
     step_s, wall_s = [], []
-    with tempfile.TemporaryDirectory() as scratch:
-        clock = _step_timer(keras, Path(scratch) / "progress.json")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fit(epochs, [clock])
-            wall_s.append(time.perf_counter() - start)
-            step_s.append(sum(clock.step_s))
+    clock = step_timer(keras)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fit(epochs, [clock])
+        wall_s.append(time.perf_counter() - start)
+        step_s.append(sum(clock.step_s))
     return images * epochs / statistics.median(step_s), images * epochs / statistics.median(wall_s)
 
 
@@ -68,16 +66,13 @@ def main():
     print(f"framework: {args.framework}", flush=True)
     if args.framework == "tf":
         import tf_keras as keras
-
-        from kpbench.model import build_model, compile_model, describe_model
     else:
         import keras
-
-        from kpbench.keras3_path import build_model, compile_model, describe_model
     from kpbench.hardware import cpu_flags, gpu_names, matmul_gflops
-    from kpbench.model import pack_targets
+    from kpbench.model import REFERENCE_MODEL, build_model, describe_model
+    from kpbench.objectives import compile_model, pack_targets
 
-    flops = describe_model()["training_flops_per_image"]
+    flops = describe_model(REFERENCE_MODEL, keras)["training_flops_per_image"]
     rng = np.random.default_rng(0)
     x = rng.random((args.images, 96, 96, 1), dtype=np.float32)
     pixels = rng.uniform(10, 86, (args.images, 30)).astype(np.float32)
@@ -103,7 +98,7 @@ def main():
     if precisions is None:
         precisions = ["mixed_float16"] if gpus else (["mixed_bfloat16"] if "avx512_bf16" in cpu_flags() else [])
     if args.framework == "tf":
-        from kpbench.train import make_dataset
+        from kpbench.inputs import make_dataset
 
         feed = {"x": make_dataset(x, pack_targets(pixels, mask), args.batch_size, shuffle_seed=0)}
         source = "tf.data"
@@ -114,7 +109,7 @@ def main():
     for precision in ["float32", *precisions]:
         for jit_compile in xla:
             keras.utils.set_random_seed(0)
-            model = compile_model(build_model(precision), 1e-3, 3.0, jit_compile=jit_compile)
+            model = compile_model(build_model(REFERENCE_MODEL, precision, keras), 1e-3, 3.0, jit_compile, keras)
             results[f"kpbench: {source}, masked loss, {precision}{', XLA' if jit_compile else ''}"] = fit_images_per_s(
                 keras, lambda e, c, m=model: m.fit(**feed, epochs=e, callbacks=c, verbose=0),
                 args.images, args.epochs, args.repeats)

@@ -81,6 +81,8 @@ rule train:
 rule describe_model:
     output:
         "results/model.json",
+    params:
+        model=config["workloads"][config["workload"]]["model"],
     conda:
         "../environment.yml"
     log:
@@ -88,4 +90,4 @@ rule describe_model:
     benchmark:
         "benchmarks/describe_model.tsv"
     shell:
-        "python -m kpbench describe-model --out {output} > {log} 2>&1"
+        "python -m kpbench describe-model --model {params.model} --out {output} > {log} 2>&1"

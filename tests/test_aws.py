@@ -23,6 +23,7 @@ import pytest
 
 from kpbench import KpbenchError, aws
 from kpbench.backends import free_ports, run_instance
+from specs import run_spec
 
 SECRET_KEY = "kpbench-test-secret-Zq81xV"
 ACCESS_KEY = "AKIAKPBENCHTESTKEY01"
@@ -100,15 +101,13 @@ def aws_config(**overrides):
 
 
 def ec2_spec(backend="ec2", workers=1, limits=None, **aws_overrides):
-    return {
-        "instance": {"name": f"test-{backend}", "backend": backend, "instance_type": "g4dn.xlarge",
-                     "workers": workers, "gpus": 0, "usd_per_hour": 0.526, "price_date": "2025-01-01"},
-        "workload": {"name": "tiny", "epochs": 2, "batch_size": 4, "max_train_images": 16, "max_val_images": 8},
-        "training": {"learning_rate": 1e-3, "seed": 3, "pck_radius_px": 3.0, "prediction_samples": 2,
-                     "peak_matmul_size": 128, "warmup_epochs": 0, "scale_learning_rate": True},
-        "limits": {"stall_timeout_s": 120, "deadline_s": 300, **(limits or {})},
-        "aws": aws_config(**aws_overrides),
-    }
+    spec = run_spec(
+        instance={"name": f"test-{backend}", "backend": backend, "instance_type": "g4dn.xlarge",
+                  "workers": workers, "gpus": 0, "usd_per_hour": 0.526, "price_date": "2025-01-01"},
+        workload={"epochs": 2, "batch_size": 4, "max_train_images": 16, "max_val_images": 8},
+        training={"seed": 3, "prediction_samples": 2, "peak_matmul_size": 128, "warmup_epochs": 0})
+    return {**spec, "limits": {"stall_timeout_s": 120, "deadline_s": 300, **(limits or {})},
+            "aws": aws_config(**aws_overrides)}
 
 
 def live_instances():

@@ -14,7 +14,9 @@ import pytest
 from kpbench import KpbenchError
 from kpbench.backends import free_ports, run_instance
 from kpbench.contention import contended
-from kpbench.train import PROGRESS_FILE, tf_config
+from kpbench.layout import PROGRESS_FILE
+from kpbench.train import tf_config
+from specs import run_spec
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +25,13 @@ def cluster_dataset(tmp_path_factory, small_dataset):
 
 
 def _spec(backend, workers, batch, **training):
-    return {
-        "instance": {"name": f"{backend}-{workers}", "backend": backend, "workers": workers, "gpus": 0,
-                     "usd_per_hour": 0.1, "price_date": "2026-01-01"},
-        "workload": {"name": "tiny", "epochs": 3, "batch_size": batch, "max_train_images": 64,
-                     "max_val_images": 16},
-        "training": {"learning_rate": 1e-3, "seed": 3, "pck_radius_px": 3.0, "prediction_samples": 2,
-                     "peak_matmul_size": 128, "warmup_epochs": 0, "scale_learning_rate": False, **training},
-        "limits": {"stall_timeout_s": 60, "deadline_s": 600},
-    }
+    spec = run_spec(
+        instance={"name": f"{backend}-{workers}", "backend": backend, "workers": workers, "gpus": 0,
+                  "usd_per_hour": 0.1, "price_date": "2026-01-01"},
+        workload={"epochs": 3, "batch_size": batch, "max_train_images": 64, "max_val_images": 16},
+        training={"seed": 3, "prediction_samples": 2, "peak_matmul_size": 128, "warmup_epochs": 0,
+                  "scale_learning_rate": False, **training})
+    return {**spec, "limits": {"stall_timeout_s": 60, "deadline_s": 600}}
 
 
 def _our_processes(marker):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpbench.model import CENTRE, MAE, PCK, RMSE, describe_model, masked_mse, pack_targets
+from kpbench.model import MODEL_NAMES, describe_model
+from kpbench.objectives import CENTRE, MAE, PCK, RMSE, masked_mse, pack_targets
 from kpbench.peaks import peak_tflops
 
 KERAS3_SIDE = """
@@ -21,6 +22,7 @@ import json, sys
 import numpy as np
 import keras
 from kpbench import keras3_path as k3
+from kpbench.model import MODEL_NAMES
 
 data = np.load(sys.argv[1])
 y, prediction = data["y"], data["prediction"]
@@ -28,9 +30,9 @@ metrics = [k3.RMSE(), k3.MAE(), k3.PCK(radius_px=3.0)]
 for part in (slice(0, 3), slice(3, None)):
     for metric in metrics:
         metric.update_state(y[part], prediction[part])
-half = k3.build_model("mixed_float16")
+half = k3.build_model("separable_cnn", "mixed_float16")
 print(json.dumps({
-    "description": k3.describe_model(),
+    "descriptions": {name: k3.describe_model(name) for name in MODEL_NAMES},
     "loss": np.asarray(k3.masked_mse(y, prediction)).tolist(),
     "metrics": [float(metric.result()) for metric in metrics],
     "half_dtypes": [half.layers[0].compute_dtype, half.layers[-1].compute_dtype],
@@ -47,9 +49,11 @@ def _run(code, *args, **env):
 
 
 def test_the_model_training_and_data_modules_import_without_tensorflow():
-    loaded = _run("import sys, kpbench.model, kpbench.train, kpbench.hardware, kpbench.sources, kpbench.preprocess; "
-                  "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras')))")
-    assert loaded == "[]"
+    loaded = _run("import sys, kpbench.model, kpbench.train, kpbench.hardware, kpbench.sources, kpbench.preprocess, "
+                  "kpbench.synthetic, kpbench.inputs, kpbench.cluster, kpbench.callbacks, kpbench.run_record; "
+                  "print(kpbench.model.MODEL_NAMES, "
+                  "sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')))")
+    assert loaded == "('reference_cnn', 'separable_cnn') []"
 
 
 def test_keras3_builds_the_same_network_and_scores_like_tf_keras(tmp_path):
@@ -64,10 +68,13 @@ def test_keras3_builds_the_same_network_and_scores_like_tf_keras(tmp_path):
 
     keras3 = json.loads(_run(KERAS3_SIDE, str(tmp_path / "batch.npz"), KERAS_BACKEND="tensorflow"))
 
-    tf_keras = describe_model()
-    assert keras3["description"]["parameters"] == tf_keras["parameters"] == 7_266_494
-    assert keras3["description"]["layers"] == tf_keras["layers"]
-    assert keras3["description"]["keras"].startswith("keras 3.")
+    assert set(keras3["descriptions"]) == set(MODEL_NAMES)
+    for name, description in keras3["descriptions"].items():
+        tf_keras = describe_model(name)
+        assert description["parameters"] == tf_keras["parameters"]
+        assert description["layers"] == tf_keras["layers"]
+        assert description["keras"].startswith("keras 3.")
+    assert keras3["descriptions"]["reference_cnn"]["parameters"] == 7_266_494
     assert np.allclose(keras3["loss"], masked_mse(tf.constant(y), tf.constant(prediction)).numpy(), rtol=1e-6)
     assert keras3["loss"][4] == 0.0
     metrics = [RMSE(), MAE(), PCK(radius_px=3.0)]

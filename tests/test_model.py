@@ -2,12 +2,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpbench.model import (CENTRE, MAE, PCK, REFERENCE_PARAMETERS, RMSE, build_model, describe_model,
-                           masked_mse, pack_targets, to_pixels)
+from kpbench import KpbenchError
+from kpbench.model import MODEL_NAMES, MODELS, REFERENCE_PARAMETERS, build_model, describe_model, layer_table
+from kpbench.objectives import CENTRE, MAE, PCK, RMSE, masked_mse, pack_targets, to_pixels
+from kpbench.predict import layer_costs
+
+
+def test_the_registry_names_each_built_in_model_once():
+    assert MODEL_NAMES == tuple(MODELS) == ("reference_cnn", "separable_cnn")
+    with pytest.raises(KpbenchError, match="reference_cnn, separable_cnn"):
+        build_model("resnet", "float32")
 
 
 def test_reference_model_has_the_original_studys_parameter_count():
-    model = build_model()
+    model = build_model("reference_cnn", "float32")
     assert model.count_params() == REFERENCE_PARAMETERS == 7_266_494
     assert model.output_shape == (None, 30)
     convs = [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"]
@@ -15,14 +23,67 @@ def test_reference_model_has_the_original_studys_parameter_count():
 
 
 def test_model_description_matches_the_model():
-    description = describe_model()
-    assert description["parameters"] == 7_266_494
+    description = describe_model("reference_cnn")
+    assert description["name"] == "reference_cnn" and description["parameters"] == 7_266_494
     assert sum(row["parameters"] for row in description["layers"]) == 7_266_494
     first = description["layers"][0]
     assert first["output_shape"] == [96, 96, 32]
     # 3x3 conv, 1 input channel, 32 filters on 96x96: 2 * 9 * 1 * 32 * 96 * 96 FLOPs.
     assert first["flops"] == 2 * 9 * 32 * 96 * 96
     assert description["training_flops_per_image"] == 3 * description["forward_flops_per_image"]
+
+
+def test_the_separable_model_keeps_the_interface_and_counts_depthwise_and_pointwise_flops():
+    model = build_model("separable_cnn", "float32")
+    assert model.input_shape == (None, 96, 96, 1) and model.output_shape == (None, 30)
+    assert model.layers[-1].dtype == "float32"
+    description = describe_model("separable_cnn")
+    layers = {row["name"]: row for row in description["layers"]}
+    assert description["parameters"] == sum(row["parameters"] for row in description["layers"]) == 2_939_463
+    # block1_conv1, 1 -> 32 channels on 96x96: a 3x3 depthwise filter (9 weights), a 1x1 pointwise
+    # convolution (32 weights) and 32 biases; FLOPs 2 x 9 x 1 x 96 x 96 depthwise + 2 x 1 x 32 x 96 x 96 pointwise.
+    first = layers["block1_conv1"]
+    assert first["type"] == "SeparableConv2D" and first["output_shape"] == [96, 96, 32]
+    assert first["parameters"] == 9 + 32 + 32
+    assert first["flops"] == 2 * 9 * 1 * 96 * 96 + 2 * 1 * 32 * 96 * 96 == 755_712
+    # block1_conv2, 32 -> 32: 2 x 9 x 32 x 96 x 96 + 2 x 32 x 32 x 96 x 96.
+    assert layers["block1_conv2"]["flops"] == 2 * 9 * 32 * 9216 + 2 * 32 * 32 * 9216 == 24_182_784
+    assert layers["block1_conv2"]["parameters"] == 9 * 32 + 32 * 32 + 32
+    # head_conv1 on the 3x3 map after five poolings, 256 -> 512.
+    assert layers["head_conv1"]["output_shape"] == [3, 3, 512]
+    assert layers["head_conv1"]["flops"] == 2 * 9 * 256 * 9 + 2 * 256 * 512 * 9
+    assert layers["dense"]["flops"] == 2 * 3 * 3 * 512 * 512
+    # The compute profile differs: an eighth of the reference's FLOPs per image, and a third of its
+    # FLOPs per parameter (the dense head's 2.4 M parameters, used once per image, now hold most of them).
+    reference = describe_model("reference_cnn")
+    assert description["training_flops_per_image"] == 3 * description["forward_flops_per_image"] == 3 * 104_701_440
+    assert reference["forward_flops_per_image"] / description["forward_flops_per_image"] > 7.5
+    assert (reference["forward_flops_per_image"] / reference["parameters"]
+            > 3 * description["forward_flops_per_image"] / description["parameters"])
+
+
+def test_a_depthwise_convolution_counts_one_filter_per_channel_and_multiplier():
+    import tf_keras as keras
+
+    model = keras.Sequential([keras.Input(shape=(8, 8, 4)),
+                              keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise")])
+    row = layer_table(model)[0]
+    # 4 channels x 2 filters each, 3x3, valid padding: a 6x6x8 output; 72 weights and 8 biases.
+    assert row["type"] == "DepthwiseConv2D" and row["output_shape"] == [6, 6, 8]
+    assert row["parameters"] == 9 * 4 * 2 + 8
+    assert row["flops"] == 2 * 9 * 4 * 2 * 6 * 6
+
+
+def test_the_performance_model_costs_a_separable_layer_from_its_row():
+    description = describe_model("separable_cnn")
+    rows = {r["name"]: r for r in layer_costs(description["layers"], batch_size=64)}
+    first = rows["block1_conv1"]
+    # Forward reads the 96x96x1 image and writes 96x96x32 activations (float32), and its 73 weights
+    # are read once per batch of 64; backward reads the output gradient and the saved input, writes
+    # the input gradient, reads the weights and writes their gradients.
+    assert first["forward_flops"] == 755_712 and first["backward_flops"] == 2 * 755_712
+    assert first["forward_bytes"] == pytest.approx(4 * (9216 + 294_912) + 73 * 4 / 64)
+    assert first["backward_bytes"] == pytest.approx(4 * (294_912 + 2 * 9216) + 2 * 73 * 4 / 64)
 
 
 def _batch(seed=0, n=8):

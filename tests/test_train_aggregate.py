@@ -10,8 +10,10 @@ import pytest
 from kpbench import KpbenchError
 from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, run_row, summarise, time_to_target
 from kpbench.kaggle_format import KEYPOINTS
-from kpbench.train import (HISTORY_COLUMNS, config_hash, epoch_batches, per_keypoint_rmse, run_training,
-                           steady_step_images_per_s, tf_config)
+from kpbench.run_record import (HISTORY_COLUMNS, config_hash, epoch_batches, per_keypoint_rmse,
+                                steady_step_images_per_s)
+from kpbench.train import load_spec, run_training, tf_config
+from specs import run_spec
 
 ORIGINAL_CSV = Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
 REFERENCE = {"epochs": 100, "train_images": 6344, "validation_images": 705, "batch_size": 64,
@@ -21,12 +23,10 @@ INSTANCE = {"name": "tiny-box", "backend": "local", "gpus": 0, "workers": 1, "us
             "price_date": "2026-01-01", "note": "a & b"}
 
 
-def _spec(seed=1):
-    return {"instance": INSTANCE,
-            "workload": {"name": "tiny", "epochs": 2, "batch_size": 8, "max_train_images": 24, "max_val_images": 8},
-            "training": {"learning_rate": 0.001, "seed": seed, "pck_radius_px": 3.0, "prediction_samples": 4,
-                         "peak_matmul_size": 256},
-            "data": {"source": "synthetic"}}
+def _spec(**workload):
+    return run_spec(instance=INSTANCE, workload={"epochs": 2, "batch_size": 8, "max_train_images": 24,
+                                                 "max_val_images": 8, **workload},
+                    training={"prediction_samples": 4, "peak_matmul_size": 256})
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +70,7 @@ def test_training_writes_a_complete_timed_run(trained):
 
 
 def test_training_stops_after_the_epoch_past_which_another_would_overrun_max_seconds(dataset, tmp_path):
-    spec = _spec()
-    spec["workload"] = {**spec["workload"], "epochs": 3}
-    run = run_training(spec, dataset / "dataset.npz", tmp_path, max_seconds=0)
+    run = run_training(_spec(epochs=3), dataset / "dataset.npz", tmp_path, max_seconds=0)
     assert run["workload"]["epochs"] == 1 and run["workload"]["epochs_requested"] == 3
     assert len(run["timings"]["epoch_s"]) == 1 and run["timings"]["max_seconds"] == 0
     assert run["timings"]["images_per_s"] == pytest.approx(24 / run["timings"]["train_s"])
@@ -82,11 +80,28 @@ def test_training_stops_after_the_epoch_past_which_another_would_overrun_max_sec
 def test_a_cluster_refuses_keras3_and_a_time_limit(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config(["a:1", "b:2"], 0)))
     keras3 = _spec()
-    keras3["training"] = {**keras3["training"], "framework": "keras3-jax"}
+    keras3["training"]["framework"] = "keras3-jax"
     for spec, max_seconds in ((keras3, None), (_spec(), 60)):
         with pytest.raises(KpbenchError, match="cluster trains with TensorFlow"):
             run_training(spec, dataset / "dataset.npz", tmp_path, max_seconds=max_seconds)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_separable_model_trains_and_its_run_counts_its_own_flops(dataset, tmp_path):
+    from kpbench.model import describe_model
+
+    run = run_training(_spec(model="separable_cnn", epochs=1, max_train_images=16), dataset / "dataset.npz", tmp_path)
+    assert run["workload"]["model"] == "separable_cnn" and len(run["timings"]["epoch_s"]) == 1
+    assert run["performance"]["training_flops_per_image"] == describe_model("separable_cnn")["training_flops_per_image"]
+    assert run["metrics"]["val_rmse_px"] > 0 and (tmp_path / "run.json").is_file()
+
+
+def test_a_spec_lacking_a_measurement_key_is_refused():
+    spec = _spec()
+    assert load_spec(json.dumps(spec)) == spec
+    del spec["repeat"]
+    with pytest.raises(KpbenchError, match="lacks 'repeat'"):
+        load_spec(json.dumps(spec))
 
 
 def test_step_throughput_leaves_out_the_first_step_of_each_batch_shape():
@@ -155,7 +170,8 @@ def test_time_to_target_starts_with_training_and_its_cost_prices_init_too(traine
 def test_repeats_become_one_row_per_instance_with_their_spread():
     import pandas as pd
 
-    from kpbench.aggregate import REPEATED_COLUMNS, by_instance
+    from kpbench.aggregate import by_instance
+    from kpbench.metrics import REPEATED as REPEATED_COLUMNS
 
     def row(source, instance, train_s, time_to_target_s=None):
         return {"source": source, "instance": instance, "train_s": train_s, "time_to_target_s": time_to_target_s,
@@ -181,7 +197,8 @@ def test_every_column_comes_from_the_runs_chosen_by_training_time():
     """The fastest run has the best accuracy: dropping it by training time drops its accuracy too."""
     import pandas as pd
 
-    from kpbench.aggregate import REPEATED_COLUMNS, by_instance
+    from kpbench.aggregate import by_instance
+    from kpbench.metrics import REPEATED as REPEATED_COLUMNS
 
     runs = [(1, 10.0, 1.0), (2, 20.0, 3.0), (3, 30.0, 2.0)]  # (repeat, train_s, val_rmse_px)
     summary = pd.DataFrame([{**{c: None for c in REPEATED_COLUMNS}, "source": "kpbench", "instance": "a",

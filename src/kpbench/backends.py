@@ -22,7 +22,8 @@ from kpbench.io import read_json, write_json
 from kpbench import collective
 from kpbench.contention import DEFAULT_THRESHOLD, Sampler
 from kpbench.guard import RunLock, launcher_environment
-from kpbench.train import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE, prepare_backup, tf_config
+from kpbench.layout import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE
+from kpbench.train import prepare_backup, tf_config
 
 BACKUP_DIR = ".backup"  # survives a failed run (Snakemake does not know it), so a rerun resumes
 LOG_GRACE_S = 60.0  # how long a finished EC2 run waits for its instances' logs

@@ -8,8 +8,8 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.io import atomic_path
+from kpbench.layout import RUN_FILES
 from kpbench.settings import load_config, trained_instances
-from kpbench.train import RUN_FILES
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
 CAMPAIGN_FILES = ("summary.csv", "model.json", "dataset/stats.json", "dataset/samples.npz")

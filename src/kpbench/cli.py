@@ -30,7 +30,7 @@ def _describe_model(args):
     from kpbench.io import write_json
     from kpbench.model import describe_model
 
-    description = describe_model()
+    description = describe_model(args.model)
     write_json(args.out, description)
     print(f"{description['name']}: {description['parameters']:,} parameters")
 
@@ -136,7 +136,8 @@ def build_parser():
     p.add_argument("--seed", type=int, required=True)
     p.set_defaults(func=_preprocess)
 
-    p = commands.add_parser("describe-model", help="layer table, parameters and FLOPs of the reference CNN")
+    p = commands.add_parser("describe-model", help="layer table, parameters and FLOPs of a registered model")
+    p.add_argument("--model", required=True, help="its name in kpbench.model.MODELS (workloads.<name>.model)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_describe_model)
 

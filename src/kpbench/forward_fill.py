@@ -43,7 +43,7 @@ def rmse(predicted_px, true_px, where):
 
 
 def _scores(predicted_px, true_px, mask):
-    from kpbench.train import per_keypoint_rmse
+    from kpbench.run_record import per_keypoint_rmse
 
     return {"blank_rmse_px": rmse(predicted_px, true_px, ~mask),
             "labelled_rmse_px": rmse(predicted_px, true_px, mask),

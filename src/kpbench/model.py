@@ -1,216 +1,93 @@
-"""Model stage: the original study's CNN, the masked loss and the pixel-space metrics.
+"""Model stage: the registry of built-in keypoint models, and the description (layer table,
+parameters, FLOPs) the paper and the performance model read.
 
-Targets travel as one (batch, 60) tensor: 30 normalised coordinates, then their 30-entry presence
-mask. That keeps `model.fit` standard (one y), lets the loss ignore missing labels instead of
-forward-filling them, and works unchanged under tf.distribute strategies.
+Every model takes a 96x96x1 image and ends in the 30 outputs kpbench.objectives trains and scores.
+The names import without TensorFlow (the configuration is checked against them before anything
+trains); each builder makes its layers from whichever Keras module it is given: tf-keras (the
+default), or Keras 3 for kpbench.keras3_path on machines without TensorFlow.
 
-The architecture is built from whichever Keras module is passed in: tf-keras (the default), or Keras 3
-for kpbench.keras3_path on machines without TensorFlow. This module therefore imports TensorFlow
-only where the tf-keras loss, metrics and compile need it.
+To add a model: write a builder `(keras) -> keras.Model` below and register it in MODELS; if it
+uses a layer type whose FLOPs `_forward_flops` does not count yet, count them there.
 """
-
-import functools
 
 import numpy as np
 
+from kpbench import KpbenchError
 from kpbench.kaggle_format import IMAGE_SIZE
+from kpbench.objectives import N_TARGETS, tf_keras
 
-N_TARGETS = 30
-CENTRE = IMAGE_SIZE / 2.0          # targets are trained as (pixels - 48) / 48, in [-1, 1]
 BLOCK_FILTERS = (32, 64, 96, 128, 256)
 HEAD_FILTERS = 512
 DENSE_UNITS = 512
 DROPOUT = 0.05
 REFERENCE_PARAMETERS = 7_266_494   # the original study's model.summary() total
-
-
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def _tf_keras():
-    import tf_keras
-
-    return tf_keras
-
-
-def build_model(precision="float32", keras=None):
-    """Five [Conv-Conv-BN-MaxPool] blocks, Conv 512 ×2 + BN, Dense 512, Dropout, Dense 30, made of
-    `keras`'s layers (tf-keras unless given Keras 3).
-
-    With a mixed precision the layers compute in bfloat16 or float16 but keep float32 weights, and
-    the output layer stays float32 so the loss and metrics see full-precision coordinates.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    keras = keras or _tf_keras()
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        return _build_layers(keras)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+def _reference_cnn(keras):
+    """The original study's CNN: five [Conv-Conv-BN-MaxPool] blocks, Conv 512 x2 + BN, Dense 512,
+    Dropout, Dense 30."""
+    return _keypoint_network(keras, "reference_cnn", keras.layers.Conv2D)
 
 
-def _build_layers(keras):
+def _separable_cnn(keras):
+    """The reference with each 3x3 convolution depthwise-separable (a 3x3 filter per channel, then a
+    1x1 convolution across channels, as MobileNet does): the same depth, widths and head with 40 %
+    of the parameters, an eighth of the FLOPs per image and a third of the FLOPs per parameter, so
+    more of its step is memory traffic than arithmetic."""
+    return _keypoint_network(keras, "separable_cnn", keras.layers.SeparableConv2D)
+
+
+def _keypoint_network(keras, name, conv):
+    """The reference's layout, with `conv` as its 3x3 convolution."""
     layers = [keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")]
     for block, filters in enumerate(BLOCK_FILTERS, start=1):
         layers += [
-            keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv1"),
-            keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{block}_conv2"),
+            conv(filters, 3, padding="same", activation="relu", name=f"block{block}_conv1"),
+            conv(filters, 3, padding="same", activation="relu", name=f"block{block}_conv2"),
             keras.layers.BatchNormalization(name=f"block{block}_bn"),
             keras.layers.MaxPooling2D(2, name=f"block{block}_pool"),
         ]
     layers += [
-        keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", activation="relu", name="head_conv1"),
-        keras.layers.Conv2D(HEAD_FILTERS, 3, padding="same", activation="relu", name="head_conv2"),
+        conv(HEAD_FILTERS, 3, padding="same", activation="relu", name="head_conv1"),
+        conv(HEAD_FILTERS, 3, padding="same", activation="relu", name="head_conv2"),
         keras.layers.BatchNormalization(name="head_bn"),
         keras.layers.Flatten(name="flatten"),
         keras.layers.Dense(DENSE_UNITS, activation="relu", name="dense"),
         keras.layers.Dropout(DROPOUT, name="dropout"),
+        # float32 under a mixed policy, so the loss and metrics see full-precision coordinates.
         keras.layers.Dense(N_TARGETS, dtype="float32", name="keypoints"),
     ]
-    return keras.Sequential(layers, name="keypoint_cnn")
+    return keras.Sequential(layers, name=name)
 
 
-def normalise_targets(pixels):
-    return (pixels - CENTRE) / CENTRE
+MODELS = {"reference_cnn": _reference_cnn, "separable_cnn": _separable_cnn}
+MODEL_NAMES = tuple(MODELS)
+REFERENCE_MODEL = "reference_cnn"  # the original study's: its published rows were measured on it
 
 
-def to_pixels(normalised):
-    return normalised * CENTRE + CENTRE
+def build_model(name, precision, keras=None):
+    """The registered model `name`, made of `keras`'s layers (tf-keras unless given Keras 3).
 
-
-def pack_targets(pixels, mask):
-    """(N, 30) pixel targets + (N, 30) presence mask → the (N, 60) y the loss and metrics read."""
-    return np.concatenate([normalise_targets(pixels) * mask, mask.astype("float32")], axis=1).astype("float32")
-
-
-def _split(y_true):
-    return y_true[:, :N_TARGETS], y_true[:, N_TARGETS:]
-
-
-def _tensorflow_ops():
-    """TensorFlow's spelling of the few array ops the loss and metrics use, under keras.ops' names."""
-    import types
-
-    import tensorflow as tf
-
-    return types.SimpleNamespace(sum=tf.reduce_sum, square=tf.square, abs=tf.abs, sqrt=tf.sqrt, cast=tf.cast,
-                                 maximum=tf.maximum, reshape=tf.reshape, norm=tf.norm,
-                                 divide_no_nan=tf.math.divide_no_nan)
-
-
-def objectives(keras=None):
-    """The masked loss and the exact epoch metrics (RMSE, MAE, PCK), made for a Keras module:
-    tf-keras (the default) with TensorFlow's ops, or Keras 3 with keras.ops."""
-    return _objectives(keras or _tf_keras())
-
-
-@functools.cache
-def _objectives(keras):
-    """Written once over `ops`, so both frameworks train on the same definitions."""
-    ops = _tensorflow_ops() if keras.__name__ == "tf_keras" else keras.ops
-
-    def masked_mse(y_true, y_pred):
-        """Mean squared error over the present targets only, per example (Keras averages the batch)."""
-        targets, mask = _split(y_true)
-        squared = ops.square(y_pred - targets) * mask
-        return ops.sum(squared, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 1.0)
-
-    class _MaskedSum(keras.metrics.Metric):
-        """Accumulates a masked sum and its count over the whole epoch, so the value is exact rather
-        than an average of per-batch values; the state is summed across replicas and workers."""
-
-        def __init__(self, name, **kwargs):
-            super().__init__(name=name, **kwargs)
-            self.total = self.add_weight(name="total", initializer="zeros")
-            self.count = self.add_weight(name="count", initializer="zeros")
-
-        def terms(self, targets, predictions, mask):
-            raise NotImplementedError
-
-        def update_state(self, y_true, y_pred, sample_weight=None):
-            targets, mask = _split(ops.cast(y_true, "float32"))
-            total, count = self.terms(targets, ops.cast(y_pred, "float32"), mask)
-            self.total.assign_add(total)
-            self.count.assign_add(count)
-
-        def reset_state(self):
-            self.total.assign(0.0)
-            self.count.assign(0.0)
-
-    class RMSE(_MaskedSum):
-        """Kaggle's metric: root mean squared error over present coordinates, in pixels."""
-
-        def __init__(self, name="rmse", **kwargs):
-            super().__init__(name, **kwargs)
-
-        def terms(self, targets, predictions, mask):
-            return ops.sum(ops.square((predictions - targets) * CENTRE) * mask), ops.sum(mask)
-
-        def result(self):
-            return ops.sqrt(ops.divide_no_nan(self.total, self.count))
-
-    class MAE(_MaskedSum):
-        """Mean absolute error over present coordinates, in pixels."""
-
-        def __init__(self, name="mae", **kwargs):
-            super().__init__(name, **kwargs)
-
-        def terms(self, targets, predictions, mask):
-            return ops.sum(ops.abs((predictions - targets) * CENTRE) * mask), ops.sum(mask)
-
-        def result(self):
-            return ops.divide_no_nan(self.total, self.count)
-
-    class PCK(_MaskedSum):
-        """Percentage of correct keypoints: share of present keypoints within `radius_px` pixels."""
-
-        def __init__(self, radius_px=3.0, name="pck", **kwargs):
-            super().__init__(name, **kwargs)
-            self.radius_px = float(radius_px)
-
-        def terms(self, targets, predictions, mask):
-            delta = ops.reshape((predictions - targets) * CENTRE, (-1, N_TARGETS // 2, 2))
-            present = ops.reshape(mask, (-1, N_TARGETS // 2, 2))[..., 0]
-            hit = ops.cast(ops.norm(delta, axis=-1) <= self.radius_px, "float32") * present
-            return ops.sum(hit), ops.sum(present)
-
-        def result(self):
-            return ops.divide_no_nan(self.total, self.count)
-
-        def get_config(self):
-            return {**super().get_config(), "radius_px": self.radius_px}
-
-    return {"masked_mse": masked_mse, "RMSE": RMSE, "MAE": MAE, "PCK": PCK}
-
-
-def masked_mse(y_true, y_pred):
-    """The tf-keras masked loss (see objectives)."""
-    return objectives()["masked_mse"](y_true, y_pred)
-
-
-def __getattr__(name):
-    """RMSE, MAE and PCK subclass tf-keras's Metric, so they are made on first use rather than on
-    import: the Keras 3 path imports this module where TensorFlow is not installed."""
-    if name in ("RMSE", "MAE", "PCK"):
-        return objectives()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def compile_model(model, learning_rate, pck_radius_px, jit_compile=False, keras=None):
-    """Adam on the masked loss with the exact epoch metrics; `jit_compile` compiles the training step
-    with XLA (slower on CPUs here: bench/RESULTS.md; on JAX, Keras 3 compiles with XLA unless told not to)."""
-    made, keras = objectives(keras), keras or _tf_keras()
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=made["masked_mse"],
-                  metrics=[made["RMSE"](), made["MAE"](), made["PCK"](pck_radius_px)], jit_compile=jit_compile)
-    return model
+    With a mixed precision the layers compute in bfloat16 or float16 but keep float32 weights.
+    """
+    if name not in MODELS:
+        raise KpbenchError(f"model must be one of {', '.join(MODEL_NAMES)}, not {name!r}")
+    if precision not in PRECISIONS:
+        raise KpbenchError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    keras = keras or tf_keras()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        return MODELS[name](keras)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def layer_table(model, keras=None):
     """One row per layer (name, type, output shape, parameters, forward FLOPs per image) for the paper;
     `keras` is the module the model was built with (tf-keras unless given)."""
-    keras = keras or _tf_keras()
+    keras = keras or tf_keras()
     rows = []
     for layer in model.layers:
         shape = tuple(int(d) for d in layer.output.shape[1:])
@@ -220,7 +97,20 @@ def layer_table(model, keras=None):
 
 
 def _forward_flops(keras, layer, output_shape):
-    """Multiply-adds ×2 of the layers that dominate compute; element-wise layers count as zero."""
+    """Multiply-adds x2 of the layers that dominate compute; element-wise layers count as zero.
+
+    A depthwise convolution filters each input channel on its own (`depth_multiplier` filters
+    each); a separable one follows that with a 1x1 (pointwise) convolution to its filters. The
+    depthwise and separable checks come first: some Keras versions derive them from Conv2D.
+    """
+    if isinstance(layer, (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)):
+        kh, kw = layer.kernel_size
+        height, width = output_shape[:2]
+        depthwise_channels = int(layer.input.shape[-1]) * layer.depth_multiplier
+        flops = 2 * kh * kw * depthwise_channels * height * width
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            flops += 2 * depthwise_channels * output_shape[2] * height * width
+        return int(flops)
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw = layer.kernel_size
         in_channels = int(layer.input.shape[-1])
@@ -230,11 +120,11 @@ def _forward_flops(keras, layer, output_shape):
     return 0
 
 
-def describe_model(keras=None):
-    """Everything the paper says about the model, computed from the model itself (built with tf-keras
-    unless given another Keras module)."""
-    keras = keras or _tf_keras()
-    model = build_model(keras=keras)
+def describe_model(name, keras=None):
+    """Everything the paper says about model `name`, computed from the model itself (built with
+    tf-keras unless given another Keras module)."""
+    keras = keras or tf_keras()
+    model = build_model(name, "float32", keras)
     table = layer_table(model, keras)
     forward = sum(row["flops"] for row in table)
     return {

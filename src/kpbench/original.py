@@ -49,9 +49,9 @@ def load_training(path):
 
 def compiled_model():
     """The study's CNN compiled as it was: Adam (its defaults) on plain mean squared error."""
-    from kpbench.model import build_model
+    from kpbench.model import REFERENCE_MODEL, build_model
 
-    model = build_model()
+    model = build_model(REFERENCE_MODEL, "float32")
     model.compile(optimizer="adam", loss="mse")
     return model
 

@@ -365,7 +365,7 @@ def load_inputs(config, results_dir, model_path=None, summary_path=None):
     else:
         from kpbench.model import describe_model
 
-        model = describe_model()
+        model = describe_model(config["workloads"][config["workload"]]["model"])
     original = config["original_study"]
     reference = {k: original[k] for k in ("epochs", "train_images", "validation_images", "batch_size")}
     summary_path = Path(summary_path or results_dir / "summary.csv")

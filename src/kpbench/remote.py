@@ -25,7 +25,8 @@ from kpbench.aws import SSE, put_private
 from kpbench.contention import DEFAULT_THRESHOLD, Sampler
 from kpbench.guard import launcher_environment
 from kpbench.io import read_json, write_json
-from kpbench.train import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE, tf_config
+from kpbench.layout import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE
+from kpbench.train import tf_config
 
 # The versions the project was tested with (its environment), so an instance trains with what was
 # tested. numpy 2.4 and pandas 3.1 need Python 3.11 or later: the Ubuntu 24.04 Deep Learning Base AMI

@@ -1,0 +1,151 @@
+"""What a finished run leaves in its folder: run.json (every timing a sample with the machine,
+software and configuration it came from), history.csv and predictions.npz, written all or nothing."""
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kpbench import costs
+from kpbench.hardware import detect_hardware, matmul_gflops, package_versions
+from kpbench.io import write_json
+from kpbench.layout import RUN_FILES
+from kpbench.peaks import mfu, peak_tflops
+
+HISTORY_COLUMNS = ["epoch", "elapsed_s", "epoch_s", "validation_s", "loss", "rmse_px", "mae_px",
+                   "pck", "val_loss", "val_rmse_px", "val_mae_px", "val_pck"]
+
+
+def config_hash(spec):
+    """Short stable hash of the spec as given (everything that defines the measurement), to tell
+    comparable runs apart."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def per_keypoint_rmse(true_px, predicted_px, mask):
+    """RMSE per keypoint over the rows that carry it, in pixels (x and y pooled, as Kaggle scores)."""
+    from kpbench.kaggle_format import KEYPOINTS
+
+    squared = np.square(predicted_px - true_px) * mask
+    sums = squared.reshape(len(mask), -1, 2).sum(axis=(0, 2))
+    counts = mask.reshape(len(mask), -1, 2).sum(axis=(0, 2))
+    return {name: (float(np.sqrt(s / c)) if c else None) for name, s, c in zip(KEYPOINTS, sums, counts)}
+
+
+def epoch_batches(images, batch_size):
+    """The batch sizes of one epoch, the short last batch included."""
+    return [batch_size] * (images // batch_size) + ([images % batch_size] if images % batch_size else [])
+
+
+def steady_step_images_per_s(step_s, batch_sizes):
+    """Images/s of the training steps that trace nothing: the first step of each batch shape traces
+    the graph (and, with XLA or on JAX, compiles it), and an epoch's short last batch is a shape of
+    its own. The steady state that GFLOP/s and MFU describe (epoch starts and validation are not steps)."""
+    seen, steady = set(), []
+    for size, step in zip(batch_sizes, step_s):
+        if size in seen:
+            steady.append((size, step))
+        seen.add(size)
+    if not steady:  # every step traced: all of them is the best there is
+        steady = list(zip(batch_sizes, step_s))
+    return sum(size for size, _ in steady) / sum(step for _, step in steady)
+
+
+def model_flops_utilisation(instance, training, framework, train_step_images_per_s, training_flops_per_image):
+    """Achieved GFLOP/s of the training step, against this machine's measured matmul peak and,
+    where the catalogue has it, the instance's datasheet peak (MFU)."""
+    precision = training["precision"]
+    achieved = train_step_images_per_s * training_flops_per_image / 1e9
+    matmul = matmul_gflops(int(training["peak_matmul_size"]), framework=framework)
+    device = instance.get("peak_device") or instance.get("gpu_model")
+    count = max(1, int(instance["gpus"])) if instance.get("gpu_model") else 1
+    count *= int(instance["workers"])
+    return {
+        "precision": precision,
+        "training_flops_per_image": training_flops_per_image,
+        "achieved_gflops": achieved,
+        "matmul_gflops": matmul,
+        "share_of_matmul": achieved / matmul,
+        "peak_device": device,
+        "peak_tflops": peak_tflops(device, precision, count),
+        "mfu": mfu(achieved, device, precision, count),
+    }
+
+
+def run_record(spec, framework, cluster, fitted, timings, evaluation):
+    """run.json's content. `cluster` holds the batch and learning-rate facts, `fitted` what fit did
+    (history rows, step seconds, epochs resumed from, images per epoch, validation images, the time
+    limit), `timings` the phases' seconds and `evaluation` the per-keypoint validation RMSE and the
+    model's training FLOPs per image."""
+    instance, workload, training = spec["instance"], spec["workload"], spec["training"]
+    rows, images_per_epoch, resumed = fitted["rows"], fitted["images_per_epoch"], fitted["resumed_from_epoch"]
+    step_images_per_s = steady_step_images_per_s(
+        fitted["step_s"], epoch_batches(images_per_epoch, cluster["global_batch"]) * (len(rows) - resumed))
+    usd_per_hour = costs.cluster_usd_per_hour(instance)
+    last = rows[-1]
+    return {
+        "schema": 1,
+        "instance": instance,
+        "workload": {**workload, "epochs": len(rows), "epochs_requested": int(workload["epochs"]),
+                     "train_images": images_per_epoch, "validation_images": fitted["validation_images"]},
+        "cluster": cluster,
+        "training": training,
+        "seed": int(training["seed"]),
+        "repeat": int(spec["repeat"]),
+        "config_hash": config_hash(spec),
+        "hardware": detect_hardware(framework),
+        "software": package_versions(framework),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timings["process_start"])),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # Resumed from an interrupted run's checkpoint: its epochs were timed in two processes.
+        "resumed": resumed > 0,
+        "timings": {
+            **{key: timings[key] for key in ("imports_s", "data_load_s", "model_build_s", "init_s",
+                                             "profiling_s", "train_s", "wall_s")},
+            "resumed_from_epoch": resumed, "max_seconds": fitted["max_seconds"],
+            "epoch_s": [r["epoch_s"] for r in rows], "validation_s": [r["validation_s"] for r in rows],
+            "images_per_s": images_per_epoch * len(rows) / timings["train_s"],
+            "train_step_images_per_s": step_images_per_s,
+        },
+        "metrics": {
+            "val_rmse_px": last["val_rmse_px"], "val_mae_px": last["val_mae_px"], "val_pck": last["val_pck"],
+            "pck_radius_px": training["pck_radius_px"], "train_loss": last["loss"],
+            "per_keypoint_rmse_px": evaluation["per_keypoint_rmse_px"],
+        },
+        "performance": model_flops_utilisation(instance, training, framework, step_images_per_s,
+                                               evaluation["training_flops_per_image"]),
+        "cost": {"usd_per_hour": usd_per_hour, "price_date": instance["price_date"],
+                 "hours": timings["wall_s"] / 3600, "usd": costs.run_cost_usd(timings["wall_s"], usd_per_hour)},
+    }
+
+
+def history_csv(rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_run(out_dir, run, history_text, predictions):
+    """Stage all three files, then move them in with run.json last: run.json marks a whole result."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    try:
+        (staging / "history.csv").write_text(history_text)
+        with open(staging / "predictions.npz", "wb") as handle:
+            np.savez_compressed(handle, **predictions)
+        write_json(staging / "run.json", run)
+        for name in RUN_FILES:
+            (staging / name).replace(out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
