@@ -6,7 +6,7 @@ rule aggregate:
         runs=RUN_JSONS,
         histories=RUN_FILES["history.csv"],
         original=config["original_study"]["csv"],
-        model="results/model.json",
+        original_model=ORIGINAL_MODEL,
     output:
         "results/summary.csv",
     params:
@@ -20,5 +20,5 @@ rule aggregate:
         "benchmarks/aggregate.tsv"
     shell:
         "python -m kpbench aggregate --runs {input.runs} --original {input.original}"
-        " --reference {params.reference:q} --target-rmse {params.target} --model {input.model}"
+        " --reference {params.reference:q} --target-rmse {params.target} --original-model {input.original_model}"
         " --out {output} > {log} 2>&1"

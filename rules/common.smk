@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 from kpbench import layout
+from kpbench.model import REFERENCE_MODEL
 from kpbench.settings import as_json, launch_settings, remote_instances, run_spec, trained_instances, validated, workload
 
 # One path for every command and this workflow: schema defaults filled in, cross-field checks made.
@@ -32,6 +33,8 @@ RUN_DIR = layout.run_dir(RESULTS, "{instance}", "{repeat}")
 RUN_FILES = {name: expand(f"{RUN_DIR}/{name}", instance=INSTANCES, repeat=REPEATS) for name in layout.RUN_FILES}
 RUN_JSONS = RUN_FILES["run.json"]
 FIGURE_FILES = expand("paper/build/figures/{name}.pdf", name=layout.FIGURES)
+# The description of the model the original study trained (its rows' FLOPs), ours where it is the same.
+ORIGINAL_MODEL = "results/model.json" if workload(config)["model"] == REFERENCE_MODEL else "results/original_model.json"
 # Only synthetic faces come with their true keypoints (data/raw/truth.npz).
 SYNTHETIC = config["data"]["source"] == "synthetic"
 # What forward fill costs (rules/forward_fill.smk); a campaign stored before it was measured has none.

@@ -131,3 +131,10 @@ def test_duplicate_instance_names_are_named(tmp_path):
     overlay.write_text(yaml.safe_dump({"instances": config["instances"] + config["instances"][:1]}))
     with pytest.raises(KpbenchError, match="instance names must be unique \\(local repeated\\)"):
         load_config([REPO / "config" / "config.yaml", overlay])
+
+
+def test_an_unknown_model_is_named(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("workloads:\n  tiny:\n    model: resnet\n")
+    with pytest.raises(KpbenchError, match="workloads.tiny.model 'resnet' is not one of reference_cnn, separable_cnn"):
+        load_config([REPO / "config" / "config.yaml", overlay])

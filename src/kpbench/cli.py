@@ -73,7 +73,7 @@ def _aggregate(args):
     from kpbench.io import read_json
 
     reference = json.loads(args.reference)
-    reference["training_flops_per_image"] = read_json(args.model)["training_flops_per_image"]
+    reference["training_flops_per_image"] = read_json(args.original_model)["training_flops_per_image"]
     frame = summarise(args.runs, args.original, reference, args.out, args.target_rmse)
     print(f"{len(frame)} rows written to {args.out}")
 
@@ -169,7 +169,8 @@ def build_parser():
     p.add_argument("--original", required=True, type=Path)
     p.add_argument("--reference", required=True, help="the original study's workload as JSON")
     p.add_argument("--target-rmse", type=float, help="validation RMSE target in pixels (time-to-target)")
-    p.add_argument("--model", required=True, type=Path, help="results/model.json (FLOPs per image, for MFU)")
+    p.add_argument("--original-model", required=True, type=Path,
+                   help="the original study's model description (its FLOPs per image, for its rows' MFU)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_aggregate)
 

@@ -65,7 +65,7 @@ def train_forward_filled(images, targets, workload, seed):
         f"forward fill (the original study's procedure): epoch {epoch + 1}/{epochs}, loss {logs['loss']:.4g}",
         file=sys.stderr, flush=True))
     keras.utils.set_random_seed(seed)
-    model = original.compiled_model()
+    model = original.compiled_model(workload["model"])  # the masked run's model: like with like
     history = original.fit(model, images, targets, epochs=epochs, batch_size=int(workload["batch_size"]),
                            validation_split=0.0, callbacks=[progress], verbose=2)
     return model, history.history["loss"]

@@ -129,6 +129,7 @@ def describe_model(name, keras=None):
     forward = sum(row["flops"] for row in table)
     return {
         "name": model.name,
+        "description": " ".join(MODELS[name].__doc__.split()),
         "parameters": int(model.count_params()),
         "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "forward_flops_per_image": forward,

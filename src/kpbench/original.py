@@ -47,11 +47,12 @@ def load_training(path):
     return images, frame[TARGET_COLUMNS].to_numpy(dtype="float")
 
 
-def compiled_model():
-    """The study's CNN compiled as it was: Adam (its defaults) on plain mean squared error."""
+def compiled_model(name=None):
+    """The study's CNN (or another registered model, to compare like with like) compiled as the study
+    compiled it: Adam (its defaults) on plain mean squared error."""
     from kpbench.model import REFERENCE_MODEL, build_model
 
-    model = build_model(REFERENCE_MODEL, "float32")
+    model = build_model(name or REFERENCE_MODEL, "float32")
     model.compile(optimizer="adam", loss="mse")
     return model
 

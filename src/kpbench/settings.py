@@ -57,9 +57,15 @@ def load_config(paths, schema=SCHEMA, launching=True):
 
 def check(config, launching=True):
     """What the schema cannot say: names that must exist or be unique, settings one backend needs."""
+    from kpbench.model import MODEL_NAMES
+
     workload = config["workload"]
     if workload not in config["workloads"]:
         raise KpbenchError(f"config: workload '{workload}' is not one of {', '.join(config['workloads'])}")
+    for name, profile in config["workloads"].items():
+        if profile["model"] not in MODEL_NAMES:
+            raise KpbenchError(f"config: workloads.{name}.model '{profile['model']}' is not one of "
+                               f"{', '.join(MODEL_NAMES)}")
     names = [row["name"] for row in config["instances"]]
     if len(set(names)) != len(names):
         duplicates = sorted({name for name in names if names.count(name) > 1})
