@@ -34,7 +34,7 @@ RUN_FILES = {name: expand(f"{RUN_DIR}/{name}", instance=INSTANCES, repeat=REPEAT
 RUN_JSONS = RUN_FILES["run.json"]
 FIGURE_FILES = expand("paper/build/figures/{name}.pdf", name=layout.FIGURES)
 # The description of the model the original study trained (its rows' FLOPs), ours where it is the same.
-ORIGINAL_MODEL = "results/model.json" if workload(config)["model"] == REFERENCE_MODEL else "results/original_model.json"
+ORIGINAL_MODEL = f"{RESULTS}/{'' if workload(config)['model'] == REFERENCE_MODEL else 'original_'}model.json"
 # Only synthetic faces come with their true keypoints (data/raw/truth.npz).
 SYNTHETIC = config["data"]["source"] == "synthetic"
 # What forward fill costs (rules/forward_fill.smk); a campaign stored before it was measured has none.

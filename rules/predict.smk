@@ -9,6 +9,7 @@ rule predict:
     input:
         summary=f"{RESULTS}/summary.csv",
         model=f"{RESULTS}/model.json",
+        original_model=ORIGINAL_MODEL,
         runs=RUN_JSONS,
         measured=MEASURED_ELSEWHERE,
         catalogue="config/catalogue.csv",
@@ -26,5 +27,5 @@ rule predict:
         "benchmarks/predict.tsv"
     shell:
         "python -m kpbench predict --settings {params.settings:q} --summary {input.summary}"
-        " --model {input.model} --runs {input.runs} --measured {input.measured}"
+        " --model {input.model} --original-model {input.original_model} --runs {input.runs} --measured {input.measured}"
         " --catalogue {input.catalogue} --out {output.json} --csv {output.csv} > {log} 2>&1"

@@ -23,6 +23,7 @@ rule launch_settings:
 rule plan:
     input:
         model="results/model.json",
+        original_model=ORIGINAL_MODEL,
         catalogue="config/catalogue.csv",
     output:
         "results/plan.json",
@@ -35,7 +36,8 @@ rule plan:
     benchmark:
         "benchmarks/plan.tsv"
     shell:
-        "python -m kpbench plan --settings {params.settings:q} --model {input.model} --catalogue {input.catalogue}"
+        "python -m kpbench plan --settings {params.settings:q} --model {input.model} --original-model {input.original_model}"
+        " --catalogue {input.catalogue}"
         " --out {output} 2>&1 | tee {log}"
 
 

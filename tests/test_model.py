@@ -5,7 +5,7 @@ import tensorflow as tf
 from kpbench import KpbenchError
 from kpbench.model import MODEL_NAMES, MODELS, REFERENCE_PARAMETERS, build_model, describe_model, layer_table
 from kpbench.objectives import CENTRE, MAE, PCK, RMSE, masked_mse, pack_targets, to_pixels
-from kpbench.predict import layer_costs
+from kpbench.perf_model import layer_costs
 
 
 def test_the_registry_names_each_built_in_model_once():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpbench import peaks, predict
+from kpbench import peaks, perf_model, predict
 from kpbench.costs import plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ LAYERS = [
 
 
 def test_flops_and_bytes_match_hand_computed_layers():
-    rows = {r["name"]: r for r in predict.layer_costs(LAYERS, batch_size=4, input_shape=(4, 4, 1))}
+    rows = {r["name"]: r for r in perf_model.layer_costs(LAYERS, batch_size=4, input_shape=(4, 4, 1))}
     conv = rows["conv"]
     assert conv["forward_flops"] == 576 and conv["backward_flops"] == 1152
     # float32 activations: input 16 + output 32 elements; 20 weights read once per batch of 4
@@ -35,13 +35,13 @@ def test_flops_and_bytes_match_hand_computed_layers():
     assert rows["flat"]["forward_bytes"] == rows["flat"]["backward_bytes"] == 0
     assert rows["dense"]["forward_bytes"] == pytest.approx(4 * (32 + 3) + 99)
     assert rows["optimizer"]["backward_bytes"] == pytest.approx(28 * 123 / 4)
-    half = {r["name"]: r for r in predict.layer_costs(LAYERS, 4, "mixed_float16", (4, 4, 1))}
+    half = {r["name"]: r for r in perf_model.layer_costs(LAYERS, 4, "mixed_float16", (4, 4, 1))}
     assert half["conv"]["forward_bytes"] == pytest.approx(2 * (16 + 32) + 20)  # weights stay float32
 
 
 def test_the_reference_models_counts_agree_with_its_layer_table():
     model = json.loads((CAMPAIGN / "results" / "model.json").read_text())
-    rows = {r["name"]: r for r in predict.layer_costs(model["layers"], 64)}
+    rows = {r["name"]: r for r in perf_model.layer_costs(model["layers"], 64)}
     assert rows["block1_conv2"]["forward_flops"] == 2 * 9 * 32 * 32 * 96 * 96
     assert rows["block1_conv2"]["forward_bytes"] == pytest.approx(4 * 2 * 96 * 96 * 32 + 9248 * 4 / 64)
     dense = [r for r in rows.values() if r["type"] in ("Conv2D", "Dense")]
@@ -53,29 +53,35 @@ def test_roofline_on_synthetic_devices(monkeypatch):
                    "backward_flops": 0, "backward_bytes": 0},
                   {"name": "copy", "type": "Y", "forward_flops": 1e3, "forward_bytes": 1e6,
                    "backward_flops": 0, "backward_bytes": 0}]
-    table = {r["name"]: r for r in predict.roofline(costs_rows, flops_s=1e9, bytes_s=1e8)}  # ridge: 10 FLOP/byte
+    table = {r["name"]: r for r in perf_model.roofline(costs_rows, flops_s=1e9, bytes_s=1e8)}  # ridge: 10 FLOP/byte
     assert table["dense-math"]["forward_bound"] == "compute" and table["dense-math"]["forward_s"] == pytest.approx(1e-3)
     assert table["copy"]["forward_bound"] == "memory" and table["copy"]["forward_s"] == pytest.approx(1e-2)
     monkeypatch.setitem(peaks.PEAKS, "Toy GPU", {"fp32": 2.0, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
                                                  "kind": "datasheet", "source": "test"})
-    flops_s, bytes_s, klass = predict.device_peaks("Toy GPU", 2, "mixed_float16")
+    flops_s, bytes_s, klass = perf_model.device_peaks("Toy GPU", 2, "mixed_float16")
     assert (flops_s, bytes_s, klass) == (4e12, 2e11, "gpu-toy/fp32")  # no faster path: FP32, FP32's class
 
 
-def _synthetic_rows(monkeypatch, measured):
+MODEL = {"name": "toy", "layers": LAYERS, "trainable_parameters": 123, "training_flops_per_image": 3 * 768}
+# The same layout at half the FLOPs: a second model, as a row that trained another one would carry.
+HALF = {"name": "half", "layers": [{**layer, "flops": layer["flops"] / 2} for layer in LAYERS],
+        "trainable_parameters": 123, "training_flops_per_image": 3 * 384}
+
+
+def _synthetic_rows(monkeypatch, measured, models=(MODEL, MODEL, MODEL)):
+    # Slow arithmetic against fast memory: the toy layers are compute-bound, so FLOPs set their times.
     for name in ("Toy A", "Toy B", "Toy C"):
-        monkeypatch.setitem(peaks.PEAKS, name, {"fp32": 1.0, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
+        monkeypatch.setitem(peaks.PEAKS, name, {"fp32": 0.001, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
                                                 "kind": "datasheet", "source": "test"})
-    reference = {"epochs": 2, "train_images": 128, "validation_images": 16, "batch_size": 4,
-                 "training_flops_per_image": 3 * 768}
-    rows = [predict._row(name, "test", predict.machine(name, 1, "float32", 4), seconds, LAYERS, 123, reference, 0.0)
-            for name, seconds in zip(("Toy A", "Toy B", "Toy C"), measured)]
+    reference = {"epochs": 2, "train_images": 128, "validation_images": 16, "batch_size": 4}
+    rows = [predict._row(name, "test", perf_model.machine(name, 1, "float32", 4), seconds, model, reference, 0.0)
+            for name, seconds, model in zip(("Toy A", "Toy B", "Toy C"), measured, models)]
     return rows, reference
 
 
 def test_leave_one_out_never_uses_a_row_to_predict_itself(monkeypatch):
     rows, reference = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0])
-    results = predict.leave_one_out(rows, LAYERS, 123, reference, 0.0)
+    results = predict.leave_one_out(rows, {"toy": MODEL}, reference, 0.0)
     for row, result in zip(rows, results):
         assert row["name"] not in result["calibration_rows"] and len(result["calibration_rows"]) == 2
     # A's prediction: its ideal time over the geometric mean of B's and C's efficiencies
@@ -83,9 +89,22 @@ def test_leave_one_out_never_uses_a_row_to_predict_itself(monkeypatch):
     assert results[0]["predicted_s"] == pytest.approx(expected)
     # ... and does not move when A's own measurement does
     moved, _ = _synthetic_rows(monkeypatch, [100.0, 2.0, 4.0])
-    assert predict.leave_one_out(moved, LAYERS, 123, reference, 0.0)[0]["predicted_s"] == pytest.approx(expected)
+    assert predict.leave_one_out(moved, {"toy": MODEL}, reference, 0.0)[0]["predicted_s"] == pytest.approx(expected)
     # identical devices: the naive peak ratio is the median of the others' times
     assert results[0]["naive_s"] == pytest.approx(3.0)
+
+
+def test_each_measured_row_is_modelled_with_the_model_it_trained(monkeypatch):
+    """B and C trained a model of half the FLOPs: their ideal times are their model's, and A (the
+    full model) is predicted and naively scaled with its own."""
+    rows, reference = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0], models=(MODEL, HALF, HALF))
+    full, _ = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0])
+    assert [row["model"] for row in rows] == ["toy", "half", "half"]
+    assert rows[0]["ideal_s"] == pytest.approx(full[0]["ideal_s"]) and rows[1]["ideal_s"] < full[1]["ideal_s"]
+    results = predict.leave_one_out(rows, {"toy": MODEL, "half": HALF}, reference, 0.0)
+    expected = rows[0]["ideal_s"] / math.sqrt(rows[1]["efficiency"] * rows[2]["efficiency"])
+    assert results[0]["predicted_s"] == pytest.approx(expected)
+    assert results[0]["naive_s"] == pytest.approx(3.0 * 2)  # the others' median, at twice their FLOPs
 
 
 def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated():
@@ -93,8 +112,8 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
     from kpbench.settings import load_config
 
     config = load_config([REPO / "config" / "config.yaml", CAMPAIGN / "config.yaml"])
-    summary, model, reference, runs = load_inputs(config, CAMPAIGN / "results")
-    result = predictions(summary, model, runs, [H200], REPO / "config" / "catalogue.csv",
+    summary, models, reference, runs = load_inputs(config, CAMPAIGN / "results")
+    result = predictions(summary, models, runs, [H200], REPO / "config" / "catalogue.csv",
                          configured_workload(config), reference)
     names = [r["name"] for r in result["validation"]]
     assert {"local", "local-2w", "c5.4xlarge", "g4dn.xlarge", "4x g4dn.xlarge"} <= set(names)

@@ -13,8 +13,9 @@ from kpbench.settings import load_config, trained_instances
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
 CAMPAIGN_FILES = ("summary.csv", "model.json", "dataset/stats.json", "dataset/samples.npz")
-# Kept where the results have it; results made before it was measured still store.
-OPTIONAL_FILES = ("forward_fill.json",)
+# Kept where the results have them: forward fill (absent before it was measured), the original
+# study's model description (made only where ours trained another model).
+OPTIONAL_FILES = ("forward_fill.json", "original_model.json")
 
 
 def store_campaign(results, config_paths, out):

@@ -11,8 +11,9 @@ def _predicted(config, args):
     """The model's predictions for the configured workload, from whatever has been measured so far."""
     from kpbench.predict import configured_workload, load_inputs, predictions
 
-    summary, model, reference, runs = load_inputs(config, args.results, args.model, args.summary)
-    return predictions(summary, model, args.runs if args.runs is not None else runs, args.measured,
+    summary, models, reference, runs = load_inputs(config, args.results, args.model, args.summary,
+                                                   args.original_model)
+    return predictions(summary, models, args.runs if args.runs is not None else runs, args.measured,
                        args.catalogue, configured_workload(config), reference,
                        config["training"]["precision"])
 
@@ -121,6 +122,9 @@ def _prediction_inputs(p):
                    help="results folder (summary.csv, model.json, runs/); the original study's rows alone if empty")
     p.add_argument("--summary", type=Path, help="summary.csv (default: the results folder's)")
     p.add_argument("--model", type=Path, help="model.json (default: the results folder's, else made from the model)")
+    p.add_argument("--original-model", type=Path,
+                   help="the original study's model description (default: the results folder's original_model.json, "
+                        "else model.json where the configured model is the original study's, else made from the model)")
     p.add_argument("--runs", nargs="*", type=Path, help="our run.json files (default: the results folder's)")
     p.add_argument("--measured", nargs="*", type=Path, default=sorted(Path("bench/measured").glob("*/run.json")),
                    help="further measured run.json files (default: bench/measured/*/run.json)")

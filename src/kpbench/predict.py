@@ -22,123 +22,15 @@ import statistics
 from pathlib import Path
 
 from kpbench import KpbenchError, costs
-from kpbench.kaggle_format import IMAGE_SIZE
 from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
-from kpbench.peaks import device_entry
-from kpbench.scaling import BYTES_PER_GRADIENT, cluster_fits, prediction_latency, ring_allreduce_s
+from kpbench.model import REFERENCE_MODEL
+from kpbench.perf_model import device_peaks, ideal_epoch_s, layer_costs, machine, predict_seconds, roofline
+from kpbench.scaling import cluster_fits, prediction_latency
 
-# FLOPs per output element of the element-wise layers layer_table counts as zero.
-ELEMENTWISE_FLOPS = {"BatchNormalization": 4, "MaxPooling2D": 3, "Dropout": 1, "Flatten": 0}
-# Adam per parameter and step: read weight, gradient, m, v; write weight, m, v (float32 each).
-ADAM_BYTES_PER_PARAMETER = 7 * 4
-ADAM_FLOPS_PER_PARAMETER = 10
-WEIGHT_BYTES = 4
-# The input pipeline copies each image (uint8 → float32 batch, then to the device): bytes per image
-# over a host copy rate per vCPU (an estimate; it never binds for this workload, and the output says so).
-HOST_COPIES = 3
-HOST_COPY_BYTES_S_PER_VCPU = 5e9
 # The software the catalogue's predictions are for: this pipeline's, as its own runs measure it.
 TODAY = "kpbench, tf-keras"
 CATALOGUE_COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
                      "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
-
-
-def activation_bytes(precision):
-    return 4 if precision == "float32" else 2
-
-
-def layer_costs(layers, batch_size, precision="float32", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1)):
-    """Per layer of a Sequential model's layer table (kpbench.model.layer_table rows), per image:
-    forward and backward FLOPs and bytes. Weights are read once per step, so their bytes are shared
-    by the batch; backward reads the output gradient and the saved input, writes the input gradient,
-    reads the weights and writes their gradients (2 × forward FLOPs for the two gradients).
-    The optimiser's update follows as its own row."""
-    act = activation_bytes(precision)
-    rows, previous = [], math.prod(input_shape)
-    for layer in layers:
-        inputs, outputs = previous, math.prod(layer["output_shape"])
-        previous = outputs
-        flops = layer["flops"] + ELEMENTWISE_FLOPS.get(layer["type"], 0) * outputs
-        weights = layer["parameters"] * WEIGHT_BYTES / batch_size
-        if layer["type"] == "Flatten":  # a view: nothing moves
-            forward_bytes = backward_bytes = 0.0
-        else:
-            forward_bytes = act * (inputs + outputs) + weights
-            backward_bytes = act * (outputs + 2 * inputs) + 2 * weights
-        rows.append({"name": layer["name"], "type": layer["type"], "forward_flops": flops,
-                     "backward_flops": 2 * flops, "forward_bytes": forward_bytes, "backward_bytes": backward_bytes})
-    parameters = sum(layer["parameters"] for layer in layers)
-    rows.append({"name": "optimizer", "type": "Adam", "forward_flops": 0, "forward_bytes": 0.0,
-                 "backward_flops": ADAM_FLOPS_PER_PARAMETER * parameters / batch_size,
-                 "backward_bytes": ADAM_BYTES_PER_PARAMETER * parameters / batch_size})
-    return rows
-
-
-def device_peaks(device, count, precision):
-    """(FLOP/s, bytes/s, class) of `count` such devices at `precision` (mixed falls back to FP32
-    where a device has no faster path)."""
-    entry = device_entry(device)
-    if entry is None or entry.get("mem_gbs") is None:
-        raise KpbenchError(f"kpbench.peaks has no peak and bandwidth for device {device!r}")
-    tflops = entry["fp32"] if precision == "float32" else (entry["mixed"] or entry["fp32"])
-    mode = "fp32" if precision == "float32" or not entry["mixed"] else "mixed"
-    return tflops * 1e12 * count, entry["mem_gbs"] * 1e9 * count, f"{entry['class']}/{mode}"
-
-
-def roofline(costs_rows, flops_s, bytes_s):
-    """Each layer's ideal seconds per image, forward and backward, and which roof bounds it."""
-    out = []
-    for row in costs_rows:
-        result = {"name": row["name"], "type": row["type"]}
-        for phase in ("forward", "backward"):
-            compute, memory = row[f"{phase}_flops"] / flops_s, row[f"{phase}_bytes"] / bytes_s
-            result[f"{phase}_s"] = max(compute, memory)
-            result[f"{phase}_bound"] = "compute" if compute >= memory else "memory"
-        result["intensity"] = ((row["forward_flops"] + row["backward_flops"])
-                               / max(row["forward_bytes"] + row["backward_bytes"], 1e-30))
-        out.append(result)
-    return out
-
-
-def machine(device, devices, precision, vcpus, workers=1, share=1.0, replicas=None,
-            link_gbps=None, bandwidth_bytes_s=None):
-    """A machine as the model sees it: `devices` of `device` (vCPUs for a CPU; `share` of them when
-    workers split one machine), each GPU a replica; links for the all-reduce between replicas."""
-    entry = device_entry(device) or {}
-    is_cpu = (entry.get("class") or "").startswith("cpu")
-    return {"device": device, "devices": devices, "precision": precision, "vcpus": vcpus, "workers": workers,
-            "share": share, "replicas": replicas or (workers if is_cpu else devices * workers),
-            "per_replica": devices * share if is_cpu else 1, "link_gbps": link_gbps,
-            "bandwidth_bytes_s": bandwidth_bytes_s}
-
-
-def ideal_epoch_s(m, layers, workload, parameters, latency_s=0.0):
-    """One epoch at efficiency 1: (device seconds, input-pipeline seconds, all-reduce seconds,
-    details); only the device part scales with the efficiency."""
-    batch = int(workload["batch_size"])
-    flops_s, bytes_s, klass = device_peaks(m["device"], m["per_replica"], m["precision"])
-    table = roofline(layer_costs(layers, batch, m["precision"]), flops_s, bytes_s)
-    train_image_s = sum(r["forward_s"] + r["backward_s"] for r in table)
-    val_image_s = sum(r["forward_s"] for r in table if r["name"] != "optimizer")
-    host_image_s = IMAGE_SIZE * IMAGE_SIZE * 4 * HOST_COPIES / (HOST_COPY_BYTES_S_PER_VCPU * max(m["vcpus"] * m["share"], 1))
-    replicas = m["replicas"]
-    bandwidth = m["bandwidth_bytes_s"] or (m["link_gbps"] * 1e9 / 8 if m["link_gbps"] else None)
-    allreduce = (ring_allreduce_s(replicas, parameters * BYTES_PER_GRADIENT, bandwidth, latency_s)
-                 if replicas > 1 and bandwidth else 0.0)
-    steps = math.ceil(workload["train_images"] / (batch * replicas))
-    device_s = (workload["train_images"] * train_image_s + workload["validation_images"] * val_image_s) / replicas
-    host_s = workload["train_images"] * host_image_s / replicas
-    return device_s, host_s, steps * allreduce, {"class": klass, "table": table,
-                                                  "allreduce_s_per_step": allreduce, "allreduce_modelled":
-                                                  replicas == 1 or bandwidth is not None}
-
-
-def predict_seconds(m, layers, workload, parameters, efficiency, latency_s=0.0):
-    """Training seconds of the workload: device time at the class efficiency, overlapped with the
-    input pipeline (prefetch), plus the all-reduce, per epoch."""
-    device_s, host_s, allreduce_s, detail = ideal_epoch_s(m, layers, workload, parameters, latency_s)
-    epoch = max(device_s / efficiency, host_s) + allreduce_s
-    return workload["epochs"] * epoch, {**detail, "host_bound": host_s > device_s / efficiency}
 
 
 def _geomean(values):
@@ -169,10 +61,11 @@ def calibrate(rows, klass, stack=None):
     raise KpbenchError("no measured single-machine row to calibrate on")
 
 
-def measured_rows(summary, runs, extra_runs, layers, parameters, reference):
+def measured_rows(summary, runs, extra_runs, models, reference):
     """Every measured row as the model sees it, with its measured seconds for the reference
     workload (the original study's: its published train_s; ours projected from the steady-state
-    step rate and measured validation rate, as the summary does) and its ideal seconds."""
+    step rate and measured validation rate, as the summary does) and its ideal seconds, each for
+    the model it trained (`models`: name → description; the original study's rows trained its CNN)."""
     fits = cluster_fits(runs)
     latency, _ = prediction_latency(fits)
     sweeps = {f["instance"]: f["bandwidth_bytes_s"] for f in fits if f["bandwidth_resolved"]}
@@ -186,7 +79,7 @@ def measured_rows(summary, runs, extra_runs, layers, parameters, reference):
             gpus = int(record["gpus"] or 0)
             device = record["gpu_model"] if gpus else f"{record['instance']} CPU"
             m = machine(device, max(gpus // workers, 1), "float32", int(record["vcpus"]), workers, link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
-            seconds, origin = float(record["train_s"]), "original study (2019 software)"
+            seconds, origin, model = float(record["train_s"]), "original study (2019 software)", models[REFERENCE_MODEL]
         else:
             run = ours[record["instance"]]
             hardware = run["hardware"]
@@ -196,8 +89,8 @@ def measured_rows(summary, runs, extra_runs, layers, parameters, reference):
             m = machine(device, count, record["precision"] or "float32", hardware["cpu_cores"], workers,
                         share=1.0 / workers if loopback else 1.0, bandwidth_bytes_s=sweeps.get(record["instance"]),
                         link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
-            seconds, origin = float(record["projected_train_s"]), TODAY
-        rows.append(_row(record["instance"], origin, m, seconds, layers, parameters, reference, latency))
+            seconds, origin, model = float(record["projected_train_s"]), TODAY, _model_of(run, models)
+        rows.append(_row(record["instance"], origin, m, seconds, model, reference, latency))
     for run in extra_runs:
         hardware, timings = run["hardware"], run["timings"]
         validation = timings.get("validation_s") or []
@@ -210,7 +103,7 @@ def measured_rows(summary, runs, extra_runs, layers, parameters, reference):
                     hardware["cpu_cores"])
         framework = (run.get("software") or {}).get("framework") or "tf-keras"
         rows.append(_row(f"{run['instance']['name']} ({', '.join(hardware['gpu_names']) or 'CPU'})",
-                         f"kpbench, {framework}", m, seconds, layers, parameters, reference, latency))
+                         f"kpbench, {framework}", m, seconds, _model_of(run, models), reference, latency))
     return rows, latency
 
 
@@ -218,8 +111,14 @@ def _absent(value):
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _row(name, origin, m, seconds, layers, parameters, reference, latency):
-    device_s, _, allreduce_s, detail = ideal_epoch_s(m, layers, reference, parameters, latency)
+def _model_of(run, models):
+    """The description of the model a run trained (runs made before the registry trained the reference)."""
+    return models[run["workload"].get("model") or REFERENCE_MODEL]
+
+
+def _row(name, origin, m, seconds, model, reference, latency):
+    device_s, _, allreduce_s, detail = ideal_epoch_s(m, model["layers"], reference, model["trainable_parameters"],
+                                                     latency)
     single = m["workers"] == 1 and m["replicas"] == 1
     flops_s, _, _ = device_peaks(m["device"], m["per_replica"] * m["replicas"], m["precision"])
     images_per_s = reference["train_images"] * reference["epochs"] / seconds
@@ -227,19 +126,21 @@ def _row(name, origin, m, seconds, layers, parameters, reference, latency):
             "measured_s": seconds, "ideal_s": reference["epochs"] * (device_s + allreduce_s),
             "efficiency": reference["epochs"] * device_s / seconds if single else None,
             "peak_flops_s": flops_s, "images_per_s": images_per_s,
-            "mfu": images_per_s * reference["training_flops_per_image"] / flops_s}
+            "model": model["name"], "flops_per_image": model["training_flops_per_image"],
+            "mfu": images_per_s * model["training_flops_per_image"] / flops_s}
 
 
 def naive_seconds(target, others):
     """What a user would do without the model: take the other measured single-machine rows of the
-    same kind (CPU or GPU), scale each by the ratio of datasheet peak FLOP/s (and by the workers),
-    and take the median."""
+    same kind (CPU or GPU), scale each by the ratio of datasheet peak FLOP/s (and by the workers)
+    and of the models' FLOPs per image, and take the median."""
     refs = [r for r in others if r["single"] and _kind(r["class"]) == _kind(target["class"])] or \
            [r for r in others if r["single"]]
-    return statistics.median(r["measured_s"] * r["peak_flops_s"] / target["peak_flops_s"] for r in refs)
+    return statistics.median(r["measured_s"] * r["peak_flops_s"] / target["peak_flops_s"]
+                             * target["flops_per_image"] / r["flops_per_image"] for r in refs)
 
 
-def leave_one_out(rows, layers, parameters, reference, latency):
+def leave_one_out(rows, models, reference, latency):
     """Each measured row predicted from a calibration that never saw it, beside the naive baseline;
     single-machine rows calibrate, clusters are only predicted."""
     results = []
@@ -247,7 +148,9 @@ def leave_one_out(rows, layers, parameters, reference, latency):
         others = rows[:index] + rows[index + 1:]
         efficiency, level, used = calibrate(others, target["class"], target["origin"])
         assert target["name"] not in used
-        predicted, detail = predict_seconds(target["machine"], layers, reference, parameters, efficiency, latency)
+        model = models[target["model"]]
+        predicted, detail = predict_seconds(target["machine"], model["layers"], reference,
+                                            model["trainable_parameters"], efficiency, latency)
         naive = naive_seconds(target, others)
         results.append({
             "name": target["name"], "origin": target["origin"], "class": target["class"],
@@ -344,28 +247,36 @@ def configured_workload(config):
     """The configured workload in the model's terms: its images capped at the original study's."""
     original = config["original_study"]
     workload = config["workloads"][config["workload"]]
-    return {"name": config["workload"], "epochs": int(workload["epochs"]), "batch_size": int(workload["batch_size"]),
+    return {"name": config["workload"], "model": workload["model"], "epochs": int(workload["epochs"]), "batch_size": int(workload["batch_size"]),
             "train_images": min(int(workload.get("max_train_images") or original["train_images"]),
                                 int(original["train_images"])),
             "validation_images": min(int(workload.get("max_val_images") or original["validation_images"]),
                                      int(original["validation_images"]))}
 
 
-def load_inputs(config, results_dir, model_path=None, summary_path=None):
-    """The summary (the original study's rows alone where nothing has run yet), the model
-    description (made from the model where results hold none) and our run.json paths; the
-    results folder's unless paths are given."""
-    from kpbench.aggregate import SUMMARY_COLUMNS, load_summary, original_rows
+def _description(path, name):
+    """A model description from its file where there is one, else made from the model (TensorFlow)."""
     from kpbench.io import read_json
 
-    results_dir = Path(results_dir)
-    model_path = Path(model_path or results_dir / "model.json")
-    if model_path.is_file():
-        model = read_json(model_path)
-    else:
-        from kpbench.model import describe_model
+    if path is not None and Path(path).is_file():
+        return read_json(path)
+    from kpbench.model import describe_model
 
-        model = describe_model(config["workloads"][config["workload"]]["model"])
+    return describe_model(name)
+
+
+def load_inputs(config, results_dir, model_path=None, summary_path=None, original_model_path=None):
+    """The summary (the original study's rows alone where nothing has run yet), the model
+    descriptions (the configured model's and the original study's, made from the models where
+    results hold none) and our run.json paths; the results folder's unless paths are given."""
+    from kpbench.aggregate import SUMMARY_COLUMNS, load_summary, original_rows
+
+    results_dir = Path(results_dir)
+    name = config["workloads"][config["workload"]]["model"]
+    models = {name: _description(model_path or results_dir / "model.json", name)}
+    if REFERENCE_MODEL not in models:
+        models[REFERENCE_MODEL] = _description(original_model_path or results_dir / "original_model.json",
+                                               REFERENCE_MODEL)
     original = config["original_study"]
     reference = {k: original[k] for k in ("epochs", "train_images", "validation_images", "batch_size")}
     summary_path = Path(summary_path or results_dir / "summary.csv")
@@ -378,21 +289,23 @@ def load_inputs(config, results_dir, model_path=None, summary_path=None):
         summary = pd.DataFrame(original_rows(original["csv"], {**reference, "price_date": None}),
                                columns=SUMMARY_COLUMNS)
         runs = []
-    return summary, model, reference, runs
+    return summary, models, reference, runs
 
 
-def predictions(summary, model, run_paths, extra_run_paths, catalogue_path, workload, reference,
+def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
                 precision="float32"):
-    """Everything `kpbench predict`, `plan`, the figures and the paper show (predictions.json)."""
+    """Everything `kpbench predict`, `plan`, the figures and the paper show (predictions.json), for
+    the workload's model; measured rows are modelled with the model each of them trained."""
     from kpbench.aggregate import by_instance
     from kpbench.records import read_run
 
+    models = {key: {**description, "name": key} for key, description in models.items()}  # older files: other names
+    model = models[workload["model"]]
     layers, parameters = model["layers"], model["trainable_parameters"]
-    reference = {**reference, "training_flops_per_image": model["training_flops_per_image"]}
     runs = [read_run(p) for p in run_paths]
-    rows, latency = measured_rows(by_instance(summary), runs, [read_run(p) for p in extra_run_paths], layers,
-                                  parameters, reference)
-    results = leave_one_out(rows, layers, parameters, reference, latency)
+    rows, latency = measured_rows(by_instance(summary), runs, [read_run(p) for p in extra_run_paths], models,
+                                  reference)
+    results = leave_one_out(rows, models, reference, latency)
     target_epochs = epochs_to_target(summary)
     catalogue = predict_catalogue(read_catalogue(catalogue_path), rows, results, layers, parameters, workload,
                                   precision, target_epochs, latency, model["training_flops_per_image"])
