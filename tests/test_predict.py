@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpbench import peaks, perf_model, predict
+from kpbench import calibration, peaks, perf_model, predict
 from kpbench.costs import plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,14 +74,14 @@ def _synthetic_rows(monkeypatch, measured, models=(MODEL, MODEL, MODEL)):
         monkeypatch.setitem(peaks.PEAKS, name, {"fp32": 0.001, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
                                                 "kind": "datasheet", "source": "test"})
     reference = {"epochs": 2, "train_images": 128, "validation_images": 16, "batch_size": 4}
-    rows = [predict._row(name, "test", perf_model.machine(name, 1, "float32", 4), seconds, model, reference, 0.0)
+    rows = [calibration._row(name, "test", perf_model.machine(name, 1, "float32", 4), seconds, model, reference, 0.0)
             for name, seconds, model in zip(("Toy A", "Toy B", "Toy C"), measured, models)]
     return rows, reference
 
 
 def test_leave_one_out_never_uses_a_row_to_predict_itself(monkeypatch):
     rows, reference = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0])
-    results = predict.leave_one_out(rows, {"toy": MODEL}, reference, 0.0)
+    results = calibration.leave_one_out(rows, {"toy": MODEL}, reference, 0.0)
     for row, result in zip(rows, results):
         assert row["name"] not in result["calibration_rows"] and len(result["calibration_rows"]) == 2
     # A's prediction: its ideal time over the geometric mean of B's and C's efficiencies
@@ -89,7 +89,7 @@ def test_leave_one_out_never_uses_a_row_to_predict_itself(monkeypatch):
     assert results[0]["predicted_s"] == pytest.approx(expected)
     # ... and does not move when A's own measurement does
     moved, _ = _synthetic_rows(monkeypatch, [100.0, 2.0, 4.0])
-    assert predict.leave_one_out(moved, {"toy": MODEL}, reference, 0.0)[0]["predicted_s"] == pytest.approx(expected)
+    assert calibration.leave_one_out(moved, {"toy": MODEL}, reference, 0.0)[0]["predicted_s"] == pytest.approx(expected)
     # identical devices: the naive peak ratio is the median of the others' times
     assert results[0]["naive_s"] == pytest.approx(3.0)
 
@@ -101,7 +101,7 @@ def test_each_measured_row_is_modelled_with_the_model_it_trained(monkeypatch):
     full, _ = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0])
     assert [row["model"] for row in rows] == ["toy", "half", "half"]
     assert rows[0]["ideal_s"] == pytest.approx(full[0]["ideal_s"]) and rows[1]["ideal_s"] < full[1]["ideal_s"]
-    results = predict.leave_one_out(rows, {"toy": MODEL, "half": HALF}, reference, 0.0)
+    results = calibration.leave_one_out(rows, {"toy": MODEL, "half": HALF}, reference, 0.0)
     expected = rows[0]["ideal_s"] / math.sqrt(rows[1]["efficiency"] * rows[2]["efficiency"])
     assert results[0]["predicted_s"] == pytest.approx(expected)
     assert results[0]["naive_s"] == pytest.approx(3.0 * 2)  # the others' median, at twice their FLOPs

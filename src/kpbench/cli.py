@@ -118,10 +118,8 @@ def _remote_worker(args):
     remote_worker(args.bucket, args.prefix, args.workdir)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="kpbench", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _data_commands(commands):
+    """fetch, preprocess, describe-model: the data and the model."""
     p = commands.add_parser("fetch", help="write the raw Kaggle-format CSVs for the configured source")
     p.add_argument("--data-config", required=True, help="the config's data section as JSON")
     p.add_argument("--out", required=True, type=Path)
@@ -141,6 +139,9 @@ def build_parser():
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_describe_model)
 
+
+def _training_commands(commands):
+    """train, worker, forward-fill: the timed runs."""
     p = commands.add_parser("train", help="one instance's timed run, through its backend")
     p.add_argument("--spec", required=True, help="run spec as JSON, or @file")
     p.add_argument("--launch", required=True, type=Path, help="launch settings (limits, aws) as a JSON file")
@@ -164,6 +165,9 @@ def build_parser():
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_forward_fill)
 
+
+def _analysis_commands(commands):
+    """aggregate, analyse, figures, paper: from results to the paper."""
     p = commands.add_parser("aggregate", help="run.json files + original study → summary.csv")
     p.add_argument("--runs", nargs="+", required=True, type=Path)
     p.add_argument("--original", required=True, type=Path)
@@ -204,8 +208,10 @@ def build_parser():
     p.add_argument("--templates", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_paper)
-    cli_cloud.add_commands(commands)
 
+
+def _campaign_commands(commands):
+    """remote-worker (on an EC2 instance), store-campaign."""
     p = commands.add_parser("remote-worker", help="the training run on an EC2 instance (started by its user data)")
     p.add_argument("--bucket", required=True)
     p.add_argument("--prefix", required=True)
@@ -218,6 +224,14 @@ def build_parser():
                    help="the configuration the results were made with, overlays last")
     p.add_argument("--out", type=Path, required=True, help="e.g. campaigns/2026-11-25-default")
     p.set_defaults(func=_store_campaign)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kpbench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_data_commands, _training_commands, _analysis_commands, cli_cloud.add_commands,
+                _campaign_commands):
+        add(commands)
     return parser
 
 

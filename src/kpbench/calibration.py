@@ -1,0 +1,168 @@
+"""Calibration and its validation: the performance model's efficiency per device class from every
+measured row (ours, the original study's, bench/measured/), and leave-one-out over those rows beside
+the naive peak-ratio baseline. kpbench.predict applies it to the catalogue."""
+
+import math
+import statistics
+
+from kpbench import KpbenchError, costs
+from kpbench.layout import SOURCE_ORIGINAL
+from kpbench.model import REFERENCE_MODEL
+from kpbench.perf_model import device_peaks, ideal_epoch_s, machine, predict_seconds
+from kpbench.scaling import cluster_fits, prediction_latency
+
+# The software the catalogue's predictions are for: this pipeline's, as its own runs measure it.
+TODAY = "kpbench, tf-keras"
+def _geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def _kind(klass):
+    return klass.split("-")[0].split("/")[0]
+
+
+def calibrate(rows, klass, stack=None):
+    """Efficiency for a device class from measured single-machine rows: the class's own rows
+    (measured with `stack`, the software the prediction is for, where there are any), else the
+    same kind (CPU or GPU) in the same precision mode, else the same kind, else every row; each
+    level prefers rows of the same software. Returns (efficiency, level, the rows used)."""
+    kind, mode = _kind(klass), klass.split("/")[1]
+    levels = (("class", lambda r: r["class"] == klass),
+              ("kind and precision", lambda r: _kind(r["class"]) == kind and r["class"].endswith("/" + mode)),
+              ("kind", lambda r: _kind(r["class"]) == kind),
+              ("all", lambda r: True))
+    for level, keep in levels:
+        used = [r for r in rows if r["single"] and keep(r)]
+        same = [r for r in used if r["origin"] == stack]
+        if same:
+            used, level = same, f"{level}, same software"
+        if used:
+            return _geomean([r["efficiency"] for r in used]), level, [r["name"] for r in used]
+    raise KpbenchError("no measured single-machine row to calibrate on")
+
+
+def measured_rows(summary, runs, extra_runs, models, reference):
+    """Every measured row as the model sees it, with its measured seconds for the reference
+    workload (the original study's: its published train_s; ours projected from the steady-state
+    step rate and measured validation rate, as the summary does) and its ideal seconds, each for
+    the model it trained (`models`: name → description; the original study's rows trained its CNN)."""
+    fits = cluster_fits(runs)
+    latency, _ = prediction_latency(fits)
+    sweeps = {f["instance"]: f["bandwidth_bytes_s"] for f in fits if f["bandwidth_resolved"]}
+    ours = {run["instance"]["name"]: run for run in runs}
+    rows = []
+    for record in summary.to_dict("records"):
+        if record["status"] != "measured" or _absent(record.get("projected_train_s")):
+            continue
+        workers = int(record["workers"] or 1)
+        if record["source"] == SOURCE_ORIGINAL:
+            gpus = int(record["gpus"] or 0)
+            device = record["gpu_model"] if gpus else f"{record['instance']} CPU"
+            m = machine(device, max(gpus // workers, 1), "float32", int(record["vcpus"]), workers, link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
+            seconds, origin, model = float(record["train_s"]), "original study (2019 software)", models[REFERENCE_MODEL]
+        else:
+            run = ours[record["instance"]]
+            hardware = run["hardware"]
+            device = ", ".join(hardware["gpu_names"]) if hardware["gpu_count"] else hardware.get("cpu_model")
+            loopback = run["instance"]["backend"] == "local-cluster"
+            count = hardware["gpu_count"] or hardware["cpu_cores"]
+            m = machine(device, count, record["precision"] or "float32", hardware["cpu_cores"], workers,
+                        share=1.0 / workers if loopback else 1.0, bandwidth_bytes_s=sweeps.get(record["instance"]),
+                        link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
+            seconds, origin, model = float(record["projected_train_s"]), TODAY, _model_of(run, models)
+        rows.append(_row(record["instance"], origin, m, seconds, model, reference, latency))
+    for run in extra_runs:
+        hardware, timings = run["hardware"], run["timings"]
+        validation = timings.get("validation_s") or []
+        seconds = costs.projected_train_s(
+            timings["train_step_images_per_s"], reference["train_images"], reference["epochs"],
+            statistics.median(validation) * reference["validation_images"] / run["workload"]["validation_images"]
+            if validation else 0.0)
+        m = machine(", ".join(hardware["gpu_names"]) or hardware["cpu_model"],
+                    hardware["gpu_count"] or hardware["cpu_cores"], run["performance"]["precision"],
+                    hardware["cpu_cores"])
+        framework = (run.get("software") or {}).get("framework") or "tf-keras"
+        rows.append(_row(f"{run['instance']['name']} ({', '.join(hardware['gpu_names']) or 'CPU'})",
+                         f"kpbench, {framework}", m, seconds, _model_of(run, models), reference, latency))
+    return rows, latency
+
+
+def _absent(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _model_of(run, models):
+    """The description of the model a run trained (runs made before the registry trained the reference)."""
+    return models[run["workload"].get("model") or REFERENCE_MODEL]
+
+
+def _row(name, origin, m, seconds, model, reference, latency):
+    device_s, _, allreduce_s, detail = ideal_epoch_s(m, model["layers"], reference, model["trainable_parameters"],
+                                                     latency)
+    single = m["workers"] == 1 and m["replicas"] == 1
+    flops_s, _, _ = device_peaks(m["device"], m["per_replica"] * m["replicas"], m["precision"])
+    images_per_s = reference["train_images"] * reference["epochs"] / seconds
+    return {"name": name, "origin": origin, "machine": m, "single": single, "class": detail["class"],
+            "measured_s": seconds, "ideal_s": reference["epochs"] * (device_s + allreduce_s),
+            "efficiency": reference["epochs"] * device_s / seconds if single else None,
+            "peak_flops_s": flops_s, "images_per_s": images_per_s,
+            "model": model["name"], "flops_per_image": model["training_flops_per_image"],
+            "mfu": images_per_s * model["training_flops_per_image"] / flops_s}
+
+
+def naive_seconds(target, others):
+    """What a user would do without the model: take the other measured single-machine rows of the
+    same kind (CPU or GPU), scale each by the ratio of datasheet peak FLOP/s (and by the workers)
+    and of the models' FLOPs per image, and take the median."""
+    refs = [r for r in others if r["single"] and _kind(r["class"]) == _kind(target["class"])] or \
+           [r for r in others if r["single"]]
+    return statistics.median(r["measured_s"] * r["peak_flops_s"] / target["peak_flops_s"]
+                             * target["flops_per_image"] / r["flops_per_image"] for r in refs)
+
+
+def leave_one_out(rows, models, reference, latency):
+    """Each measured row predicted from a calibration that never saw it, beside the naive baseline;
+    single-machine rows calibrate, clusters are only predicted."""
+    results = []
+    for index, target in enumerate(rows):
+        others = rows[:index] + rows[index + 1:]
+        efficiency, level, used = calibrate(others, target["class"], target["origin"])
+        assert target["name"] not in used
+        model = models[target["model"]]
+        predicted, detail = predict_seconds(target["machine"], model["layers"], reference,
+                                            model["trainable_parameters"], efficiency, latency)
+        naive = naive_seconds(target, others)
+        results.append({
+            "name": target["name"], "origin": target["origin"], "class": target["class"],
+            "group": "single machine" if target["single"] else "cluster", "measured_s": target["measured_s"],
+            "images_per_s": target["images_per_s"], "mfu": target["mfu"],
+            "efficiency": target["efficiency"], "calibrated_efficiency": efficiency, "calibrated_from": level,
+            "calibration_rows": used, "predicted_s": predicted, "error": predicted / target["measured_s"] - 1,
+            "naive_s": naive, "naive_error": naive / target["measured_s"] - 1,
+            "allreduce_modelled": detail["allreduce_modelled"]})
+    return results
+
+
+def error_summary(results):
+    """Median and worst absolute percentage error, model against naive, per group and per class kind."""
+    groups = {}
+    for r in results:
+        kind = _kind(r["class"]).upper()
+        for key in (r["group"], f"{r['group']}: {kind}"):
+            groups.setdefault(key, []).append(r)
+    return [{"group": key, "rows": len(members),
+             "median": statistics.median(abs(r["error"]) for r in members),
+             "worst": max(abs(r["error"]) for r in members),
+             "naive_median": statistics.median(abs(r["naive_error"]) for r in members),
+             "naive_worst": max(abs(r["naive_error"]) for r in members)} for key, members in groups.items()]
+
+
+def band_for(results, klass):
+    """The error band a prediction carries, as a factor f (the truth within [t / f, t × f]): the
+    worst leave-one-out ratio of predicted to measured time, either way, among the single-machine
+    rows of the same kind (CPU or GPU); of all of them where a kind has none. A ratio, not a
+    percentage, because the worst misses are underpredictions by several times."""
+    kind = _kind(klass)
+    ratios = [(_kind(r["class"]), abs(math.log(r["predicted_s"] / r["measured_s"])))
+              for r in results if r["group"] == "single machine"]
+    return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))
