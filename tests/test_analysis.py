@@ -246,3 +246,29 @@ def test_contended_and_resumed_runs_are_marked_and_contended_ones_left_out_of_th
     assert "Every run of local was contended" in tex
     row = next(line for line in tex.splitlines() if line.startswith("local & "))
     assert row.startswith("local & 2 & ") and "99.00" in row
+
+
+def test_runs_made_by_different_code_are_flagged(finished, tmp_path):
+    """One run made by another commit (a dirty tree): the paper says two versions made the runs and
+    marks the odd one; runs that recorded no version read as such, never as an error."""
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    runs = _runs(results)
+    for path in runs:
+        _edit(path, lambda run: run.update(code={"commit": "a" * 40, "dirty": False, "package": "0.1.0"}))
+    _edit(runs[-1], lambda run: run.update(code={"commit": "b" * 40, "dirty": True, "package": "0.1.0"}))
+    text = " ".join(_build(results, tmp_path, None).split())
+    odd = read_json(runs[-1])
+    assert f"These runs were made by 2 code versions ({'a' * 12}: {len(runs) - 1} runs; {'b' * 12}-dirty: 1 run)" in text
+    assert f"{odd['instance']['name']} #{odd['repeat']}: code {'b' * 12}-dirty, where most runs used {'a' * 12}" in text
+    analysis = read_json(results / "analysis.json")
+    assert analysis["code_versions"]["mixed"] and [bool(run["marks"]) for run in analysis["runs"]][-1]
+
+
+def test_one_code_version_is_stated_not_flagged(finished, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    for path in _runs(results):
+        _edit(path, lambda run: (_quiet(run), run.update(code={"commit": "c" * 40, "dirty": False, "package": "0.1.0"})))
+    text = " ".join(_build(results, tmp_path, None).split())
+    assert "code versions" not in text and "c" * 12 in text  # the provenance's shared values

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpbench import calibration, peaks, perf_model, predict
+from kpbench import calibration, peaks, perf_model
 from kpbench.costs import plan
 
 REPO = Path(__file__).resolve().parents[1]

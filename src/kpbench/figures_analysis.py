@@ -1,7 +1,6 @@
 """The analysis figures: scaling and the all-reduce, forward fill, and the predictions for machines
 nobody has rented yet."""
 
-import matplotlib.ticker
 import numpy as np
 
 from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
