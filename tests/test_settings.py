@@ -138,3 +138,11 @@ def test_an_unknown_model_is_named(tmp_path):
     overlay.write_text("workloads:\n  tiny:\n    model: resnet\n")
     with pytest.raises(KpbenchError, match="workloads.tiny.model 'resnet' is not one of reference_cnn, separable_cnn"):
         load_config([REPO / "config" / "config.yaml", overlay])
+
+
+def test_the_schema_names_the_registered_backends():
+    """The schema's enum is the one copy of the backend names outside kpbench.layout: kept equal."""
+    from kpbench.layout import BACKENDS
+
+    backend = SCHEMA["properties"]["instances"]["items"]["properties"]["backend"]
+    assert backend["enum"] == list(BACKENDS)
