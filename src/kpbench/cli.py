@@ -37,9 +37,10 @@ def _describe_model(args):
 
 def _train(args):
     from kpbench.backends import run_instance
+    from kpbench.io import read_json
     from kpbench.train import load_spec
 
-    run = run_instance(load_spec(args.spec), args.dataset, args.out)
+    run = run_instance(load_spec(args.spec), read_json(args.launch), args.dataset, args.out)
     t, m = run["timings"], run["metrics"]
     print(f"{run['instance']['name']}: init {t['init_s']:.1f} s, train {t['train_s']:.1f} s, "
           f"{t['images_per_s']:.1f} img/s, validation RMSE {m['val_rmse_px']:.3f} px")
@@ -182,7 +183,7 @@ def _check_quotas(config, result):
 
 
 def _aws_setup(args):
-    from kpbench.aws import setup
+    from kpbench.aws_account import setup
     from kpbench.io import write_json
     from kpbench.settings import load_config
 
@@ -196,7 +197,7 @@ def _aws_setup(args):
 
 
 def _cleanup(args):
-    from kpbench.aws import cleanup
+    from kpbench.aws_account import cleanup
     from kpbench.settings import load_config
 
     report = cleanup(load_config(args.configfile)["aws"], run_id=args.run_id, expired_only=args.expired,
@@ -249,6 +250,7 @@ def build_parser():
 
     p = commands.add_parser("train", help="one instance's timed run, through its backend")
     p.add_argument("--spec", required=True, help="run spec as JSON, or @file")
+    p.add_argument("--launch", required=True, type=Path, help="how the run is launched: limits and aws, as JSON")
     p.add_argument("--dataset", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_train)
