@@ -38,7 +38,7 @@ def worker(args):
 
 def sweep_once(args, scratch, repeat):
     """One repeat: fresh workers, fresh ports; every worker's measurements."""
-    from kpbench.backends import free_ports
+    from kpbench.local_backend import free_ports
     from kpbench.train import tf_config
 
     addresses = [f"127.0.0.1:{port}" for port in free_ports(args.workers)]

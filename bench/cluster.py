@@ -29,7 +29,11 @@ def main():
 
     from kpbench.backends import run_instance
     from kpbench.preprocess import preprocess
+    from kpbench.settings import load_config
     from kpbench.synthetic import write_synthetic_csvs
+
+    config = load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])
+    launch = {"limits": {**config["limits"], "stall_timeout_s": 600, "deadline_s": 3600}, "aws": config["aws"]}
 
     def spec(backend, workers):
         return {
@@ -39,7 +43,6 @@ def main():
                          "max_train_images": args.images, "max_val_images": args.global_batch},
             "training": {"learning_rate": 1e-3, "seed": 1, "pck_radius_px": 3.0, "prediction_samples": 1,
                          "peak_matmul_size": 256, "warmup_epochs": 0},
-            "limits": {"stall_timeout_s": 600, "deadline_s": 3600},
         }
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -49,7 +52,7 @@ def main():
         preprocess(scratch, scratch / "dataset.npz", scratch / "stats.json", scratch / "samples.npz", 0.2, 0)
         results = {}
         for backend, workers in (("local", 1), ("local-cluster", args.workers)):
-            rates = [run_instance(spec(backend, workers), scratch / "dataset.npz", scratch / f"{backend}-{i}")
+            rates = [run_instance(spec(backend, workers), launch, scratch / "dataset.npz", scratch / f"{backend}-{i}")
                      ["timings"]["train_step_images_per_s"] for i in range(args.repeats)]
             results[workers] = (statistics.median(rates), rates)
     single, cluster = results[1][0], results[args.workers][0]

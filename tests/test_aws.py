@@ -6,6 +6,7 @@ against moto's S3, and terminates the instance when the script ends, as its shut
 """
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -21,9 +22,12 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from kpbench import KpbenchError, aws
-from kpbench.backends import free_ports, run_instance
-from specs import run_spec
+from kpbench import KpbenchError, aws, aws_account, exchange, provision, s3keys
+from kpbench.backends import run_instance
+from kpbench.layout import BACKENDS
+from kpbench.local_backend import free_ports
+from kpbench.version import code_version
+from specs import run_inputs
 
 SECRET_KEY = "kpbench-test-secret-Zq81xV"
 ACCESS_KEY = "AKIAKPBENCHTESTKEY01"
@@ -55,6 +59,26 @@ def _play_acls_disabled():
     return lambda: setattr(S3Response, "put_object", real)
 
 
+def _play_instance_role_arn():
+    """Play what moto does not: IAM replaces the policy variable ${ec2:SourceInstanceARN} with the ARN
+    of the instance whose profile credentials signed the request
+    (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_variables.html); moto 5.2
+    matches a Resource literally, `*` alone a wildcard (moto/iam/access_control.py), and evaluates
+    no policy variable. EC2 names an instance role's session after the instance (aws:userid is
+    role-id:instance-id, same page), so the player assumes the role with the instance id as session
+    name, and this play puts that instance's ARN into the role's policies."""
+    from moto.iam.access_control import AssumedRoleAccessKey
+
+    real = AssumedRoleAccessKey.collect_policies
+
+    def collect_policies(self):
+        arn = s3keys.instance_arn("us-east-1", self.account_id, self._session_name)
+        return [p.replace("${ec2:SourceInstanceARN}", arn) if isinstance(p, str) else p for p in real(self)]
+
+    AssumedRoleAccessKey.collect_policies = collect_policies
+    return lambda: setattr(AssumedRoleAccessKey, "collect_policies", real)
+
+
 @pytest.fixture(scope="module")
 def moto_endpoint():
     from moto.server import ThreadedMotoServer
@@ -63,9 +87,10 @@ def moto_endpoint():
     port = free_ports(1)[0]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    restore = _play_acls_disabled()
+    restore = [_play_acls_disabled(), _play_instance_role_arn()]
     yield f"http://127.0.0.1:{port}"
-    restore()
+    for each in restore:
+        each()
     server.stop()
 
 
@@ -82,7 +107,7 @@ def aws_env(moto_endpoint, monkeypatch):
     ec2 = boto3.client("ec2")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     boto3.client("ssm").put_parameter(Name=AMI_PARAMETER, Value=image, Type="String")
-    aws.setup(aws_config())  # what `kpbench aws-setup` (the aws_setup rule) does once per account
+    aws_account.setup(aws_config())  # what `kpbench aws-setup` (the aws_setup rule) does once per account
     yield moto_endpoint
     assert live_instances() == [], "a test left instances running"
 
@@ -101,13 +126,15 @@ def aws_config(**overrides):
 
 
 def ec2_spec(backend="ec2", workers=1, limits=None, **aws_overrides):
-    spec = run_spec(
-        instance={"name": f"test-{backend}", "backend": backend, "instance_type": "g4dn.xlarge",
-                  "workers": workers, "gpus": 0, "usd_per_hour": 0.526, "price_date": "2025-01-01"},
-        workload={"epochs": 2, "batch_size": 4, "max_train_images": 16, "max_val_images": 8},
-        training={"seed": 3, "prediction_samples": 2, "peak_matmul_size": 128, "warmup_epochs": 0})
-    return {**spec, "limits": {"stall_timeout_s": 120, "deadline_s": 300, **(limits or {})},
-            "aws": aws_config(**aws_overrides)}
+    """(spec, launch) of a tiny EC2 run."""
+    return run_inputs(
+        {"name": f"test-{backend}", "backend": backend, "instance_type": "g4dn.xlarge",
+         "workers": workers, "gpus": 0, "usd_per_hour": 0.526, "price_date": "2025-01-01"},
+        {"name": "tiny", "epochs": 2, "batch_size": 4, "max_train_images": 16, "max_val_images": 8},
+        training={"learning_rate": 1e-3, "seed": 3, "pck_radius_px": 3.0, "prediction_samples": 2,
+                  "peak_matmul_size": 128, "warmup_epochs": 0, "scale_learning_rate": True},
+        limits={"stall_timeout_s": 120, "deadline_s": 300, **(limits or {})},
+        aws=aws_config(**aws_overrides))
 
 
 def live_instances():
@@ -125,6 +152,15 @@ def all_instances():
 def user_data_of(instance_id):
     value = boto3.client("ec2").describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
     return base64.b64decode(value["UserData"]["Value"]).decode()
+
+
+def instance_credentials(instance_id):
+    """The instance role's own temporary credentials, as the instance's metadata service hands them
+    out: a session of the role named after the instance (see _play_instance_role_arn)."""
+    role = f"arn:aws:iam::123456789012:role/{aws_config()['instance_profile']}"
+    credentials = boto3.client("sts").assume_role(RoleArn=role, RoleSessionName=instance_id)["Credentials"]
+    return {"AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"]}
 
 
 class InstancePlayer(threading.Thread):
@@ -156,7 +192,7 @@ class InstancePlayer(threading.Thread):
             time.sleep(0.2)
 
     def _play(self, instance, instances):
-        run_id = next(t["Value"] for t in instance["Tags"] if t["Key"] == aws.TAG_RUN)
+        run_id = next(t["Value"] for t in instance["Tags"] if t["Key"] == provision.TAG_RUN)
         # All of the run's instances, pending ones too: one may be seen running before its peers, and
         # moto may list a launch's instances (or their tags) one by one. The run's spec, uploaded
         # before the launch, says how many there are: play none until all are listed.
@@ -166,7 +202,8 @@ class InstancePlayer(threading.Thread):
         # Loopback stand-ins for the instances' private addresses: no traffic leaves this machine.
         addresses = self.addresses.setdefault(run_id, ",".join(f"127.0.0.1:{p}" for p in free_ports(len(peers))))
         instance_id = instance["InstanceId"]
-        env = {**os.environ, "KPBENCH_INSTANCE_ID": instance_id, "KPBENCH_PYTHON": self.python,
+        env = {**os.environ, **instance_credentials(instance_id), "KPBENCH_INSTANCE_ID": instance_id,
+               "KPBENCH_PYTHON": self.python,
                "KPBENCH_SHUTDOWN": "true", "KPBENCH_WORKDIR": str(self.workdir / instance_id),
                "KPBENCH_CLUSTER_ADDRESSES": addresses, **self.extra_env}
         self.played.add(instance_id)
@@ -177,12 +214,12 @@ class InstancePlayer(threading.Thread):
     def _machines(run_id):
         """How many instances the run launches, from the spec the launcher uploaded before launching."""
         try:
-            body = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"kpbench/{run_id}/input/spec.json",
+            body = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"kpbench/{run_id}/{s3keys.SPEC}",
                                                  ExpectedBucketOwner="123456789012")["Body"].read()
         except botocore.exceptions.ClientError:  # an instance a test made by hand: it plays alone
             return 1
         instance = json.loads(body)["instance"]
-        return int(instance.get("workers", 1)) if instance["backend"] == "ec2-cluster" else 1
+        return int(instance["workers"]) if BACKENDS[instance["backend"]].cluster else 1
 
     def stop(self):
         self.halt.set()
@@ -211,7 +248,7 @@ def secret_free(text):
     return SECRET_KEY not in text and ACCESS_KEY not in text
 
 
-S3_ACTIONS = {"HeadBucket": "ListBucket", "ListObjectsV2": "ListBucket", "HeadObject": "GetObject",
+S3_ACTIONS = {"HeadBucket": "ListBucket", "ListObjectsV2": "ListBucket", "HeadObject": "GetObject", "CopyObject": "PutObject",
               "DeleteObjects": "DeleteObject", "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject",
               "CompleteMultipartUpload": "PutObject"}
 
@@ -247,13 +284,14 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
     inject(monkeypatch, "before-parameter-build.s3", pinned)
     player()
     prices = {"ebs_gp3_usd_per_gb_month": 0.08, "public_ipv4_usd_per_hour": 0.005, "price_date": "2025-01-01"}
-    run = run_instance(ec2_spec(prices=prices), tiny_dataset, tmp_path / "out")
+    run = run_instance(*ec2_spec(prices=prices), tiny_dataset, tmp_path / "out")
     output = capsys.readouterr()
 
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".costs", "history.csv", "predictions.npz",
                                                                      "run.json"]
     assert len(run["timings"]["epoch_s"]) == 2 and run["metrics"]["val_rmse_px"] > 0
     assert run["contention"]["samples"] >= 2  # sampled on the instance, around its worker
+    assert run["code"] == code_version()  # the launcher's: the instance ran the launcher's bundle
     remote = run["remote"]
     assert len(remote["instance_ids"]) == 1 and remote["instance_type"] == "g4dn.xlarge"
     # Per-second billing from "running" to termination, a minute at least; instance, gp3 volume
@@ -267,13 +305,13 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
     (instance,) = [i for i in all_instances() if i["InstanceId"] == remote["instance_ids"][0]]
     assert instance["State"]["Name"] == "terminated"
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
-    assert instance["ClientToken"] == aws.client_token(remote["run_id"])
+    assert instance["ClientToken"] == provision.client_token(remote["run_id"])
     (params,) = sent  # moto drops the profile association on termination: check what was asked
     assert params["IamInstanceProfile"] == {"Name": "kpbench-instance"}
-    assert params["BlockDeviceMappings"][0]["DeviceName"] == aws.root_device(boto3.client("ec2"), instance["ImageId"])
+    assert params["BlockDeviceMappings"][0]["DeviceName"] == provision.root_device(boto3.client("ec2"), instance["ImageId"])
     assert params["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
     tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
-    assert tags["project"] == "kpbench" and tags[aws.TAG_RUN] == remote["run_id"] and aws.TAG_EXPIRES in tags
+    assert tags["project"] == "kpbench" and tags[provision.TAG_RUN] == remote["run_id"] and provision.TAG_EXPIRES in tags
     behaviour = boto3.client("ec2").describe_instance_attribute(
         InstanceId=instance["InstanceId"], Attribute="instanceInitiatedShutdownBehavior")
     assert behaviour["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
@@ -305,7 +343,7 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
 
 def test_ec2_cluster_trains_two_played_instances_as_one_cluster(aws_env, tiny_dataset, tmp_path, player):
     player()
-    run = run_instance(ec2_spec("ec2-cluster", 2, keep_s3=True), tiny_dataset, tmp_path / "out")
+    run = run_instance(*ec2_spec("ec2-cluster", 2, keep_s3=True), tiny_dataset, tmp_path / "out")
 
     cluster = run["cluster"]
     assert cluster["workers"] == 2 and cluster["global_batch"] == 8
@@ -317,11 +355,13 @@ def test_ec2_cluster_trains_two_played_instances_as_one_cluster(aws_env, tiny_da
 
     s3 = boto3.client("s3")
     prefix = f"kpbench/{run['remote']['run_id']}"
-    spec = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/input/cluster.json")["Body"].read())
-    assert [w["instance_id"] for w in spec["workers"]] == run["remote"]["instance_ids"]
-    assert all(w["address"].endswith(":12345") for w in spec["workers"])
+    chief, worker = (s3keys.instance_folder(prefix, "us-east-1", "123456789012", i) for i in run["remote"]["instance_ids"])
+    for folder in (chief, worker):  # each instance reads the cluster spec from its own folder
+        spec = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{folder}/{s3keys.CLUSTER}")["Body"].read())
+        assert [w["instance_id"] for w in spec["workers"]] == run["remote"]["instance_ids"]
+        assert all(w["address"].endswith(":12345") for w in spec["workers"])
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
-    assert {f"{prefix}/result/manifest.json", f"{prefix}/steps/0.json", f"{prefix}/steps/1.json"} <= set(keys)
+    assert {f"{chief}/{s3keys.MANIFEST}", f"{chief}/{s3keys.STEPS}", f"{worker}/{s3keys.STEPS}"} <= set(keys)
     for key in keys:  # every object private and encrypted at rest
         assert s3.head_object(Bucket=BUCKET, Key=key)["ServerSideEncryption"] == "AES256", key
     block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
@@ -358,7 +398,7 @@ def test_launch_refusals_are_explained_and_leave_nothing(aws_env, tiny_dataset, 
     inject(monkeypatch, "before-call.ec2.RunInstances",
            lambda **_: (_Refusal(), {"Error": {"Code": code, "Message": f"injected {code}"}}))
     with pytest.raises(KpbenchError, match=says):
-        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
     assert all_instances() == []
     assert boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="kpbench/").get("KeyCount") == 0
     assert not (tmp_path / "out" / "run.json").exists()
@@ -366,9 +406,9 @@ def test_launch_refusals_are_explained_and_leave_nothing(aws_env, tiny_dataset, 
 
 def test_unknown_ami_is_refused_before_launch(aws_env, tiny_dataset, tmp_path):
     with pytest.raises(KpbenchError, match="unknown AMI"):
-        run_instance(ec2_spec(ami={"id": "ami-0123456789abcdef0"}), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(ami={"id": "ami-0123456789abcdef0"}), tiny_dataset, tmp_path / "out")
     with pytest.raises(KpbenchError, match="unknown AMI: SSM parameter /nope"):
-        run_instance(ec2_spec(ami={"ssm_parameter": "/nope"}), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(ami={"ssm_parameter": "/nope"}), tiny_dataset, tmp_path / "out")
     assert all_instances() == []
 
 
@@ -378,7 +418,7 @@ def test_missing_credentials_get_plain_instructions(aws_env, tiny_dataset, tmp_p
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(KpbenchError, match="no AWS credentials found"):
-        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
 
 
 def test_instance_that_never_runs_times_out_and_is_terminated(aws_env, tiny_dataset, tmp_path, monkeypatch):
@@ -390,20 +430,20 @@ def test_instance_that_never_runs_times_out_and_is_terminated(aws_env, tiny_data
 
     inject(monkeypatch, "after-call.ec2.DescribeInstances", still_pending)
     with pytest.raises(KpbenchError, match="not running within 2 s"):
-        run_instance(ec2_spec(launch_timeout_s=2), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(launch_timeout_s=2), tiny_dataset, tmp_path / "out")
     assert [i["State"]["Name"] for i in all_instances()] == ["terminated"]
 
 
 def test_no_result_before_the_deadline_ends_the_run(aws_env, tiny_dataset, tmp_path):
     with pytest.raises(KpbenchError, match="no result within 3 s"):
-        run_instance(ec2_spec(limits={"deadline_s": 3}), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(limits={"deadline_s": 3}), tiny_dataset, tmp_path / "out")
     assert [i["State"]["Name"] for i in all_instances()] == ["terminated"]
 
 
 def test_failed_training_on_the_instance_reports_its_log(aws_env, tiny_dataset, tmp_path, player):
     player(extra_env={"KPBENCH_INJECT_FAULT": "crash:0:1"})
     with pytest.raises(KpbenchError, match=r"(?s)1 of 1 instance\(s\) failed.*exit status 3"):
-        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
     assert not (tmp_path / "out" / "run.json").exists()
     (bill,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / ".costs").iterdir()]
     assert bill["outcome"] == "failed" and bill["billed_s"] >= 60 and bill["usd"] > 0  # billed all the same
@@ -417,7 +457,7 @@ def test_failed_bootstrap_is_reported(aws_env, tiny_dataset, tmp_path, player):
     broken.chmod(0o755)
     player(python="/bin/false", extra_env={"PATH": f"{broken.parent}:{os.environ['PATH']}"})
     with pytest.raises(KpbenchError, match="terminated without a result"):
-        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
 
 
 AWS_CLI = """#!{python}
@@ -448,15 +488,16 @@ def test_a_bootstrap_that_fails_before_python_is_ready_still_reports(aws_env, ti
     cli.chmod(0o755)
     player(python="/bin/false", extra_env={"PATH": f"{cli.parent}:{os.environ['PATH']}"})
     with pytest.raises(KpbenchError, match=r"(?s)1 of 1 instance\(s\) failed.*exit status 1.*kpbench bootstrap on"):
-        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_stopping_the_launcher_during_the_wait_terminates_everything(aws_env, tiny_dataset, tmp_path, stop):
-    spec = ec2_spec()
+    spec, launch = ec2_spec()
+    (tmp_path / "launch.json").write_text(json.dumps(launch))
     launcher = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-m", "kpbench", "train", "--spec", json.dumps(spec),
-         "--dataset", str(tiny_dataset), "--out", str(tmp_path / "out")],
+         "--launch", str(tmp_path / "launch.json"), "--dataset", str(tiny_dataset), "--out", str(tmp_path / "out")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # as from a terminal: a shell that starts jobs in the background hands them SIGINT ignored
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -482,32 +523,95 @@ def test_stopping_the_launcher_during_the_wait_terminates_everything(aws_env, ti
 
 def test_security_group_admits_only_its_members_on_the_worker_port(aws_env):
     ec2 = boto3.client("ec2")
-    group = aws.ensure_security_group(ec2, "kpbench-test", 12345, "run-1")
+    group = provision.ensure_security_group(ec2, "kpbench-test", 12345, "run-1")
     (rule,) = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
     assert (rule["FromPort"], rule["ToPort"], rule["IpProtocol"]) == (12345, 12345, "tcp")
     assert rule["IpRanges"] == [] and rule["Ipv6Ranges"] == []
     assert [pair["GroupId"] for pair in rule["UserIdGroupPairs"]] == [group]
 
 
-def test_instance_profile_reaches_only_the_projects_prefix(aws_env):
+def test_instance_profile_reaches_only_the_instances_own_folder(aws_env):
     iam = boto3.client("iam")
-    arn = aws.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")
-    assert arn == aws.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")  # idempotent
+    arn = aws_account.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")
+    assert arn == aws_account.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")  # idempotent
     policy = iam.get_role_policy(RoleName="kpbench-instance", PolicyName="kpbench-s3")["PolicyDocument"]
-    resources = [s["Resource"] for s in policy["Statement"]]
-    assert resources == [f"arn:aws:s3:::{BUCKET}/kpbench/*", f"arn:aws:s3:::{BUCKET}"]
-    assert policy["Statement"][1]["Condition"]["StringLike"]["s3:prefix"] == "kpbench/*"
+    assert policy == aws_account.instance_role_policy(BUCKET, "kpbench")
+    folder = f"arn:aws:s3:::{BUCKET}/kpbench/*/${{ec2:SourceInstanceARN}}"
+    assert [(s["Action"], s["Resource"]) for s in policy["Statement"]] == [
+        ("s3:GetObject", f"{folder}/input/*"),
+        ("s3:PutObject", [f"{folder}/{name}" for name in ("status.json", "log.txt", "steps.json", "allreduce.json",
+                                                          "result/*")])]
+    # The documented policy (README, config/iam) is the one set-up puts on the role.
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "config/iam/instance-role-policy.json")
+    with open(path) as handle:
+        assert json.load(handle) == aws_account.instance_role_policy("BUCKET", "PREFIX")
+
+
+@contextlib.contextmanager
+def iam_enforced(endpoint):
+    """Moto checks every request against the caller's IAM policies (INITIAL_NO_AUTH_ACTION_COUNT 0)."""
+    def reset(count):
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count, method="POST",
+                                                      headers={"Content-Type": "text/plain"}))
+
+    reset(b"0")
+    try:
+        yield
+    finally:
+        reset(b"inf")
+
+
+def test_an_instance_of_one_run_is_refused_another_runs_objects(aws_env):
+    """With its role's own credentials, under IAM enforcement, an instance reads its inputs and writes
+    its outputs, and is refused (403) every other object: another run's inputs and outputs, and
+    the inputs of its own run, which only the launcher writes."""
+    s3, folders = boto3.client("s3"), {}
+    for run, instance_id in (("run-a", "i-0aaaaaaaaaaaaaaa1"), ("run-b", "i-0bbbbbbbbbbbbbbb2")):
+        root = s3keys.run_prefix("kpbench", run)
+        folders[run] = s3keys.instance_folder(root, "us-east-1", "123456789012", instance_id)
+        for name in s3keys.INPUTS:
+            exchange.put_private(s3, BUCKET, f"{root}/{name}", b"the launcher's copy")
+            exchange.put_private(s3, BUCKET, f"{folders[run]}/{name}", run.encode())
+    credentials = instance_credentials("i-0aaaaaaaaaaaaaaa1")
+    instance = aws.pin_bucket_owner(boto3.client("s3", aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                                                 aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+                                                 aws_session_token=credentials["AWS_SESSION_TOKEN"]), "123456789012")
+    own = exchange.Exchange(instance, BUCKET, folders["run-a"])
+    other = own.folder(folders["run-b"])
+    launchers = own.folder(s3keys.run_prefix("kpbench", "run-a"))
+    with iam_enforced(aws_env):
+        assert own.get(s3keys.SPEC)[1] == b"run-a"
+        own.put_json(s3keys.STATUS, {"phase": "training"})
+        own.put_json(s3keys.result("run.json"), {})
+        refused = {
+            "another run's spec": lambda: other.get_json(s3keys.SPEC),
+            "another run's status": lambda: other.put_json(s3keys.STATUS, {"phase": "failed"}),
+            "another run's bundle": lambda: other.put_json(s3keys.BUNDLE, {}),
+            "another run's result": lambda: other.get_json(s3keys.result("run.json")),
+            "its own bundle": lambda: own.put_json(s3keys.BUNDLE, {}),
+            "its run's launcher copy": lambda: launchers.get_json(s3keys.SPEC),
+        }
+        for what, call in refused.items():
+            with pytest.raises(botocore.exceptions.ClientError) as error:
+                call()
+            assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, what
+            assert error.value.response["Error"]["Code"] == "AccessDenied", what
+        # Refused reads look missing to the instance's waits: without s3:ListBucket AWS answers a
+        # missing key with 403 too.
+        assert own.get(s3keys.CLUSTER) is None
+    assert s3.get_object(Bucket=BUCKET, Key=f"{folders['run-b']}/{s3keys.BUNDLE}")["Body"].read() == b"run-b"
 
 
 def test_ami_name_pattern_picks_the_newest_match(aws_env):
     ec2 = boto3.client("ec2")
     images = ec2.describe_images(Owners=["amazon"])["Images"]
     name = images[0]["Name"]
-    chosen = aws.resolve_ami({"ami": {"name_pattern": name[:6] + "*", "owners": ["amazon"]}}, ec2, None)
+    chosen = provision.resolve_ami({"ami": {"name_pattern": name[:6] + "*", "owners": ["amazon"]}}, ec2, None)
     candidates = [i for i in images if i["Name"].startswith(name[:6])]
     assert chosen == max(candidates, key=lambda i: i.get("CreationDate", ""))["ImageId"]
     with pytest.raises(KpbenchError, match="no image named like 'no-such-ami-\\*'"):
-        aws.resolve_ami({"ami": {"name_pattern": "no-such-ami-*"}}, ec2, None)
+        provision.resolve_ami({"ami": {"name_pattern": "no-such-ami-*"}}, ec2, None)
 
 
 def test_retried_launch_reuses_its_client_token():
@@ -525,12 +629,12 @@ def test_retried_launch_reuses_its_client_token():
             return {"Instances": [{"InstanceId": "i-1"}]}
 
     stub = StubEc2()
-    params = aws.launch_params(instance_type="g4dn.xlarge", count=1, ami="ami-1", user_data="#!/bin/bash",
+    params = provision.launch_params(instance_type="g4dn.xlarge", count=1, ami="ami-1", user_data="#!/bin/bash",
                                group_id="sg-1", profile_name="p", run_id="run-7", instance_name="x",
                                max_lifetime_h=1)
-    assert aws.run_instances(stub, params, pause_s=0) == [{"InstanceId": "i-1"}]
+    assert provision.run_instances(stub, params, pause_s=0) == [{"InstanceId": "i-1"}]
     assert len(stub.calls) == 2 and stub.calls[0]["ClientToken"] == stub.calls[1]["ClientToken"]
-    assert stub.calls[0]["ClientToken"] == aws.client_token("run-7") != aws.client_token("run-8")
+    assert stub.calls[0]["ClientToken"] == provision.client_token("run-7") != provision.client_token("run-8")
 
 
 def test_a_refusal_that_is_not_transient_is_not_retried():
@@ -544,7 +648,7 @@ def test_a_refusal_that_is_not_transient_is_not_retried():
             raise ClientError({"Error": {"Code": "VcpuLimitExceeded", "Message": "no"}}, "RunInstances")
 
     with pytest.raises(ClientError):
-        aws.run_instances(StubEc2(), {"ClientToken": "t"}, pause_s=0)
+        provision.run_instances(StubEc2(), {"ClientToken": "t"}, pause_s=0)
     assert len(calls) == 1
 
 
@@ -566,7 +670,7 @@ def test_user_data_sets_the_lifetime_and_carries_no_credentials(monkeypatch):
     from kpbench.remote import user_data
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    script = user_data("bucket-1", "kpbench/run-1", "eu-west-1", 1.5, gpus=1)
+    script = user_data("bucket-1", "kpbench/run-1", "eu-west-1", 1.5, gpus=1, account="123456789012")
     assert script.startswith("#!/bin/bash\n")
     assert "export KPBENCH_MAX_MINUTES=90" in script
     assert "tensorflow[and-cuda]==2.21.0" in script and "numpy==2.4.6" in script  # the tested versions
@@ -580,22 +684,22 @@ def test_cleanup_terminates_tagged_instances_and_removes_their_runs(aws_env):
     image = boto3.client("ssm").get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
 
     def launch(run_id, expires):
-        tags = [{"Key": "project", "Value": "kpbench"}, {"Key": aws.TAG_RUN, "Value": run_id},
-                {"Key": aws.TAG_EXPIRES, "Value": expires}]
+        tags = [{"Key": "project", "Value": "kpbench"}, {"Key": provision.TAG_RUN, "Value": run_id},
+                {"Key": provision.TAG_EXPIRES, "Value": expires}]
         ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
                           TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
 
-    aws.ensure_bucket(s3, BUCKET, "us-east-1")
+    exchange.ensure_bucket(s3, BUCKET, "us-east-1")
     for run_id in ("old", "young"):
-        aws.put_private(s3, BUCKET, f"kpbench/{run_id}/input/spec.json", b"{}")
+        exchange.put_private(s3, BUCKET, f"kpbench/{run_id}/input/spec.json", b"{}")
     launch("old", "2020-01-01T00:00:00Z")
     launch("young", "2999-01-01T00:00:00Z")
     ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)  # not ours
 
-    report = aws.cleanup(aws_config(), expired_only=True)
+    report = aws_account.cleanup(aws_config(), expired_only=True)
     assert report["runs"] == ["old"] and len(report["terminated"]) == 1 and report["s3_objects_removed"] == 1
     assert len(live_instances()) == 1
-    report = aws.cleanup(aws_config())
+    report = aws_account.cleanup(aws_config())
     assert report["runs"] == ["young"] and live_instances() == []
     assert [i["State"]["Name"] for i in all_instances()].count("running") == 1  # the untagged one stays
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="kpbench/").get("KeyCount") == 0
@@ -678,7 +782,7 @@ def test_objects_carry_no_acl_and_the_bucket_has_acls_disabled(aws_env):
     s3 = boto3.client("s3")
     controls = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]["Rules"]
     assert controls == [{"ObjectOwnership": "BucketOwnerEnforced"}]
-    aws.put_private(s3, BUCKET, "kpbench/x/status/i-1.json", b"{}")  # refused with an ACL (the play above)
+    exchange.put_private(s3, BUCKET, "kpbench/x/status/i-1.json", b"{}")  # refused with an ACL (the play above)
     assert s3.head_object(Bucket=BUCKET, Key="kpbench/x/status/i-1.json")["ServerSideEncryption"] == "AES256"
 
 
@@ -689,7 +793,7 @@ def test_eventual_consistency_and_throttling_are_retried(aws_env, tiny_dataset, 
                     TerminateInstances=("InvalidInstanceID.NotFound", 2))
     inject(monkeypatch, "before-send.ec2", faults)
     player()
-    run = run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+    run = run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
     assert run["metrics"]["val_rmse_px"] > 0
     assert sorted(set(faults.hits)) == sorted(faults.left) and all(k == 0 for _, k in faults.left.values())
     assert boto3.client("ec2").describe_security_groups(
@@ -700,7 +804,7 @@ def test_eventual_consistency_and_throttling_are_retried(aws_env, tiny_dataset, 
 def test_a_group_refused_its_rule_is_still_deleted(aws_env, tiny_dataset, tmp_path, monkeypatch):
     inject(monkeypatch, "before-send.ec2", Faults(AuthorizeSecurityGroupIngress=("UnauthorizedOperation", 99)))
     with pytest.raises(KpbenchError, match="UnauthorizedOperation"):
-        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
     assert boto3.client("ec2").describe_security_groups(
         Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])["SecurityGroups"] == []
     assert all_instances() == []
@@ -720,10 +824,10 @@ def test_a_second_signal_during_teardown_does_not_skip_termination(aws_env, tiny
             sent.append(signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    inject(monkeypatch, "after-call.s3.ListObjectsV2", first)
+    inject(monkeypatch, "after-call.s3.GetObject", first)
     inject(monkeypatch, "before-call.ec2.TerminateInstances", second)
     with pytest.raises(KpbenchError, match="interrupted"):
-        run_instance(ec2_spec(), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
     assert sent == [signal.SIGINT, signal.SIGTERM]
     assert "ignored until every machine is torn down" in capsys.readouterr().err
     assert live_instances() == []
@@ -733,7 +837,7 @@ def test_a_second_signal_during_teardown_does_not_skip_termination(aws_env, tiny
 def test_an_instance_that_never_reports_is_torn_down_at_the_boot_deadline(aws_env, tiny_dataset, tmp_path):
     started = time.time()
     with pytest.raises(KpbenchError, match=r"no status from instance\(s\) i-\w+ within 3 s of launch"):
-        run_instance(ec2_spec(boot_timeout_s=3, limits={"deadline_s": 90}), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(boot_timeout_s=3, limits={"deadline_s": 90}), tiny_dataset, tmp_path / "out")
     assert time.time() - started < 45
     assert [i["State"]["Name"] for i in all_instances()] == ["terminated"]
 
@@ -746,8 +850,9 @@ def test_a_silent_instance_is_judged_by_the_age_of_its_status(aws_env, tiny_data
         while not stop.is_set():
             for instance_id in live_instances():
                 (instance,) = [i for i in all_instances() if i["InstanceId"] == instance_id]
-                run_id = next(t["Value"] for t in instance["Tags"] if t["Key"] == aws.TAG_RUN)
-                s3.put_object(Bucket=BUCKET, Key=f"kpbench/{run_id}/status/{instance_id}.json", Body=json.dumps(
+                run_id = next(t["Value"] for t in instance["Tags"] if t["Key"] == provision.TAG_RUN)
+                folder = s3keys.instance_folder(f"kpbench/{run_id}", "us-east-1", "123456789012", instance_id)
+                s3.put_object(Bucket=BUCKET, Key=f"{folder}/{s3keys.STATUS}", Body=json.dumps(
                     {"phase": "training", "worker": 0, "time": time.time(), "last_step_age_s": 0}).encode())
                 return
             time.sleep(0.2)
@@ -757,7 +862,7 @@ def test_a_silent_instance_is_judged_by_the_age_of_its_status(aws_env, tiny_data
     started = time.time()
     try:
         with pytest.raises(KpbenchError, match=r"no status update from instance\(s\) i-\w+ for 3 s"):
-            run_instance(ec2_spec(limits={"stall_timeout_s": 3, "deadline_s": 90}), tiny_dataset, tmp_path / "out")
+            run_instance(*ec2_spec(limits={"stall_timeout_s": 3, "deadline_s": 90}), tiny_dataset, tmp_path / "out")
     finally:
         stop.set()
         writer.join()
@@ -771,7 +876,7 @@ def test_runs_need_no_iam_permission_after_setup(aws_env, tiny_dataset, tmp_path
     inject(monkeypatch, "before-call.iam", refuse)
     inject(monkeypatch, "before-call.s3.CreateBucket", refuse)
     with pytest.raises(KpbenchError, match="aws.boot_timeout_s"):  # it launched: only the player is missing
-        run_instance(ec2_spec(boot_timeout_s=1), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(boot_timeout_s=1), tiny_dataset, tmp_path / "out")
     assert [i["State"]["Name"] for i in all_instances()] == ["terminated"]
 
 
@@ -780,7 +885,7 @@ def test_aws_setup_is_idempotent_and_safe_to_race(aws_env, tmp_path):
 
     config = aws_config(bucket="kpbench-fresh", instance_profile="kpbench-fresh")
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: aws.setup(config), range(4)))
+        results = list(pool.map(lambda _: aws_account.setup(config), range(4)))
     assert len({r["instance_profile_arn"] for r in results}) == 1
     profile = boto3.client("iam").get_instance_profile(InstanceProfileName="kpbench-fresh")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == ["kpbench-fresh"]
@@ -797,7 +902,7 @@ def test_aws_setup_is_idempotent_and_safe_to_race(aws_env, tmp_path):
 
 def test_a_run_before_setup_says_what_to_run(aws_env, tiny_dataset, tmp_path):
     with pytest.raises(KpbenchError, match="kpbench aws-setup"):
-        run_instance(ec2_spec(bucket="kpbench-never-set-up"), tiny_dataset, tmp_path / "out")
+        run_instance(*ec2_spec(bucket="kpbench-never-set-up"), tiny_dataset, tmp_path / "out")
     assert all_instances() == []
 
 
@@ -805,25 +910,25 @@ def test_cleanup_removes_groups_and_prefixes_of_runs_without_instances(aws_env):
     """A launcher killed between creating its group (and uploading) and launching leaves a group and a
     prefix but no instance: cleanup removes them once the run is an hour old, and never a young one's."""
     ec2, s3 = boto3.client("ec2"), boto3.client("s3")
-    vpc = aws.group_vpc(ec2)
+    vpc = provision.group_vpc(ec2)
     old, young = "gpu-20200101T000000Z-abc123", f"gpu-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-def456"
     for run in (old, young):
-        aws.create_security_group(ec2, f"kpbench-{run}", run, vpc)
-        aws.put_private(s3, BUCKET, f"kpbench/{run}/input/spec.json", b"{}")
-    report = aws.cleanup(aws_config())
+        provision.create_security_group(ec2, f"kpbench-{run}", run, vpc)
+        exchange.put_private(s3, BUCKET, f"kpbench/{run}/input/spec.json", b"{}")
+    report = aws_account.cleanup(aws_config())
     assert report["runs"] == [old] and len(report["security_groups"]) == 1 and report["s3_objects_removed"] == 1
     left = ec2.describe_security_groups(Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])["SecurityGroups"]
-    assert [aws._tag(g, aws.TAG_RUN) for g in left] == [young]
+    assert [provision.tag(g, provision.TAG_RUN) for g in left] == [young]
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="kpbench/")["Contents"]] == [
         f"kpbench/{young}/input/spec.json"]
-    aws.cleanup(aws_config(), run_id=young)
+    aws_account.cleanup(aws_config(), run_id=young)
 
 
 def test_cleanup_all_removes_what_setup_made_only_on_request(aws_env):
     iam, s3 = boto3.client("iam"), boto3.client("s3")
-    assert "removed_setup" not in aws.cleanup(aws_config())
+    assert "removed_setup" not in aws_account.cleanup(aws_config())
     iam.get_instance_profile(InstanceProfileName="kpbench-instance")  # still there
-    report = aws.cleanup(aws_config(), everything=True)
+    report = aws_account.cleanup(aws_config(), everything=True)
     assert report["removed_setup"] == ["instance profile kpbench-instance", "role kpbench-instance",
                                        f"bucket {BUCKET}"]
     with pytest.raises(iam.exceptions.NoSuchEntityException):
@@ -835,8 +940,8 @@ def test_the_group_goes_into_the_subnets_vpc_and_a_missing_default_vpc_is_explai
     ec2 = boto3.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
-    assert aws.group_vpc(ec2, subnet_id=subnet) == vpc  # not the default VPC: a group there would be refused
-    group = aws.ensure_security_group(ec2, "kpbench-sub", 12345, "run-s", subnet_id=subnet)
+    assert provision.group_vpc(ec2, subnet_id=subnet) == vpc  # not the default VPC: a group there would be refused
+    group = provision.ensure_security_group(ec2, "kpbench-sub", 12345, "run-s", subnet_id=subnet)
     assert ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId"] == vpc
     ec2.delete_security_group(GroupId=group)
 
@@ -845,7 +950,7 @@ def test_the_group_goes_into_the_subnets_vpc_and_a_missing_default_vpc_is_explai
             return {"Vpcs": []}
 
     with pytest.raises(KpbenchError, match="no default VPC: set aws.subnet_id"):
-        aws.group_vpc(NoDefaultVpc())
+        provision.group_vpc(NoDefaultVpc())
 
 
 def test_the_root_volume_is_mapped_to_the_amis_own_root_device():
@@ -853,8 +958,8 @@ def test_the_root_volume_is_mapped_to_the_amis_own_root_device():
         def describe_images(self, ImageIds):
             return {"Images": [{"ImageId": ImageIds[0], "RootDeviceName": "/dev/xvda"}]}
 
-    device = aws.root_device(Ec2(), "ami-1")
-    params = aws.launch_params(instance_type="g5.xlarge", count=1, ami="ami-1", user_data="", group_id="sg-1",
+    device = provision.root_device(Ec2(), "ami-1")
+    params = provision.launch_params(instance_type="g5.xlarge", count=1, ami="ami-1", user_data="", group_id="sg-1",
                                profile_name="p", run_id="r", instance_name="x", max_lifetime_h=1, volume_gb=100,
                                root_device=device)
     assert params["BlockDeviceMappings"][0]["DeviceName"] == "/dev/xvda"

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from kpbench import KpbenchError
-from kpbench.backends import free_ports, run_instance
+from kpbench.backends import run_instance
 from kpbench.contention import contended
 from kpbench.layout import PROGRESS_FILE
+from kpbench.local_backend import free_ports
 from kpbench.train import tf_config
-from specs import run_spec
+from kpbench.version import code_version
+from specs import run_inputs
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +27,14 @@ def cluster_dataset(tmp_path_factory, small_dataset):
 
 
 def _spec(backend, workers, batch, **training):
-    spec = run_spec(
-        instance={"name": f"{backend}-{workers}", "backend": backend, "workers": workers, "gpus": 0,
-                  "usd_per_hour": 0.1, "price_date": "2026-01-01"},
-        workload={"epochs": 3, "batch_size": batch, "max_train_images": 64, "max_val_images": 16},
-        training={"seed": 3, "prediction_samples": 2, "peak_matmul_size": 128, "warmup_epochs": 0,
-                  "scale_learning_rate": False, **training})
-    return {**spec, "limits": {"stall_timeout_s": 60, "deadline_s": 600}}
+    """(spec, launch) of a small run on this machine."""
+    return run_inputs(
+        {"name": f"{backend}-{workers}", "backend": backend, "workers": workers, "gpus": 0,
+         "usd_per_hour": 0.1, "price_date": "2026-01-01"},
+        {"name": "tiny", "epochs": 3, "batch_size": batch, "max_train_images": 64, "max_val_images": 16},
+        training={"learning_rate": 1e-3, "seed": 3, "pck_radius_px": 3.0, "prediction_samples": 2,
+                  "peak_matmul_size": 128, "warmup_epochs": 0, "scale_learning_rate": False, **training},
+        limits={"stall_timeout_s": 60, "deadline_s": 600})
 
 
 def _our_processes(marker):
@@ -48,7 +51,7 @@ def _our_processes(marker):
 
 
 def test_wait_estimate_is_kept_as_measured_and_flagged_when_unresolved():
-    from kpbench.backends import wait_estimate
+    from kpbench.step_times import wait_estimate
 
     steps = [{"step_s": [9.0, 1.0, 1.2, 1.1], "compute_step_s": [0.7, 0.6, 0.8]},
              {"step_s": [9.0, 1.0, 1.0, 1.3], "compute_step_s": [0.9, 0.9, 0.9]}]
@@ -73,8 +76,8 @@ def test_ports_are_fresh_and_tf_config_names_every_worker():
 
 
 def test_two_worker_cluster_matches_one_worker_at_the_same_global_batch(cluster_dataset, tmp_path):
-    single = run_instance(_spec("local", 1, 8), cluster_dataset, tmp_path / "single")
-    cluster = run_instance(_spec("local-cluster", 2, 4), cluster_dataset, tmp_path / "cluster")
+    single = run_instance(*_spec("local", 1, 8), cluster_dataset, tmp_path / "single")
+    cluster = run_instance(*_spec("local-cluster", 2, 4), cluster_dataset, tmp_path / "cluster")
     assert cluster["cluster"]["workers"] == 2 and cluster["cluster"]["global_batch"] == 8
     assert cluster["cluster"]["per_worker_batch"] == 4
     assert len(cluster["cluster"]["median_step_s_per_worker"]) == 2
@@ -94,13 +97,16 @@ def test_two_worker_cluster_matches_one_worker_at_the_same_global_batch(cluster_
     assert timings["init_s"] + timings["profiling_s"] + timings["train_s"] <= timings["wall_s"] + 1e-6
     assert cluster["cost"]["usd_per_hour"] == pytest.approx(0.2)
     assert single["cluster"]["workers"] == 1
+    # The collect step records which code made each run, in the run.json it leaves.
+    stored = json.loads((tmp_path / "single" / "run.json").read_text())
+    assert stored["code"] == single["code"] == code_version() and stored["code"]["commit"]
     assert sorted(p.name for p in (tmp_path / "cluster").iterdir()) == ["history.csv", "predictions.npz", "run.json"]
     a, b = single["metrics"]["val_rmse_px"], cluster["metrics"]["val_rmse_px"]
     assert abs(a - b) / a < 0.25, (a, b)
 
 
 def test_learning_rate_is_scaled_with_the_global_batch_and_warmed_up(cluster_dataset, tmp_path):
-    run = run_instance(_spec("local-cluster", 2, 4, scale_learning_rate=True, warmup_epochs=1),
+    run = run_instance(*_spec("local-cluster", 2, 4, scale_learning_rate=True, warmup_epochs=1),
                        cluster_dataset, tmp_path / "scaled")
     assert run["cluster"]["scaled_learning_rate"] == pytest.approx(2e-3)
     assert run["cluster"]["warmup_steps"] == run["cluster"]["steps_per_epoch"] == 64 // 8
@@ -112,12 +118,12 @@ def test_learning_rate_is_scaled_with_the_global_batch_and_warmed_up(cluster_dat
 ])
 def test_a_crashed_or_hung_worker_ends_the_run_cleanly(cluster_dataset, tmp_path, monkeypatch, fault, expected):
     monkeypatch.setenv("KPBENCH_INJECT_FAULT", fault)
-    spec = _spec("local-cluster", 2, 4)
-    spec["limits"]["stall_timeout_s"] = 20
+    spec, launch = _spec("local-cluster", 2, 4)
+    launch["limits"]["stall_timeout_s"] = 20
     out = tmp_path / "faulty"
     start = time.time()
     with pytest.raises(KpbenchError, match=expected):
-        run_instance(spec, cluster_dataset, out)
+        run_instance(spec, launch, cluster_dataset, out)
     assert time.time() - start < 240
     assert _our_processes(str(out)) == []
     # No result and no staging folder; only the checkpoint a rerun resumes from may stay.
@@ -125,23 +131,23 @@ def test_a_crashed_or_hung_worker_ends_the_run_cleanly(cluster_dataset, tmp_path
 
 
 def test_unknown_backend_is_refused(cluster_dataset, tmp_path):
-    spec = _spec("local", 1, 8)
+    spec, launch = _spec("local", 1, 8)
     spec["instance"]["backend"] = "carrier-pigeon"
     with pytest.raises(KpbenchError, match="unknown backend 'carrier-pigeon'"):
-        run_instance(spec, cluster_dataset, tmp_path)
+        run_instance(spec, launch, cluster_dataset, tmp_path)
     assert "TF_CONFIG" not in os.environ
 
 
 def test_a_run_killed_mid_epoch_resumes_and_ends_with_every_epoch(cluster_dataset, tmp_path, monkeypatch):
-    spec = _spec("local", 1, 8)  # 64 images: 8 steps an epoch, 3 epochs
+    inputs = _spec("local", 1, 8)  # 64 images: 8 steps an epoch, 3 epochs
     out = tmp_path / "resumed"
     monkeypatch.setenv("KPBENCH_INJECT_FAULT", "crash:0:12")  # halfway through epoch 2
     with pytest.raises(KpbenchError, match=r"worker 0 \(exit status 3\)"):
-        run_instance(spec, cluster_dataset, out)
+        run_instance(*inputs, cluster_dataset, out)
     assert not (out / "run.json").exists()
     assert json.loads((out / ".backup" / "epochs.json").read_text())[-1]["epoch"] == 1
     monkeypatch.delenv("KPBENCH_INJECT_FAULT")
-    run = run_instance(spec, cluster_dataset, out)
+    run = run_instance(*inputs, cluster_dataset, out)
     assert run["timings"]["resumed_from_epoch"] == 1 and run["resumed"] is True
     history = (out / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
@@ -150,15 +156,15 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_with_every_epoch(cluster_datase
 
 
 def test_a_cluster_whose_worker_is_killed_mid_epoch_resumes_on_rerun(cluster_dataset, tmp_path, monkeypatch):
-    spec = _spec("local-cluster", 2, 4)  # global batch 8: 8 steps an epoch, 3 epochs
+    inputs = _spec("local-cluster", 2, 4)  # global batch 8: 8 steps an epoch, 3 epochs
     out = tmp_path / "cluster-resumed"
     monkeypatch.setenv("KPBENCH_INJECT_FAULT", "crash:1:12")  # worker 1 dies halfway through epoch 2
     with pytest.raises(KpbenchError, match=r"worker 1 \(exit status 3\)"):
-        run_instance(spec, cluster_dataset, out)
+        run_instance(*inputs, cluster_dataset, out)
     assert _our_processes(str(out)) == []
     assert json.loads((out / ".backup" / "epochs.json").read_text())[-1]["epoch"] == 1
     monkeypatch.delenv("KPBENCH_INJECT_FAULT")
-    run = run_instance(spec, cluster_dataset, out)
+    run = run_instance(*inputs, cluster_dataset, out)
     assert run["timings"]["resumed_from_epoch"] == 1 and run["cluster"]["workers"] == 2
     history = (out / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
@@ -169,19 +175,20 @@ def test_a_backup_from_another_configuration_is_not_resumed(cluster_dataset, tmp
     out = tmp_path / "changed"
     monkeypatch.setenv("KPBENCH_INJECT_FAULT", "crash:0:12")
     with pytest.raises(KpbenchError):
-        run_instance(_spec("local", 1, 8), cluster_dataset, out)
+        run_instance(*_spec("local", 1, 8), cluster_dataset, out)
     monkeypatch.delenv("KPBENCH_INJECT_FAULT")
-    run = run_instance(_spec("local", 1, 8, learning_rate=5e-4), cluster_dataset, out)
+    run = run_instance(*_spec("local", 1, 8, learning_rate=5e-4), cluster_dataset, out)
     assert run["timings"]["resumed_from_epoch"] == 0
     assert len(run["timings"]["epoch_s"]) == 3
 
 
-def _launch(spec, dataset, out):
+def _launch(spec_and_launch, dataset, out):
     """`python -m kpbench train` as the train rule starts it, in a process group of its own."""
-    spec_path = out.parent / f"{out.name}-spec.json"
-    spec_path.write_text(json.dumps(spec))
+    spec_path, launch_path = out.parent / f"{out.name}-spec.json", out.parent / f"{out.name}-launch.json"
+    for path, part in zip((spec_path, launch_path), spec_and_launch):
+        path.write_text(json.dumps(part))
     return subprocess.Popen([sys.executable, "-m", "kpbench", "train", "--spec", f"@{spec_path}",
-                             "--dataset", str(dataset), "--out", str(out)],
+                             "--launch", str(launch_path), "--dataset", str(dataset), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -197,10 +204,10 @@ def _wait_for(condition, launcher, timeout_s=180):
 def test_a_launcher_killed_hard_takes_every_worker_with_it(cluster_dataset, tmp_path, backend, workers, batch):
     """As when a terminal or scheduler kills Snakemake with SIGKILL: no teardown runs, yet no worker
     trains on as an orphan beside the next run, and none writes a result nobody collects."""
-    spec = _spec(backend, workers, batch)
-    spec["workload"]["epochs"] = 50  # far longer than the test waits
+    inputs = _spec(backend, workers, batch)
+    inputs[0]["workload"]["epochs"] = 50  # far longer than the test waits
     out = tmp_path / "killed"
-    launcher = _launch(spec, cluster_dataset, out)
+    launcher = _launch(inputs, cluster_dataset, out)
     heartbeats = lambda: len(list(out.glob(f".partial-*/worker-*/{PROGRESS_FILE}"))) == workers  # noqa: E731
     _wait_for(heartbeats, launcher)
     assert len(_our_processes(str(out))) == workers + 1  # the launcher and its training workers
@@ -220,7 +227,7 @@ def test_a_second_launcher_for_a_run_in_progress_is_refused_with_the_holders_pid
     _wait_for(lambda: (out / ".lock").exists() and (out / ".lock").read_text().startswith(f"{first.pid} "), first)
     start = time.time()
     second = subprocess.run([sys.executable, "-m", "kpbench", "train", "--spec", f"@{out.parent / 'held-spec.json'}",
-                             "--dataset", str(cluster_dataset), "--out", str(out)], capture_output=True, text=True)
+                             "--launch", str(out.parent / "held-launch.json"), "--dataset", str(cluster_dataset), "--out", str(out)], capture_output=True, text=True)
     assert second.returncode == 1 and time.time() - start < 30
     assert f"being trained by another launcher: process {first.pid} (" in second.stderr
     # The refused launcher touched nothing: the first trains to the end and releases its lock.
@@ -231,7 +238,7 @@ def test_a_second_launcher_for_a_run_in_progress_is_refused_with_the_holders_pid
 def test_a_run_beside_a_cpu_hog_is_marked_contended(cluster_dataset, tmp_path):
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        run = run_instance(_spec("local", 1, 8), cluster_dataset, tmp_path / "hogged")
+        run = run_instance(*_spec("local", 1, 8), cluster_dataset, tmp_path / "hogged")
     finally:
         hog.kill()
         hog.wait()
@@ -253,7 +260,7 @@ def test_a_run_is_marked_contended_exactly_when_others_used_the_machine(cluster_
     the machine's busy time less what this process and its workers used (getrusage)."""
     start_busy, start_all = _busy_ticks()
     start_own = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    run = run_instance(_spec("local", 1, 8), cluster_dataset, tmp_path / "quiet")
+    run = run_instance(*_spec("local", 1, 8), cluster_dataset, tmp_path / "quiet")
     end_busy, end_all = _busy_ticks()
     end_own = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     own = sum((b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime) for a, b in zip(start_own, end_own))

@@ -37,11 +37,10 @@ def _describe_model(args):
 
 def _train(args):
     from kpbench.backends import run_instance
+    from kpbench.io import read_json
     from kpbench.train import load_spec
 
-    from kpbench.io import read_json
-
-    run = run_instance({**load_spec(args.spec), **read_json(args.launch)}, args.dataset, args.out)
+    run = run_instance(load_spec(args.spec), read_json(args.launch), args.dataset, args.out)
     t, m = run["timings"], run["metrics"]
     print(f"{run['instance']['name']}: init {t['init_s']:.1f} s, train {t['train_s']:.1f} s, "
           f"{t['images_per_s']:.1f} img/s, validation RMSE {m['val_rmse_px']:.3f} px")

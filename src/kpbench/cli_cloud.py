@@ -91,7 +91,7 @@ def _check_quotas(config, result):
 
 
 def _aws_setup(args):
-    from kpbench.aws import setup
+    from kpbench.aws_account import setup
     from kpbench.io import write_json
     from kpbench.settings import load_config
 
@@ -105,7 +105,7 @@ def _aws_setup(args):
 
 
 def _cleanup(args):
-    from kpbench.aws import cleanup
+    from kpbench.aws_account import cleanup
     from kpbench.settings import load_config
 
     report = cleanup(load_config(args.configfile)["aws"], run_id=args.run_id, expired_only=args.expired,

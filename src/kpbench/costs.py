@@ -3,6 +3,8 @@ workload would cost at a measured throughput."""
 
 import math
 
+from kpbench.layout import BACKENDS
+
 SECONDS_PER_HOUR = 3600.0
 # EBS prices storage per GB-month, prorated per second over a 30-day month, as in AWS's own
 # example (https://aws.amazon.com/ebs/pricing/).
@@ -41,6 +43,18 @@ def cluster_usd_per_hour(instance):
     return float(price) * int(instance.get("workers", 1))
 
 
+def ec2_bill(instance, aws_config, running_at, ended_at):
+    """What an EC2 run cost: EC2 bills each instance per second from "running" to its termination,
+    with a 60 s minimum; its gp3 volume and public IPv4 address for as long
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html#instance-billing).
+    An instance that never ran is billed nothing."""
+    seconds = 0 if running_at is None else billed_seconds(ended_at - running_at)
+    per_hour, machines = ec2_usd_per_hour(instance, aws_config), cluster_usd_per_hour(instance)
+    return {"billed_s": seconds, "hours": seconds / SECONDS_PER_HOUR, "usd_per_hour": per_hour,
+            "instance_usd_per_hour": machines, "extras_usd_per_hour": None if per_hour is None else per_hour - machines,
+            "usd": run_cost_usd(seconds, per_hour), "prices": aws_config["prices"]}
+
+
 def run_cost_usd(seconds, usd_per_hour):
     """On-demand cost of holding the machines for `seconds` (None when the price is unknown)."""
     if usd_per_hour is None or seconds is None:
@@ -76,7 +90,7 @@ def plan(instances, workload, train_images, aws_config, predicted=None, repeats=
                "hours": None, "usd": None}
         if instance.get("ec2_catalogue") == "retired":
             row["action"] = "retired from EC2: not launched"
-        elif instance["backend"] not in ("ec2", "ec2-cluster"):
+        elif not BACKENDS[instance["backend"]].remote:
             row["action"] = "runs on this machine: no AWS cost"
         else:
             rate, action = instance.get("expected_images_per_s"), "launch"

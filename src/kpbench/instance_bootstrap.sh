@@ -18,40 +18,49 @@ if [ -z "${KPBENCH_INSTANCE_ID:-}" ]; then
     KPBENCH_INSTANCE_ID=$(curl -sS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id)
 fi
 export KPBENCH_INSTANCE_ID
+# This instance's own folder of the run (kpbench.s3keys): the only place its role reaches.
+KPBENCH_PREFIX=${KPBENCH_FOLDER//"{instance}"/$KPBENCH_INSTANCE_ID}
+export KPBENCH_PREFIX
 py=""
 
-s3() {  # s3 get|put KEY FILE, under this run's prefix, server-side encrypted, no ACL
-    if [ -n "$py" ] && "$py" - "$@" <<'PY'
-import os, sys, boto3
+s3() {  # s3 get|put KEY FILE, in this instance's folder, server-side encrypted, no ACL; 3: no such key
+    if [ -n "$py" ]; then
+        "$py" - "$@" <<'PY'
+import os, sys, boto3, botocore.exceptions
 op, key, path = sys.argv[1:4]
 client, bucket = boto3.client("s3"), os.environ["KPBENCH_BUCKET"]
 key = f"{os.environ['KPBENCH_PREFIX']}/{key}"
 owner = {"ExpectedBucketOwner": os.environ["KPBENCH_ACCOUNT"]} if os.environ.get("KPBENCH_ACCOUNT") else {}
-if op == "get":
-    client.download_file(bucket, key, path, ExtraArgs=owner)
-else:
-    client.upload_file(path, bucket, key, ExtraArgs={"ServerSideEncryption": "AES256", **owner})
+try:
+    if op == "get":
+        client.download_file(bucket, key, path, ExtraArgs=owner)
+    else:
+        client.upload_file(path, bucket, key, ExtraArgs={"ServerSideEncryption": "AES256", **owner})
+except botocore.exceptions.ClientError as error:  # missing: 404, or 403 without s3:ListBucket
+    sys.exit(3 if error.response["Error"]["Code"] in ("404", "403", "NoSuchKey", "AccessDenied") else 1)
 PY
-    then
-        return 0
+        local rc=$?
+        [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] && return "$rc"
     fi
     # Python is not ready (or broken): the Deep Learning AMIs ship the AWS CLI, enough to report.
     command -v aws >/dev/null || return 1
     if [ "$1" = get ]; then
-        aws s3 cp --only-show-errors "s3://$KPBENCH_BUCKET/$KPBENCH_PREFIX/$2" "$3"
-    else
-        aws s3 cp --only-show-errors --sse AES256 "$3" "s3://$KPBENCH_BUCKET/$KPBENCH_PREFIX/$2"
+        local said
+        said=$(aws s3 cp --only-show-errors "s3://$KPBENCH_BUCKET/$KPBENCH_PREFIX/$2" "$3" 2>&1) && return 0
+        echo "$said"
+        case $said in *"(404)"* | *"(403)"*) return 3 ;; *) return 1 ;; esac
     fi
+    aws s3 cp --only-show-errors --sse AES256 "$3" "s3://$KPBENCH_BUCKET/$KPBENCH_PREFIX/$2"
 }
 
 finish() {
     code=$?
     # Whatever failed, and however early: the log first (the launcher reads it as soon as it sees the
     # failure), then the failed status; through Python when it works, else the AWS CLI.
-    s3 put "logs/$KPBENCH_INSTANCE_ID.log" "$workdir/bootstrap.log"
+    s3 put "$KPBENCH_LOG_KEY" "$workdir/bootstrap.log"
     if [ "$code" -ne 0 ]; then
         printf '{"phase": "failed", "exit_status": %d, "time": %d}\n' "$code" "$(date +%s)" >"$workdir/status.json"
-        s3 put "status/$KPBENCH_INSTANCE_ID.json" "$workdir/status.json"
+        s3 put "$KPBENCH_STATUS_KEY" "$workdir/status.json"
     fi
     $halt -h now
 }
@@ -71,7 +80,15 @@ else
     py=$workdir/venv/bin/python
 fi
 
-s3 get input/bundle.tar.gz "$workdir/bundle.tar.gz" || exit 11
+# The launcher copies the inputs here once it knows this instance's id, the bundle last: wait while
+# it is missing (403 without s3:ListBucket, as for any key), give up on any other failure.
+for attempt in $(seq 1 150); do
+    s3 get "$KPBENCH_BUNDLE_KEY" "$workdir/bundle.tar.gz"
+    got=$?
+    [ "$got" -eq 0 ] && break
+    { [ "$got" -ne 3 ] || [ "$attempt" -eq 150 ]; } && exit 11
+    sleep 2
+done
 mkdir -p "$workdir/code" && tar -xzf "$workdir/bundle.tar.gz" -C "$workdir/code" || exit 11
 export PYTHONPATH="$workdir/code"
 "$py" -m kpbench remote-worker --bucket "$KPBENCH_BUCKET" --prefix "$KPBENCH_PREFIX" --workdir "$workdir"
