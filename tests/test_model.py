@@ -127,3 +127,13 @@ def test_metrics_are_exact_over_several_batches_in_pixels():
     present = mask[:, 0::2]
     assert metrics[2].result().numpy() == pytest.approx(np.mean(distance[present] <= 3.0), rel=1e-5)
     assert np.allclose(to_pixels(prediction), predicted_px, atol=1e-4)
+
+
+def test_the_metrics_table_names_what_keras_logs():
+    """kpbench.metrics maps history columns to Keras' log names; the compiled metrics must carry them."""
+    from kpbench.metrics import METRICS
+    from kpbench.objectives import objectives
+
+    made = objectives()
+    names = {made["RMSE"]().name, made["MAE"]().name, made["PCK"](3.0).name}
+    assert names == {metric.keras[len("val_"):] for metric in METRICS if metric.keras}

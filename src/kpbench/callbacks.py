@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from kpbench.io import write_json
+from kpbench.metrics import KERAS_COLUMNS
 
 
 def epoch_timer(keras, earlier_rows=()):
@@ -39,10 +40,8 @@ def epoch_timer(keras, earlier_rows=()):
             self.rows.append({
                 "epoch": epoch + 1, "elapsed_s": self.offset + now - self.start,
                 "epoch_s": now - self.epoch_start,
-                "validation_s": self.validation_s, "loss": logs.get("loss"), "rmse_px": logs.get("rmse"),
-                "mae_px": logs.get("mae"), "pck": logs.get("pck"), "val_loss": logs.get("val_loss"),
-                "val_rmse_px": logs.get("val_rmse"), "val_mae_px": logs.get("val_mae"),
-                "val_pck": logs.get("val_pck"),
+                "validation_s": self.validation_s,
+                **{column: logs.get(key) for column, key in KERAS_COLUMNS.items()},
             })
 
     return EpochTimer()

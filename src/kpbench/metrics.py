@@ -35,3 +35,7 @@ METRICS = (
     Metric("foreign_cpu_share", "fraction", None, False, "CPU time other processes used while the run trained"),
 )
 REPEATED = tuple(metric.name for metric in METRICS if metric.repeated)
+# What Keras logs each epoch, as the history's columns (column → Keras log name): the loss and every
+# metric Keras computes, on the training rows, then the same on the validation rows (val_).
+_LOGGED = [("loss", "loss")] + [(metric.name[4:], metric.keras[4:]) for metric in METRICS if metric.keras]
+KERAS_COLUMNS = dict(_LOGGED + [(f"val_{column}", f"val_{key}") for column, key in _LOGGED])

@@ -16,10 +16,10 @@ from kpbench import costs
 from kpbench.hardware import detect_hardware, matmul_gflops, package_versions
 from kpbench.io import write_json
 from kpbench.layout import RUN_FILES
+from kpbench.metrics import KERAS_COLUMNS, METRICS
 from kpbench.peaks import mfu, peak_tflops
 
-HISTORY_COLUMNS = ["epoch", "elapsed_s", "epoch_s", "validation_s", "loss", "rmse_px", "mae_px",
-                   "pck", "val_loss", "val_rmse_px", "val_mae_px", "val_pck"]
+HISTORY_COLUMNS = ["epoch", "elapsed_s", "epoch_s", "validation_s", *KERAS_COLUMNS]
 
 
 def config_hash(spec):
@@ -115,7 +115,7 @@ def run_record(spec, framework, cluster, fitted, timings, evaluation):
             "train_step_images_per_s": step_images_per_s,
         },
         "metrics": {
-            "val_rmse_px": last["val_rmse_px"], "val_mae_px": last["val_mae_px"], "val_pck": last["val_pck"],
+            **{metric.name: last[metric.name] for metric in METRICS if metric.keras},
             "pck_radius_px": training["pck_radius_px"], "train_loss": last["loss"],
             "per_keypoint_rmse_px": evaluation["per_keypoint_rmse_px"],
         },
