@@ -8,8 +8,9 @@
 #     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
 #     keras==3.15.1 namex==0.1.0 optree==0.20.0 packaging==26.4 typing-extensions==4.16.0
 #
-# Then bench/throughput.py (small) and bench/gpu.py's full workload, each under a timeout, so the
-# whole script ends within about 8 minutes. The log and the full run's files land under $OUT.
+# Then bench/throughput.py (small) and bench/gpu.py's full workload with each registered model, each
+# under a timeout, so the whole script ends within about 8 minutes. The log and the runs' files land
+# under $OUT.
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder that comes back}
 
@@ -21,10 +22,12 @@ main() {
         return 1
     export PYTHONPATH=/tmp/site:$PWD/src KERAS_BACKEND=jax PYTHONUNBUFFERED=1
     nvidia-smi -L
-    timeout 150 python3 bench/throughput.py --framework keras3-jax --images 1280 --epochs 3 --repeats 3 \
+    timeout 120 python3 bench/throughput.py --framework keras3-jax --images 1280 --epochs 3 --repeats 3 \
         --matmul-size 8192 --precisions mixed_bfloat16 mixed_float16 || { echo "throughput: exit $?"; failed=1; }
-    timeout 250 python3 bench/gpu.py --framework keras3-jax --matmul-size 8192 --max-seconds 170 \
+    timeout 200 python3 bench/gpu.py --framework keras3-jax --matmul-size 8192 --max-seconds 120 \
         --out "$OUT/gpu-run" || { echo "gpu: exit $?"; failed=1; }
+    timeout 160 python3 bench/gpu.py --framework keras3-jax --matmul-size 8192 --max-seconds 90 \
+        --model separable_cnn --out "$OUT/gpu-run-separable" || { echo "gpu separable: exit $?"; failed=1; }
     return $failed
 }
 

@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
 
 from kpbench.hardware import FRAMEWORKS, default_framework  # noqa: E402
+from kpbench.model import MODEL_NAMES, REFERENCE_MODEL  # noqa: E402
 
 ORIGINAL_T4_TRAIN_S = 595.34
 ORIGINAL_TRAIN_IMAGES, ORIGINAL_EPOCHS = 6344, 100
 
 
-def bench_spec(gpus, epochs, batch_size, training):
+def bench_spec(gpus, epochs, batch_size, training, model):
     """The run spec of config/config.yaml's full workload (schema defaults filled) on this machine,
     every image, with `training` settings over the configured ones."""
     from kpbench import settings
@@ -36,7 +37,7 @@ def bench_spec(gpus, epochs, batch_size, training):
     # The configured local row made this machine's: not priced.
     spec["instance"].update(name="bench-gpu", vcpus=None, gpu_model=gpus[0] if gpus else None, gpus=len(gpus),
                             usd_per_hour=None, price_date=None, price_source="", note=None)
-    spec["workload"].update(epochs=epochs, batch_size=batch_size)
+    spec["workload"].update(epochs=epochs, batch_size=batch_size, model=model)
     spec["training"].update(training)
     return spec
 
@@ -55,6 +56,8 @@ def main():
     parser.add_argument("--max-seconds", type=float,
                         help="end training after the epoch past which another would overrun this")
     parser.add_argument("--matmul-size", type=int, help="side of the matmul peak (default: kpbench's 4096)")
+    parser.add_argument("--model", choices=MODEL_NAMES, default=REFERENCE_MODEL,
+                        help="a registered model (kpbench.model.MODELS); default the original study's CNN")
     parser.add_argument("--out", type=Path, help="keep the run's files here")
     args = parser.parse_args()
 
@@ -75,12 +78,12 @@ def main():
         write_synthetic_csvs(scratch, n_train=args.rows, n_test=2, seed=1)
         preprocess(scratch, scratch / "dataset.npz", scratch / "stats.json", scratch / "samples.npz", 0.1, 0)
         spec = bench_spec(gpus, args.epochs, args.batch_size, {"precision": precision, "jit_compile": jit_compile,
-                                                               "prediction_samples": 4, **extra})
+                                                               "prediction_samples": 4, **extra}, args.model)
         run = run_training(spec, scratch / "dataset.npz", args.out or scratch / "run", max_seconds=args.max_seconds)
     t, workload = run["timings"], run["workload"]
     print(f"machine: {machine_line(args.framework)}; GPUs: {', '.join(gpus) or 'none'}; precision {precision}"
           f"{', XLA' if jit_compile else ''}")
-    print(f"workload: {workload['train_images']} training images x {workload['epochs']} epochs "
+    print(f"workload: {workload['model']}, {workload['train_images']} training images x {workload['epochs']} epochs "
           f"(of {workload['epochs_requested']}), batch {args.batch_size}")
     print(f"init {t['init_s']:.1f} s, train {t['train_s']:.1f} s, {t['images_per_s']:.1f} img/s "
           f"(training steps alone {t['train_step_images_per_s']:.1f} img/s), "
