@@ -87,7 +87,7 @@ def main():
     from kpbench import original
 
     keras.utils.set_random_seed(0)
-    plain = original.compiled_model()
+    plain = original.compiled_model(keras=keras)
     filled = original.forward_fill(np.where(np.vstack([np.ones_like(mask[:1]), mask[1:]]), pixels, np.nan))
     results["original study: plain fit, NumPy, MSE"] = fit_images_per_s(
         keras, lambda e, c: original.fit(plain, x, filled, e, args.batch_size, validation_split=0.0, callbacks=c),

@@ -47,12 +47,12 @@ def load_training(path):
     return images, frame[TARGET_COLUMNS].to_numpy(dtype="float")
 
 
-def compiled_model(name=None):
+def compiled_model(name=None, keras=None):
     """The study's CNN (or another registered model, to compare like with like) compiled as the study
-    compiled it: Adam (its defaults) on plain mean squared error."""
+    compiled it: Adam (its defaults) on plain mean squared error; tf-keras unless given Keras 3."""
     from kpbench.model import REFERENCE_MODEL, build_model
 
-    model = build_model(name or REFERENCE_MODEL, "float32")
+    model = build_model(name or REFERENCE_MODEL, "float32", keras)
     model.compile(optimizer="adam", loss="mse")
     return model
 

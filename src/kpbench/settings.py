@@ -6,6 +6,7 @@ config_hash and a rerun trigger) is kept apart from how a run is launched (`laun
 and AWS plumbing, which never rerun a finished run).
 """
 
+import copy
 import json
 from pathlib import Path
 
@@ -36,16 +37,34 @@ def merged_config(paths):
     return config
 
 
+def _filling_validator(schema):
+    """A JSON-schema validator that fills each absent property with its default before descending
+    into it (an object's default {} then gets its own properties' defaults), as Snakemake's
+    `validate(..., set_default=True)` does; jsonschema alone, so GPU machines without Snakemake can
+    load the configuration too."""
+    import jsonschema
+
+    base = jsonschema.validators.validator_for(schema)
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, declared, instance, subschema):
+        if isinstance(instance, dict):
+            for key, child in declared.items():
+                if "default" in child:
+                    instance.setdefault(key, copy.deepcopy(child["default"]))
+        yield from check_properties(validator, declared, instance, subschema)
+
+    return jsonschema.validators.extend(base, {"properties": properties})(schema)
+
+
 def validated(config, schema=SCHEMA, launching=True):
     """Check `config` against the schema (filling in its defaults, in place) and across fields;
     `launching=False` for commands that only plan (no bucket needed to price a campaign)."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    try:
-        validate(config, str(schema), set_default=True)
-    except WorkflowError as exc:
-        raise KpbenchError(f"configuration: {exc}") from None
+    rules = yaml.safe_load(Path(schema).read_text())
+    error = next(iter(sorted(_filling_validator(rules).iter_errors(config), key=lambda e: list(e.path))), None)
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise KpbenchError(f"configuration: {where}: {error.message}")
     check(config, launching)
     return config
 
