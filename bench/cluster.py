@@ -9,6 +9,7 @@ workers share its cores, so this measures the cost of the distribution machinery
 """
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -29,21 +30,21 @@ def main():
 
     from kpbench.backends import run_instance
     from kpbench.preprocess import preprocess
-    from kpbench.settings import load_config
+    from kpbench.settings import load_config, run_spec, validated
     from kpbench.synthetic import write_synthetic_csvs
 
     config = load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])
     launch = {"limits": {**config["limits"], "stall_timeout_s": 600, "deadline_s": 3600}, "aws": config["aws"]}
 
     def spec(backend, workers):
-        return {
-            "instance": {"name": backend, "backend": backend, "workers": workers, "gpus": 0,
-                         "usd_per_hour": None, "price_date": None},
-            "workload": {"name": "bench", "epochs": args.epochs, "batch_size": args.global_batch // workers,
-                         "max_train_images": args.images, "max_val_images": args.global_batch},
-            "training": {"learning_rate": 1e-3, "seed": 1, "pck_radius_px": 3.0, "prediction_samples": 1,
-                         "peak_matmul_size": 256, "warmup_epochs": 0},
-        }
+        """The run spec the workflow would make (kpbench.settings) for one machine or a cluster of it."""
+        row = {"name": backend, "backend": backend, "workers": workers, "gpus": 0, "usd_per_hour": None,
+               "price_date": None}
+        workload = {"epochs": args.epochs, "batch_size": args.global_batch // workers,
+                    "max_train_images": args.images, "max_val_images": args.global_batch}
+        bench = {**copy.deepcopy(config), "instances": [row], "workload": "bench", "workloads": {"bench": workload}}
+        bench["training"].update(prediction_samples=1, peak_matmul_size=256, warmup_epochs=0)
+        return run_spec(validated(bench, launching=False), backend, 1)
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
