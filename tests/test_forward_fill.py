@@ -69,7 +69,7 @@ def measured(tmp_path_factory):
              val_predicted_px=truth[data["val_rows"]] + 1.0)
     write_json(run_dir / "run.json", {"instance": {"name": "local"}, "repeat": 1, "seed": 1,
                                       "training": {"precision": "float32"},
-                                      "workload": {"epochs": 1, "batch_size": 8}})
+                                      "workload": {"model": "reference_cnn", "epochs": 1, "batch_size": 8}})
     out = folder / "forward_fill.json"
     measure(folder / "training.csv", out, "synthetic", folder / "truth.npz", folder / "dataset.npz",
             run_dir / "run.json")
@@ -80,7 +80,8 @@ def test_forward_fill_stage_writes_the_invented_share_error_and_both_rmses(measu
     result, _ = measured
     assert result["ground_truth"] and result["left_blank"] == 0
     assert 0 < result["invented_share"] < 1 and result["invented_error_px"] > 0
-    assert result["workload"] == {"epochs": 1, "batch_size": 8, "train_images": 32, "validation_images": 12}
+    assert result["workload"] == {"model": "reference_cnn", "epochs": 1, "batch_size": 8, "train_images": 32,
+                                  "validation_images": 12}
     masked, filled = result["models"]["masked"], result["models"]["forward_filled"]
     assert masked["blank_rmse_px"] == pytest.approx(1.0) and masked["labelled_rmse_px"] == pytest.approx(1.0)
     assert math.isfinite(filled["blank_rmse_px"]) and math.isfinite(filled["labelled_rmse_px"])
