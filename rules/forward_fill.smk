@@ -3,7 +3,7 @@
 
 # The masked model compared is a finished run: the first single-worker instance's first repeat.
 FORWARD_FILL_RUN = next(
-    (name for name, row in INSTANCES.items() if int(row.get("workers", 1)) == 1),
+    (name for name, row in INSTANCES.items() if row["workers"] == 1),
     next(iter(INSTANCES)),
 )
 
@@ -15,8 +15,8 @@ rule forward_fill:
             {
                 "truth": "data/raw/truth.npz",
                 "dataset": "data/processed/dataset.npz",
-                "run": f"results/runs/{FORWARD_FILL_RUN}/r1/run.json",
-                "predictions": f"results/runs/{FORWARD_FILL_RUN}/r1/predictions.npz",
+                "run": f"{layout.run_dir('results', FORWARD_FILL_RUN, 1)}/run.json",
+                "predictions": f"{layout.run_dir('results', FORWARD_FILL_RUN, 1)}/predictions.npz",
             }
             if SYNTHETIC
             else {}

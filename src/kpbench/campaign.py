@@ -8,7 +8,7 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.io import atomic_path
-from kpbench.layout import RUN_FILES
+from kpbench.layout import RUN_DIR, RUN_FILES
 from kpbench.settings import load_config, trained_instances
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
@@ -23,7 +23,7 @@ def store_campaign(results, config_paths, out):
     at all; the copied config.yaml points `campaign` at `out`, which turns on reviewer mode."""
     results, out = Path(results), Path(out)
     config = load_config(config_paths, launching=False)
-    wanted = list(CAMPAIGN_FILES) + [f"runs/{row['name']}/r{repeat}/{name}" for row in trained_instances(config)
+    wanted = list(CAMPAIGN_FILES) + [f"{RUN_DIR.format(instance=row['name'], repeat=repeat)}/{name}" for row in trained_instances(config)
                                      for repeat in range(1, config["repeats"] + 1)
                                      for name in RUN_FILES]
     missing = [name for name in wanted if not (results / name).is_file()]

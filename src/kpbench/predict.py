@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kpbench import KpbenchError, costs
 from kpbench.calibration import TODAY, band_for, calibrate, error_summary, leave_one_out, measured_rows
-from kpbench.layout import SOURCE_OURS
+from kpbench.layout import RUN_DIR, SOURCE_OURS
 from kpbench.model import REFERENCE_MODEL
 from kpbench.perf_model import device_peaks, layer_costs, machine, predict_seconds, roofline
 CATALOGUE_COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
@@ -123,7 +123,7 @@ def load_inputs(config, results_dir, model_path=None, summary_path=None, origina
     summary_path = Path(summary_path or results_dir / "summary.csv")
     if summary_path.is_file():
         summary = load_summary(summary_path)
-        runs = sorted(str(p) for p in results_dir.glob("runs/*/r*/run.json"))
+        runs = sorted(str(p) for p in results_dir.glob(f"{RUN_DIR.format(instance='*', repeat='*')}/run.json"))
     else:
         import pandas as pd
 
