@@ -1066,6 +1066,46 @@ def test_cleanup_removes_groups_and_prefixes_of_runs_without_instances(aws_env):
     aws_account.cleanup(aws_config(), run_id=young)
 
 
+def test_cleanup_looks_in_every_region_it_is_given(aws_env, tmp_path):
+    """Runs launched while aws.region named another region: `--region` (or `--all-regions`) finds
+    their instances and groups; a cleanup that does not look there leaves them, and their run's S3
+    prefix, alone."""
+    s3 = boto3.client("s3")
+
+    def leave_a_run(region, run):
+        ec2 = boto3.client("ec2", region_name=region)
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        tags = [{"Key": "project", "Value": "kpbench"}, {"Key": provision.TAG_RUN, "Value": run},
+                {"Key": provision.TAG_EXPIRES, "Value": "2999-01-01T00:00:00Z"}]
+        group = provision.create_security_group(ec2, f"kpbench-{run}", run, provision.group_vpc(ec2))
+        ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, SecurityGroupIds=[group],
+                          TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        exchange.put_private(s3, BUCKET, f"kpbench/{run}/input/spec.json", b"{}")
+        return ec2
+
+    # Two hours old: past the hour after which a run with no instance in sight is an orphan, but
+    # within its instances' lifetime (aws.max_lifetime_h), so they may still run where nobody looked.
+    away_run = f"gpu-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(time.time() - 7200))}-abc123"
+    home, away = leave_a_run("us-east-1", "gpu-20200101T000000Z-aaa111"), leave_a_run("eu-west-1", away_run)
+    report = aws_account.cleanup(aws_config(max_lifetime_h=6))
+    assert report["regions"] == ["us-east-1"] and report["runs"] == ["gpu-20200101T000000Z-aaa111"]
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"kpbench/{away_run}/")["KeyCount"] == 1
+    overlay = tmp_path / "aws.yaml"
+    overlay.write_text(f"aws:\n  bucket: {BUCKET}\n")
+    result = subprocess.run([sys.executable, "-m", "kpbench", "cleanup", "--configfile", "config/config.yaml",
+                             str(overlay), "--region", "eu-west-1"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert "terminated 1 instance(s)" in result.stdout and "looked in eu-west-1, us-east-1" in result.stdout
+    for ec2 in (home, away):
+        assert ec2.describe_security_groups(Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])[
+            "SecurityGroups"] == []
+        assert [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]] == [
+            "terminated"]
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="kpbench/")["KeyCount"] == 0
+    assert "eu-west-1" in aws_account.cleanup(aws_config(), all_regions=True)["regions"]
+
+
 def test_cleanup_all_removes_what_setup_made_only_on_request(aws_env):
     iam, s3 = boto3.client("iam"), boto3.client("s3")
     assert "removed_setup" not in aws_account.cleanup(aws_config())
