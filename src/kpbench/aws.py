@@ -156,12 +156,13 @@ def retrying(call, codes=EVENTUAL, attempts=8, pause_s=1.0, cap_s=20.0):
             time.sleep(min(cap_s, pause_s * 2 ** (attempt - 1)))
 
 
-def client(boto, name):
-    """A client whose own retries follow botocore's standard mode (throttling such as
-    RequestLimitExceeded included: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html)."""
+def client(boto, name, region=None):
+    """A client (of the session's region, or `region`) whose own retries follow botocore's standard
+    mode (throttling such as RequestLimitExceeded included:
+    https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html)."""
     from botocore.config import Config
 
-    made = boto.client(name, config=Config(retries={"mode": "standard", "max_attempts": 8}))
+    made = boto.client(name, region_name=region, config=Config(retries={"mode": "standard", "max_attempts": 8}))
     if name == "s3":
         account = boto.client("sts").get_caller_identity()["Account"]
         pin_bucket_owner(made, account)

@@ -114,50 +114,81 @@ def run_started(run_id):
     return dt.datetime.strptime(found.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
 
 
-def cleanup(aws_config, run_id=None, expired_only=False, now=None, everything=False):
+def cleanup(aws_config, run_id=None, expired_only=False, now=None, everything=False, regions=(), all_regions=False):
     """Terminate instances carrying the project's tag (all, one run's, or those past their expiry),
     delete their runs' security groups and S3 prefixes, and those of any run over an hour old that
-    has no live instance left (a launcher killed before its teardown). `everything` also removes
-    what `aws-setup` made: the instance profile, its role and (once empty) the bucket."""
+    has no live instance left (a launcher killed before its teardown). It looks in aws.region and in
+    `regions`, or in every region enabled for the account (`all_regions`): a run's instances and
+    group live in the region it was launched from, whatever aws.region says today. `everything`
+    also removes what `aws-setup` made: the instance profile, its role and (once empty) the bucket."""
     now = now or dt.datetime.now(dt.timezone.utc)
     boto = session(aws_config)
-    with translated(region=aws_config.get("region")):
-        ec2, s3 = client(boto, "ec2"), client(boto, "s3")
-        filters = [{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]},
-                   {"Name": "instance-state-name", "Values": LIVE_STATES}]
-        if run_id:
-            filters.append({"Name": f"tag:{TAG_RUN}", "Values": [run_id]})
-        found = [i for page in ec2.get_paginator("describe_instances").paginate(Filters=filters)
-                 for r in page["Reservations"] for i in r["Instances"]]
-        chosen = [i for i in found if not expired_only or _expired(i, now)]
-        runs = {tag(i, TAG_RUN) for i in chosen} | ({run_id} if run_id else set())
-        terminate(ec2, [i["InstanceId"] for i in chosen])
-        live = {tag(i, TAG_RUN) for i in found if i not in chosen}
+    home = aws_config.get("region") or boto.region_name
+    with translated(region=home):
+        if all_regions:  # those enabled for the account: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeRegions.html
+            regions = [r["RegionName"] for r in client(boto, "ec2").describe_regions()["Regions"]]
+        regions = sorted({home, *regions})
+        ec2s = {region: client(boto, "ec2", region) for region in regions}
+        report = {"terminated": [], "security_groups": [], "regions": regions}
+        ended = [_end_instances(ec2, run_id, expired_only, now) for ec2 in ec2s.values()]
+        runs = {r for chosen, _ in ended for r in chosen} | ({run_id} if run_id else set())
+        live = {r for _, left in ended for r in left}
+        report["terminated"] = sorted(i for chosen, _ in ended for ids in chosen.values() for i in ids)
 
-        def orphan(run):
+        def orphan(run, min_age_s=ORPHAN_AGE_S):
             started = run_started(run)
             return (run not in live and not run_id and started is not None
-                    and (now - started).total_seconds() > ORPHAN_AGE_S)
+                    and (now - started).total_seconds() > min_age_s)
 
-        groups = [g for page in ec2.get_paginator("describe_security_groups").paginate(
-            Filters=[{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]}]) for g in page["SecurityGroups"]]
-        doomed = [g for g in groups if tag(g, TAG_RUN) in runs or orphan(tag(g, TAG_RUN))]
-        runs |= {tag(g, TAG_RUN) for g in doomed}
-        deleted_groups = [g["GroupId"] for g in doomed if delete_security_group(ec2, g["GroupId"])]
-        objects = 0
-        if aws_config.get("bucket") and bucket_exists(s3, aws_config["bucket"]):
-            bucket, prefix = aws_config["bucket"], aws_config["prefix"]
-            stored = {p["Prefix"][len(prefix) + 1:].rstrip("/")
-                      for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/",
-                                                                                Delimiter="/")
-                      for p in page.get("CommonPrefixes", [])}
-            runs |= {run for run in stored if orphan(run)}
-            objects = sum(delete_prefix(s3, bucket, f"{prefix}/{run}") for run in sorted(r for r in runs if r))
-        report = {"terminated": sorted(i["InstanceId"] for i in chosen), "runs": sorted(r for r in runs if r),
-                  "security_groups": deleted_groups, "s3_objects_removed": objects}
+        for ec2 in ec2s.values():
+            deleted, doomed = _remove_groups(ec2, runs, orphan)
+            report["security_groups"] += deleted
+            runs |= doomed
+        # A prefix outlives its instances' lifetime before it counts as orphaned: its run may live in
+        # a region this cleanup did not look in.
+        age_s = max(ORPHAN_AGE_S, 3600 * float(aws_config.get("max_lifetime_h") or 0))
+        report["s3_objects_removed"], runs = _remove_prefixes(client(boto, "s3"), aws_config, runs,
+                                                              lambda run: orphan(run, age_s))
+        report["runs"] = sorted(r for r in runs if r)
         if everything:
-            report["removed_setup"] = remove_setup(aws_config, boto, s3)
+            report["removed_setup"] = remove_setup(aws_config, boto, client(boto, "s3"))
     return report
+
+
+def _end_instances(ec2, run_id, expired_only, now):
+    """In one region: ({run: ids} terminated, runs that keep live instances)."""
+    filters = [{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]},
+               {"Name": "instance-state-name", "Values": LIVE_STATES}]
+    if run_id:
+        filters.append({"Name": f"tag:{TAG_RUN}", "Values": [run_id]})
+    found = [i for page in ec2.get_paginator("describe_instances").paginate(Filters=filters)
+             for r in page["Reservations"] for i in r["Instances"]]
+    chosen = [i for i in found if not expired_only or _expired(i, now)]
+    terminate(ec2, [i["InstanceId"] for i in chosen])
+    runs = {}
+    for instance in chosen:
+        runs.setdefault(tag(instance, TAG_RUN), []).append(instance["InstanceId"])
+    return runs, {tag(i, TAG_RUN) for i in found if i not in chosen}
+
+
+def _remove_groups(ec2, runs, orphan):
+    """In one region: delete the groups of `runs` and of orphaned runs; (deleted ids, their runs)."""
+    groups = [g for page in ec2.get_paginator("describe_security_groups").paginate(
+        Filters=[{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]}]) for g in page["SecurityGroups"]]
+    doomed = [g for g in groups if tag(g, TAG_RUN) in runs or orphan(tag(g, TAG_RUN))]
+    return [g["GroupId"] for g in doomed if delete_security_group(ec2, g["GroupId"])], {tag(g, TAG_RUN) for g in doomed}
+
+
+def _remove_prefixes(s3, aws_config, runs, orphan):
+    """Delete the S3 prefixes of `runs` and of orphaned runs; (how many objects went, all those runs)."""
+    bucket, prefix = aws_config.get("bucket"), aws_config["prefix"]
+    if not bucket or not bucket_exists(s3, bucket):
+        return 0, runs
+    stored = {p["Prefix"][len(prefix) + 1:].rstrip("/")
+              for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/", Delimiter="/")
+              for p in page.get("CommonPrefixes", [])}
+    runs = runs | {run for run in stored if orphan(run)}
+    return sum(delete_prefix(s3, bucket, f"{prefix}/{run}") for run in sorted(r for r in runs if r)), runs
 
 
 def remove_setup(aws_config, boto, s3):

@@ -109,10 +109,10 @@ def _cleanup(args):
     from kpbench.settings import load_config
 
     report = cleanup(load_config(args.configfile)["aws"], run_id=args.run_id, expired_only=args.expired,
-                     everything=args.all)
+                     everything=args.all, regions=args.region, all_regions=args.all_regions)
     print(f"terminated {len(report['terminated'])} instance(s) {' '.join(report['terminated'])}; removed "
           f"{len(report['security_groups'])} security group(s) and {report['s3_objects_removed']} S3 object(s) "
-          f"of {len(report['runs'])} run(s)")
+          f"of {len(report['runs'])} run(s); looked in {', '.join(report['regions'])}")
     for line in report.get("removed_setup", []):
         print(f"removed {line}" if "kept" not in line else line)
 
@@ -167,4 +167,7 @@ def add_commands(commands):
     p.add_argument("--expired", action="store_true", help="only instances past their kpbench:expires-at tag")
     p.add_argument("--all", action="store_true",
                    help="also remove what aws-setup made (instance profile, role, and the bucket if only kpbench's)")
+    p.add_argument("--region", action="append", default=[], metavar="REGION",
+                   help="also look in this region (repeatable): where an earlier aws.region launched runs")
+    p.add_argument("--all-regions", action="store_true", help="look in every region enabled for the account")
     p.set_defaults(func=_cleanup)

@@ -235,8 +235,9 @@ class Ec2Instances(Backend):
             problems.append(f"instances {', '.join(self.instance_ids)} may still run ({error}); "
                             f"run `python -m kpbench cleanup --run-id {self.run_id}`")
         try:
-            if self.group_id:
-                provision.delete_security_group(self.clients["ec2"], self.group_id)
+            if self.group_id and not provision.delete_security_group(self.clients["ec2"], self.group_id):
+                problems.append(f"security group {self.group_id} of run {self.run_id} left; run "
+                                f"`python -m kpbench cleanup --run-id {self.run_id}`")
             for instance_id in self.instance_ids:
                 print(f"--- {instance_id} log ---\n{self.watch.log(instance_id, lines=200)}", flush=True)
             if self.run_id and not self.aws["keep_s3"]:

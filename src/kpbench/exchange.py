@@ -43,12 +43,17 @@ def put_private(s3, bucket, key, body):
 
 
 def delete_prefix(s3, bucket, prefix):
-    """Remove every object under `prefix/`; returns how many."""
+    """Remove every object under `prefix/`; returns how many. DeleteObjects answers 200 even when it
+    refuses keys, naming each in Errors (https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html):
+    such an answer raises, so a prefix is never reported removed while objects remain."""
     removed = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
         if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            refused = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True}).get("Errors", [])
+            if refused:
+                raise KpbenchError(f"S3 kept {len(refused)} object(s) under s3://{bucket}/{prefix}/ "
+                                   f"({refused[0].get('Code')}: {refused[0].get('Message')})")
             removed += len(keys)
     return removed
 

@@ -184,25 +184,30 @@ def terminate(ec2, instance_ids, wait_s=300, poll_s=2.0):
         time.sleep(poll_s)
 
 
-def delete_security_group(ec2, group_id, wait_s=120):
-    """Delete a run's group once no instance uses it any more (termination frees it with a delay)."""
+def delete_security_group(ec2, group_id, wait_s=120, not_found_tries=4):
+    """Delete a run's group once no instance uses it any more (termination frees it with a delay).
+
+    InvalidGroup.NotFound is not taken at its word at once: the id came from CreateSecurityGroup, and
+    a group made a moment ago may not be visible yet (eventual consistency:
+    https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html); only an answer that
+    persists over a few tries means another cleanup deleted it first."""
     from botocore.exceptions import ClientError
 
-    deadline = time.time() + wait_s
+    deadline, not_found = time.time() + wait_s, 0
     while True:
         try:
             ec2.delete_security_group(GroupId=group_id)
             return True
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
-            if code == "InvalidGroup.NotFound":
+            not_found += code == "InvalidGroup.NotFound"
+            if code == "InvalidGroup.NotFound" and not_found >= not_found_tries:
                 return True
-            if code != "DependencyViolation" or time.time() > deadline:
+            if code not in ("DependencyViolation", "InvalidGroup.NotFound") or time.time() > deadline:
                 print(f"could not delete security group {group_id} ({code}); `kpbench cleanup` retries",
                       flush=True)
                 return False
-            time.sleep(5)
-
+            time.sleep(min(5, 2 ** (not_found - 1)) if code == "InvalidGroup.NotFound" else 5)
 
 
 def tag(resource, key):
