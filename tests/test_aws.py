@@ -24,12 +24,13 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from kpbench import KpbenchError, aws, aws_account, exchange, provision, s3keys
+from kpbench import KpbenchError, aws, aws_account, exchange, provision, records, s3keys
 from kpbench.backends import run_instance
 from kpbench.layout import BACKENDS, RUN_FILES
 from kpbench.local_backend import free_ports
 from kpbench.version import code_version
 from specs import run_inputs
+from workflow import checkout, snakemake
 
 SECRET_KEY = "kpbench-test-secret-Zq81xV"
 ACCESS_KEY = "AKIAKPBENCHTESTKEY01"
@@ -166,7 +167,8 @@ def instance_credentials(instance_id):
 
 
 # A single instance that trains in no time: it waits for its inputs as the bootstrap does, then
-# reports, uploads a result with its manifest and its log, all with the instance role's credentials.
+# reports, uploads a result with its manifest and its log, all with the instance role's credentials;
+# its run.json has what `kpbench train` reads back (the spec's instance, timings and metrics).
 # For tests of the launcher's own steps, where what the instance computes does not matter.
 # KPBENCH_BOOT_S: how long it boots first (a real one takes minutes).
 FAST_INSTANCE = f"""
@@ -186,7 +188,10 @@ for _ in range(300):
 else:
     sys.exit(11)
 put({s3keys.STATUS!r}, json.dumps({{"phase": "training", "worker": 0, "time": time.time()}}))
-files = {{"run.json": json.dumps({{"cost": {{}}, "metrics": {{"val_rmse_px": 1.0}}}}).encode(),
+spec = json.loads(s3.get_object(Bucket=bucket, Key=f"{{folder}}/{s3keys.SPEC}", **owner)["Body"].read())
+run = {{"instance": spec["instance"], "workload": spec["workload"], "cost": {{}}, "metrics": {{"val_rmse_px": 1.0}},
+       "timings": {{"init_s": 0.0, "train_s": 0.1, "images_per_s": 1.0}}}}  # what `kpbench train` prints
+files = {{"run.json": json.dumps(run).encode(),
          "history.csv": b"epoch\\n1\\n", "predictions.npz": b"stand-in"}}
 assert sorted(files) == {sorted(RUN_FILES)!r}
 put({s3keys.STEPS!r}, b"{{}}")
@@ -407,6 +412,67 @@ def test_ec2_cluster_trains_two_played_instances_as_one_cluster(aws_env, tiny_da
         assert s3.head_object(Bucket=BUCKET, Key=key)["ServerSideEncryption"] == "AES256", key
     block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
     assert all(block.values())
+
+
+def _play_ec2_vcpu_quotas(monkeypatch, vcpus):
+    """Play what moto does not: moto 5.2's Service Quotas knows only VPC quotas and answers
+    NoSuchResourceException for EC2's, which `kpbench plan` reads as 0 vCPUs. A real account answers
+    GetServiceQuota with its applied value for each EC2 vCPU quota
+    (https://docs.aws.amazon.com/servicequotas/2019-06-24/apireference/API_GetServiceQuota.html);
+    here every one is `vcpus`. The server runs in this process, so the plan rule's subprocess meets it."""
+    from moto.servicequotas.models import ServiceQuotasBackend
+
+    real = ServiceQuotasBackend.get_service_quota
+
+    def get_service_quota(self, service_code, quota_code):
+        if service_code != "ec2":
+            return real(self, service_code, quota_code)
+        return {"ServiceCode": "ec2", "QuotaCode": quota_code, "Value": float(vcpus), "Unit": "None",
+                "Adjustable": True, "GlobalQuota": False}
+
+    monkeypatch.setattr(ServiceQuotasBackend, "get_service_quota", get_service_quota)
+
+
+def test_four_ec2_runs_at_once_through_snakemake_share_one_setup(aws_env, tmp_path, player, monkeypatch):
+    """`snakemake --cores 8` starts every EC2 train job at once: they must share the one bucket, role
+    and instance profile that the aws_setup rule makes once (none of them creates any, so none races
+    another: EntityAlreadyExists, BucketAlreadyOwnedByYou), wait for it and for the plan, and each
+    tear its own run down. The train outputs are the targets: no paper is built."""
+    aws_account.cleanup(aws_config(), everything=True)  # the workflow's aws_setup makes them, not the fixture
+    _play_ec2_vcpu_quotas(monkeypatch, vcpus=64)
+    player(fast=True)
+    (tmp_path / "tree").mkdir()
+    tree = checkout(tmp_path / "tree")
+    names = [f"ec2-{letter}" for letter in "abcd"]
+    rows = [{"name": name, "backend": "ec2", "instance_type": "g4dn.xlarge", "vcpus": 4, "gpus": 0,
+             "usd_per_hour": 0.526, "price_date": "2025-01-01", "expected_images_per_s": 100.0} for name in names]
+    overlay = {"repeats": 1, "instances": rows, "limits": {"stall_timeout_s": 120, "deadline_s": 300},
+               "aws": aws_config(boot_timeout_s=60)}
+    (tree / "overlay.yaml").write_text(json.dumps(overlay))  # JSON is YAML
+    targets = [f"results/runs/{name}/r1/run.json" for name in names]
+    result = snakemake(tree, "--cores", "8", *targets, "--configfile", "tiny.yaml", "overlay.yaml")
+    log = result.stderr  # Snakemake's own log: when each job started ("rule x:") and finished
+
+    for name in names:
+        run = json.loads((tree / f"results/runs/{name}/r1/run.json").read_text())
+        assert records.finished(run), name  # a "measured" row in the summary, not a "failed" one
+        assert run["remote"]["run_id"].startswith(f"{name}-") and len(run["remote"]["instance_ids"]) == 1
+    # One set-up and one plan for all four runs, both finished before any run starts; the four at once.
+    assert log.count("rule aws_setup:") == 1 and log.count("rule plan:") == 1 and log.count("rule train:") == 4
+    first_train, first_trained = log.index("rule train:"), log.index("(Rule: train)")
+    assert max(log.index("(Rule: aws_setup)"), log.index("(Rule: plan)")) < first_train
+    assert log.rindex("rule train:") < first_trained
+    assert len((tree / "benchmarks/aws_setup.tsv").read_text().splitlines()) == 2  # header and one run
+    # The plan's quota check counts the four runs at once: 4 x 4 vCPUs of the G and VT quota.
+    assert "vCPU quotas suffice: Running On-Demand G and VT instances 16" in (tree / "logs/plan.log").read_text()
+    iam = boto3.client("iam")
+    assert [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]] == [BUCKET]
+    assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == [aws_config()["instance_profile"]]
+    profiles = iam.list_instance_profiles()["InstanceProfiles"]
+    assert [(p["InstanceProfileName"], [r["RoleName"] for r in p["Roles"]]) for p in profiles] == [
+        (aws_config()["instance_profile"], [aws_config()["instance_profile"]])]
+    assert len({provision.tag(i, provision.TAG_RUN) for i in all_instances()}) == 4
+    assert leftovers() == NOTHING
 
 
 # --- faults at each step ----------------------------------------------------------------------
