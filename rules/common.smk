@@ -1,5 +1,4 @@
 # Shared settings and helpers: instances are rows of configuration, never copies of code.
-import json
 from pathlib import Path
 
 from kpbench import layout

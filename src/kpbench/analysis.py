@@ -105,7 +105,7 @@ def ranked(rows, column):
 
 
 def analyse(summary_path, run_paths, model_path, settings):
-    """analysis.json's content; `settings` holds the analysis section and the contention limit."""
+    """analysis.json's content; `settings` holds the configuration's analysis section."""
     instances = plain(by_instance(load_summary(summary_path)).to_dict("records"))
     runs = [read_run(path) for path in run_paths]
     versions = code_versions(runs)

@@ -45,7 +45,7 @@ def vcpus_needed(instances, repeats=1):
         family = row["instance_type"][:1].lower()
         quota = (SPOT_VCPU_QUOTAS.get(family, SPOT_STANDARD_QUOTA) if row.get("spot")
                  else vcpu_quota(row["instance_type"]))
-        machines = int(row.get("workers", 1)) if backend.cluster else 1
+        machines = int(row["workers"]) if backend.cluster else 1
         needed[quota] = needed.get(quota, 0) + int(row.get("vcpus") or 0) * machines * int(repeats)
     return needed
 

@@ -4,8 +4,7 @@ teardown in `finally`), the collect step's last act, and the progress lines a pe
 import sys
 
 from kpbench.io import write_json
-from kpbench.layout import RUN_FILES
-from kpbench.version import code_version
+from kpbench.run_record import move_run_files
 
 def say(line):
     """A progress line for the person watching: the train rule sends stdout to its log only and
@@ -28,6 +27,8 @@ def run_label(spec):
 class Backend:
     """The interface every backend shares; `finish` ends every backend's collect the same way."""
 
+    code = None  # the launching code's version (kpbench.version), set by run_instance before launch
+
     def launch(self):
         raise NotImplementedError
 
@@ -41,10 +42,9 @@ class Backend:
         raise NotImplementedError
 
     def finish(self, run, staging):
-        """Record which code made the run (the launcher's: an EC2 instance runs the launcher's
-        bundle), then move the run's files from `staging` into the run folder, run.json last."""
-        run["code"] = code_version()
+        """Record which code made the run (the launcher's, read at launch: an EC2 instance runs the
+        launcher's bundle), then move the run's files from `staging` into the run folder."""
+        run["code"] = self.code
         write_json(staging / "run.json", run)
-        for name in sorted(RUN_FILES, key=lambda name: name == "run.json"):
-            (staging / name).replace(self.out_dir / name)
+        move_run_files(staging, self.out_dir)
         return run

@@ -12,6 +12,7 @@ from kpbench import KpbenchError
 from kpbench.backend_base import say
 from kpbench.ec2_backend import Ec2Instances
 from kpbench.guard import RunLock
+from kpbench.version import code_version
 from kpbench.layout import BACKENDS
 from kpbench.local_backend import LocalProcesses
 
@@ -43,6 +44,7 @@ def run_instance(spec, launch, dataset, out_dir):
     how it is launched ({"limits": ..., "aws": ...}), both with the schema's defaults filled in.
     """
     backend = make_backend(spec, launch, dataset, out_dir)
+    backend.code = code_version()  # the code that launches it, read before an edit could change it
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {}
     if in_main_thread:

@@ -6,8 +6,9 @@ import math
 import statistics
 
 from kpbench import KpbenchError, costs
-from kpbench.layout import SOURCE_ORIGINAL
+from kpbench.layout import BACKENDS, SOURCE_ORIGINAL
 from kpbench.model import REFERENCE_MODEL
+from kpbench.records import run_model
 from kpbench.perf_model import device_peaks, ideal_epoch_s, machine, predict_seconds
 from kpbench.scaling import cluster_fits, prediction_latency
 
@@ -64,7 +65,7 @@ def measured_rows(summary, runs, extra_runs, models, reference):
             run = ours[record["instance"]]
             hardware = run["hardware"]
             device = ", ".join(hardware["gpu_names"]) if hardware["gpu_count"] else hardware.get("cpu_model")
-            loopback = run["instance"]["backend"] == "local-cluster"
+            loopback = not BACKENDS[run["instance"]["backend"]].remote  # workers sharing this machine
             count = hardware["gpu_count"] or hardware["cpu_cores"]
             m = machine(device, count, record["precision"] or "float32", hardware["cpu_cores"], workers,
                         share=1.0 / workers if loopback else 1.0, bandwidth_bytes_s=sweeps.get(record["instance"]),
@@ -92,8 +93,8 @@ def _absent(value):
 
 
 def _model_of(run, models):
-    """The description of the model a run trained (runs made before the registry trained the reference)."""
-    return models[run["workload"].get("model") or REFERENCE_MODEL]
+    """The description of the model a run trained."""
+    return models[run_model(run)]
 
 
 def _row(name, origin, m, seconds, model, reference, latency):

@@ -40,7 +40,11 @@ def _train(args):
     from kpbench.io import read_json
     from kpbench.train import load_spec
 
-    run = run_instance(load_spec(args.spec), read_json(args.launch), args.dataset, args.out)
+    try:
+        launch = read_json(args.launch)
+    except (OSError, ValueError) as exc:
+        raise KpbenchError(f"{args.launch}: cannot read the launch settings: {exc}") from None
+    run = run_instance(load_spec(args.spec), launch, args.dataset, args.out)
     t, m = run["timings"], run["metrics"]
     print(f"{run['instance']['name']}: init {t['init_s']:.1f} s, train {t['train_s']:.1f} s, "
           f"{t['images_per_s']:.1f} img/s, validation RMSE {m['val_rmse_px']:.3f} px")

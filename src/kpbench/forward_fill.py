@@ -19,6 +19,7 @@ import numpy as np
 from kpbench.csv_reader import load_training_csv
 from kpbench.io import read_json, write_json
 from kpbench.preprocess import load_dataset
+from kpbench.records import run_model
 
 
 def invented_labels(filled, mask, truth=None):
@@ -50,7 +51,7 @@ def _scores(predicted_px, true_px, mask):
             "blank_rmse_per_keypoint_px": per_keypoint_rmse(true_px, predicted_px, ~mask)}
 
 
-def train_forward_filled(images, targets, workload, seed):
+def train_forward_filled(images, targets, workload, seed, model_name):
     """The study's procedure on the given rows: forward-filled pixel targets, plain `fit`, MSE; the
     same rows are validated by the caller, so Keras holds none out."""
     import tf_keras as keras
@@ -65,7 +66,7 @@ def train_forward_filled(images, targets, workload, seed):
         f"forward fill (the original study's procedure): epoch {epoch + 1}/{epochs}, loss {logs['loss']:.4g}",
         file=sys.stderr, flush=True))
     keras.utils.set_random_seed(seed)
-    model = original.compiled_model(workload["model"])  # the masked run's model: like with like
+    model = original.compiled_model(model_name)  # the masked run's model: like with like
     history = original.fit(model, images, targets, epochs=epochs, batch_size=int(workload["batch_size"]),
                            validation_split=0.0, callbacks=[progress], verbose=2)
     return model, history.history["loss"]
@@ -93,7 +94,7 @@ def measure(training_csv, out_path, source, truth_path=None, dataset_path=None, 
     train_rows, val_rows = data["train_rows"][train_index], data["val_rows"][val_index]
     start = time.time()
     model, losses = train_forward_filled(data["train_images"][train_index], filled[train_rows],
-                                         run["workload"], int(run["seed"]))
+                                         run["workload"], int(run["seed"]), run_model(run))
     train_s = time.time() - start
     filled_px = model.predict(data["val_images"][val_index], batch_size=int(run["workload"]["batch_size"]),
                               verbose=0)
@@ -102,7 +103,7 @@ def measure(training_csv, out_path, source, truth_path=None, dataset_path=None, 
         "source": source, "ground_truth": True, **invented_labels(filled, mask, truth),
         "reference_run": {"instance": run["instance"]["name"], "repeat": run.get("repeat", 1),
                           "seed": run["seed"], "precision": run["training"].get("precision", "float32")},
-        "workload": {"model": run["workload"]["model"], "epochs": int(run["workload"]["epochs"]),
+        "workload": {"model": run_model(run), "epochs": int(run["workload"]["epochs"]),
                      "batch_size": int(run["workload"]["batch_size"]),
                      "train_images": len(train_rows), "validation_images": len(val_rows)},
         "validation": {"blank_coordinates": int((~val_mask).sum()), "labelled_coordinates": int(val_mask.sum()),

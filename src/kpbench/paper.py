@@ -5,7 +5,6 @@ escaped unless a filter marked it as LaTeX, so text from configs or results cann
 """
 
 import re
-import subprocess
 from pathlib import Path
 
 import jinja2
@@ -15,6 +14,7 @@ from kpbench.analysis import code_label
 from kpbench.kaggle_format import KEYPOINTS
 from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
 from kpbench.io import read_json, write_text
+from kpbench.version import code_version
 from kpbench.peaks import PEAKS
 
 _LATEX_SPECIALS = {
@@ -91,17 +91,6 @@ def make_environment(template_dir):
     env.filters.update(num=num, integer=integer, usd=usd, percent=percent, shape=shape,
                        latex=Latex, escape_latex=lambda v: Latex(latex_escape(v)))
     return env
-
-
-def git_commit(repo_dir):
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo_dir, capture_output=True,
-                             text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_dir,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "not a git checkout"
 
 
 def basis(row):
@@ -184,7 +173,7 @@ def build_context(analysis_path, stats_path, model_path, settings, forward_fill_
         "keypoint_rows": keypoint_rows,
         "scaling": analysis["scaling"],
         "code_versions": analysis["code_versions"],
-        "commit": git_commit(Path(analysis_path).resolve().parent),
+        "commit": code_label({"code": code_version()}),  # the code that builds the paper
         "peaks": PEAKS,
         "provenance": provenance(runs),
         "basis": basis,

@@ -11,7 +11,6 @@ from kpbench.io import read_json
 
 # A measurement may be missing (null) or not a number (NaN, which JSON parsing yields as a float).
 _VALUE = {"type": ["number", "null"]}
-_VALUES = {"type": "object", "additionalProperties": _VALUE}
 _TEXT = {"type": ["string", "null"]}
 
 RUN_SCHEMA = {
@@ -71,6 +70,13 @@ RUN_SCHEMA = {
         }},
     },
 }
+
+
+def run_model(run):
+    """The registered model a run trained: runs made before the model registry trained the reference."""
+    from kpbench.model import REFERENCE_MODEL
+
+    return run["workload"].get("model") or REFERENCE_MODEL
 
 
 def read_run(path):

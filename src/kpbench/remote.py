@@ -75,6 +75,8 @@ def remote_worker(bucket, prefix, workdir):
         code = _supervise(process, out / PROGRESS_FILE, exchange, index, stall, heartbeat_s=min(30.0, stall / 4))
     finally:
         contention = sampler.stop()
+        if process.poll() is None:  # supervision itself failed (an S3 error): no training left behind
+            process.kill()
     print((workdir / "worker.log").read_text(errors="replace"), flush=True)
     if code != 0:
         print(f"training on {instance_id} failed (exit status {code})", file=sys.stderr, flush=True)

@@ -135,6 +135,12 @@ def history_csv(rows):
     return buffer.getvalue()
 
 
+def move_run_files(staging, out_dir):
+    """A run's files from `staging` into its folder, run.json last: run.json marks a whole result."""
+    for name in sorted(RUN_FILES, key=lambda name: name == "run.json"):
+        (Path(staging) / name).replace(Path(out_dir) / name)
+
+
 def write_run(out_dir, run, history_text, predictions):
     """Stage all three files, then move them in with run.json last: run.json marks a whole result."""
     out_dir = Path(out_dir)
@@ -145,7 +151,6 @@ def write_run(out_dir, run, history_text, predictions):
         with open(staging / "predictions.npz", "wb") as handle:
             np.savez_compressed(handle, **predictions)
         write_json(staging / "run.json", run)
-        for name in RUN_FILES:
-            (staging / name).replace(out_dir / name)
+        move_run_files(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from kpbench import KpbenchError
 from kpbench.csv_reader import DataError, read_kaggle_csv
 from kpbench.kaggle_client import download_competition
-from kpbench.kaggle_format import KAGGLE_COMPETITION, KAGGLE_ROWS, RAW_FILES, TRUTH_FILE
+from kpbench.kaggle_format import KAGGLE_ROWS, RAW_FILES, TRUTH_FILE
 from kpbench.synthetic import write_synthetic_csvs
 
 
@@ -27,7 +27,7 @@ def fetch_raw(data_config, out_dir):
                                  seed=settings["seed"])
         elif source == "kaggle":
             with tempfile.TemporaryDirectory() as download:
-                archive = download_competition(data_config.get("competition", KAGGLE_COMPETITION), download)
+                archive = download_competition(data_config["competition"], download)
                 _unpack_layout(archive, staging)
         elif source == "path":
             if not data_config.get("path"):
