@@ -59,7 +59,7 @@ def test_kaggle_download_with_wrong_row_counts_is_rejected(raw_dir, tmp_path, fa
     fake_kaggle.legacy_json()
     fake_kaggle.competition("facial-keypoints-detection", _kaggle_archive(raw_dir, tmp_path / "built.zip"))
     with pytest.raises(DataError, match="training.csv: 60 rows, expected 7049"):
-        fetch_raw({"source": "kaggle"}, tmp_path / "raw")
+        fetch_raw({"source": "kaggle", "competition": "facial-keypoints-detection"}, tmp_path / "raw")
     assert not list((tmp_path / "raw").glob("*.csv"))
 
 
