@@ -255,7 +255,7 @@ def test_runs_made_by_different_code_are_flagged(finished, tmp_path):
     shutil.copytree(finished, results)
     runs = _runs(results)
     for path in runs:
-        _edit(path, lambda run: run.update(code={"commit": "a" * 40, "dirty": False, "package": "0.1.0"}))
+        _edit(path, lambda run: (_quiet(run), run.update(code={"commit": "a" * 40, "dirty": False, "package": "0.1.0"})))
     _edit(runs[-1], lambda run: run.update(code={"commit": "b" * 40, "dirty": True, "package": "0.1.0"}))
     text = " ".join(_build(results, tmp_path, None).split())
     odd = read_json(runs[-1])
