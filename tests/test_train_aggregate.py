@@ -55,7 +55,14 @@ def test_training_writes_a_complete_timed_run(trained):
     assert performance["achieved_gflops"] == pytest.approx(
         timings["train_step_images_per_s"] * performance["training_flops_per_image"] / 1e9)
     assert performance["training_flops_per_image"] == 3 * 795_703_296
-    assert performance["matmul_gflops"] > 0 and performance["mfu"] is None  # no datasheet peak for this row
+    assert performance["matmul_gflops"] > 0
+    # Against this machine's CPU where the catalogue lists it (None elsewhere, never a guess).
+    from kpbench.peaks import mfu
+    from kpbench.run_record import peak_device
+
+    device, count = peak_device(stored["instance"], stored["hardware"])
+    assert performance["peak_device"] == device == stored["hardware"]["cpu_model"]
+    assert performance["mfu"] == mfu(performance["achieved_gflops"], device, "float32", count)
     assert stored["metrics"]["val_rmse_px"] > 0 and 0 <= stored["metrics"]["val_pck"] <= 1
     with open(out / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -211,3 +218,25 @@ def test_every_column_comes_from_the_runs_chosen_by_training_time():
     summary.loc[0, "status"] = "failed"
     row = by_instance(summary).iloc[0]
     assert row["averaged_repeats"] == [2, 3] and row["val_rmse_px"] == pytest.approx(2.5)
+
+
+def test_a_cpu_only_run_has_an_mfu_against_its_cpus_peak():
+    """No GPU: the datasheet peak is the CPU's, per vCPU in the catalogue, times the machine's cores;
+    loopback workers share one machine, EC2 workers each bring theirs; a GPU row keeps its GPUs."""
+    from kpbench.peaks import PEAKS
+    from kpbench.run_record import peak_device
+
+    epyc = {"cpu_model": "AMD EPYC", "cpu_cores": 2}
+    assert peak_device({"backend": "local", "workers": 1, "gpus": 0}, epyc) == ("AMD EPYC", 2)
+    assert peak_device({"backend": "local-cluster", "workers": 2, "gpus": 0}, epyc) == ("AMD EPYC", 2)
+    assert peak_device({"backend": "ec2-cluster", "workers": 4, "gpus": 0}, epyc) == ("AMD EPYC", 8)
+    assert peak_device({"backend": "ec2", "workers": 2, "gpus": 1, "gpu_model": "Tesla T4"}, epyc) == ("Tesla T4", 2)
+    assert peak_device({"backend": "local", "workers": 1, "gpus": 0}, {"cpu_model": "Some CPU", "cpu_cores": 8}) \
+        == ("Some CPU", 1)  # not in the catalogue: no MFU (peaks.mfu answers None), never a guess
+    spec = run_spec(instance={"name": "local", "backend": "local", "workers": 1, "gpus": 0, "gpu_model": None})
+    from kpbench.run_record import model_flops_utilisation
+
+    performance = model_flops_utilisation(spec["instance"], epyc, {**spec["training"], "peak_matmul_size": 128},
+                                          "tf", 10.0, 1e9)
+    assert performance["peak_device"] == "AMD EPYC"
+    assert performance["mfu"] == pytest.approx(10.0 / (PEAKS["AMD EPYC Zen 4 vCPU"]["fp32"] * 2 * 1e3))

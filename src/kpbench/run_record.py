@@ -17,7 +17,8 @@ from kpbench.hardware import detect_hardware, matmul_gflops, package_versions
 from kpbench.io import write_json
 from kpbench.layout import RUN_FILES
 from kpbench.metrics import KERAS_COLUMNS, METRICS
-from kpbench.peaks import mfu, peak_tflops
+from kpbench.layout import BACKENDS
+from kpbench.peaks import DRIVER_NAMES, mfu, peak_tflops
 
 HISTORY_COLUMNS = ["epoch", "elapsed_s", "epoch_s", "validation_s", *KERAS_COLUMNS]
 
@@ -58,15 +59,28 @@ def steady_step_images_per_s(step_s, batch_sizes):
     return sum(size for size, _ in steady) / sum(step for _, step in steady)
 
 
-def model_flops_utilisation(instance, training, framework, train_step_images_per_s, training_flops_per_image):
+def peak_device(instance, hardware):
+    """What MFU is measured against, and how many of it: the row's named peak device or its GPUs;
+    on a machine without GPUs its CPU, whose catalogue entries are per vCPU (every core of the
+    machine: loopback workers share them, each EC2 worker brings its own machine)."""
+    workers = int(instance["workers"])
+    if instance.get("peak_device") or instance.get("gpu_model"):
+        count = max(1, int(instance["gpus"])) if instance.get("gpu_model") else 1
+        return instance.get("peak_device") or instance["gpu_model"], count * workers
+    machines = workers if BACKENDS[instance["backend"]].remote else 1
+    device = hardware["cpu_model"]
+    per_vcpu = DRIVER_NAMES.get(device, device or "").endswith(" vCPU")
+    return device, (hardware["cpu_cores"] if per_vcpu else 1) * machines
+
+
+def model_flops_utilisation(instance, hardware, training, framework, train_step_images_per_s,
+                            training_flops_per_image):
     """Achieved GFLOP/s of the training step, against this machine's measured matmul peak and,
-    where the catalogue has it, the instance's datasheet peak (MFU)."""
+    where the catalogue has it, the datasheet peak of the devices it ran on (MFU)."""
     precision = training["precision"]
     achieved = train_step_images_per_s * training_flops_per_image / 1e9
     matmul = matmul_gflops(int(training["peak_matmul_size"]), framework=framework)
-    device = instance.get("peak_device") or instance.get("gpu_model")
-    count = max(1, int(instance["gpus"])) if instance.get("gpu_model") else 1
-    count *= int(instance["workers"])
+    device, count = peak_device(instance, hardware)
     return {
         "precision": precision,
         "training_flops_per_image": training_flops_per_image,
@@ -89,7 +103,7 @@ def run_record(spec, framework, cluster, fitted, timings, evaluation):
     step_images_per_s = steady_step_images_per_s(
         fitted["step_s"], epoch_batches(images_per_epoch, cluster["global_batch"]) * (len(rows) - resumed))
     usd_per_hour = costs.cluster_usd_per_hour(instance)
-    last = rows[-1]
+    last, hardware = rows[-1], detect_hardware(framework)
     return {
         "schema": 1,
         "instance": instance,
@@ -100,7 +114,7 @@ def run_record(spec, framework, cluster, fitted, timings, evaluation):
         "seed": int(training["seed"]),
         "repeat": int(spec["repeat"]),
         "config_hash": config_hash(spec),
-        "hardware": detect_hardware(framework),
+        "hardware": hardware,
         "software": package_versions(framework),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timings["process_start"])),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -119,7 +133,7 @@ def run_record(spec, framework, cluster, fitted, timings, evaluation):
             "pck_radius_px": training["pck_radius_px"], "train_loss": last["loss"],
             "per_keypoint_rmse_px": evaluation["per_keypoint_rmse_px"],
         },
-        "performance": model_flops_utilisation(instance, training, framework, step_images_per_s,
+        "performance": model_flops_utilisation(instance, hardware, training, framework, step_images_per_s,
                                                evaluation["training_flops_per_image"]),
         "cost": {"usd_per_hour": usd_per_hour, "price_date": instance["price_date"],
                  "hours": timings["wall_s"] / 3600, "usd": costs.run_cost_usd(timings["wall_s"], usd_per_hour)},
