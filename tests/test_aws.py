@@ -630,7 +630,8 @@ def test_stopping_the_launcher_during_the_wait_terminates_everything(aws_env, ti
 
 def test_security_group_admits_only_its_members_on_the_worker_port(aws_env):
     ec2 = boto3.client("ec2")
-    group = provision.ensure_security_group(ec2, "kpbench-test", 12345, "run-1")
+    group = provision.create_security_group(ec2, "kpbench-test", "run-1", provision.group_vpc(ec2))
+    provision.authorize_peers(ec2, group, 12345)
     (rule,) = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
     assert (rule["FromPort"], rule["ToPort"], rule["IpProtocol"]) == (12345, 12345, "tcp")
     assert rule["IpRanges"] == [] and rule["Ipv6Ranges"] == []
@@ -1247,7 +1248,7 @@ def test_the_group_goes_into_the_subnets_vpc_and_a_missing_default_vpc_is_explai
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
     assert provision.group_vpc(ec2, subnet_id=subnet) == vpc  # not the default VPC: a group there would be refused
-    group = provision.ensure_security_group(ec2, "kpbench-sub", 12345, "run-s", subnet_id=subnet)
+    group = provision.create_security_group(ec2, "kpbench-sub", "run-s", provision.group_vpc(ec2, subnet_id=subnet))
     assert ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId"] == vpc
     ec2.delete_security_group(GroupId=group)
 

@@ -24,7 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-DEFAULT_THRESHOLD = 0.1  # limits.max_foreign_cpu_share
 _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system [idle iowait] irq softirq steal
 _GPU_EVERY = 10  # samples between nvidia-smi calls (it costs tens of milliseconds of CPU itself)
 
@@ -108,7 +107,7 @@ class Sampler:
     """Samples the machine and the run's processes (`pids`, plus this process) in a thread, from
     start() until stop(), which returns the run's contention record."""
 
-    def __init__(self, pids, threshold=DEFAULT_THRESHOLD, interval_s=1.0):
+    def __init__(self, pids, threshold, interval_s=1.0):
         self.pids = [os.getpid(), *pids]  # the launcher first: it reaps workers, see _sample
         self.threshold, self.interval_s = float(threshold), interval_s
         self.cpus = os.sched_getaffinity(0)  # every worker inherits it; their CPUs are ours

@@ -89,13 +89,6 @@ def authorize_peers(ec2, group_id, port):
         codes=("InvalidGroup.NotFound",))
 
 
-def ensure_security_group(ec2, name, port, run_id, vpc_id=None, subnet_id=None):
-    """A group whose members may reach each other on the worker port, and nothing else inbound."""
-    group_id = create_security_group(ec2, name, run_id, group_vpc(ec2, vpc_id, subnet_id))
-    authorize_peers(ec2, group_id, port)
-    return group_id
-
-
 def client_token(run_id):
     """Idempotency token of one launch: a retried call with it cannot start a second set."""
     return hashlib.sha256(run_id.encode()).hexdigest()[:64]
