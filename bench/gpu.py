@@ -9,6 +9,9 @@ script works anywhere.
     python bench/gpu.py                                   # the full workload
     python bench/gpu.py --rows 60 --epochs 1 --precision float32
     python bench/gpu.py --framework keras3-jax --max-seconds 240 --out gpu-run
+
+With --out, the folder holds the run's files and model.json: copied to bench/measured/<date-machine>/,
+it is a measured row of `kpbench predict`.
 """
 
 import argparse
@@ -21,10 +24,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
 
 from kpbench.hardware import FRAMEWORKS, default_framework  # noqa: E402
+from kpbench.io import write_json  # noqa: E402
+from kpbench.layout import MEASURED_MODEL_FILE  # noqa: E402
 from kpbench.model import MODEL_NAMES, REFERENCE_MODEL  # noqa: E402
 
 ORIGINAL_T4_TRAIN_S = 595.34
 ORIGINAL_TRAIN_IMAGES, ORIGINAL_EPOCHS = 6344, 100
+
+
+def describe_model(name, framework):
+    """The model's description, built with the framework that trained it."""
+    if framework == "keras3-jax":
+        from kpbench.keras3_path import describe_model as describe
+    else:
+        from kpbench.model import describe_model as describe
+    return describe(name)
 
 
 def bench_spec(gpus, epochs, batch_size, training, model):
@@ -80,6 +94,8 @@ def main():
         spec = bench_spec(gpus, args.epochs, args.batch_size, {"precision": precision, "jit_compile": jit_compile,
                                                                "prediction_samples": 4, **extra}, args.model)
         run = run_training(spec, scratch / "dataset.npz", args.out or scratch / "run", max_seconds=args.max_seconds)
+    if args.out:  # a measured row for kpbench predict: the run and the description of the model it trained
+        write_json(args.out / MEASURED_MODEL_FILE, describe_model(args.model, args.framework))
     t, workload = run["timings"], run["workload"]
     print(f"machine: {machine_line(args.framework)}; GPUs: {', '.join(gpus) or 'none'}; precision {precision}"
           f"{', XLA' if jit_compile else ''}")

@@ -2,7 +2,8 @@
 # the model's layers, the measured rows (ours, the original study's, bench/measured/) and their
 # leave-one-out validation (kpbench.predict). Reviewer mode predicts from the campaign's results.
 
-MEASURED_ELSEWHERE = sorted(str(p) for p in Path("bench/measured").glob("*/run.json"))
+MEASURED_ELSEWHERE = sorted(str(p) for p in Path().glob(layout.MEASURED_RUNS))
+MEASURED_MODELS = [str(Path(p).with_name(layout.MEASURED_MODEL_FILE)) for p in MEASURED_ELSEWHERE]
 
 
 rule predict:
@@ -12,6 +13,7 @@ rule predict:
         original_model=ORIGINAL_MODEL,
         runs=RUN_JSONS,
         measured=MEASURED_ELSEWHERE,
+        measured_models=MEASURED_MODELS,
         catalogue="config/catalogue.csv",
         original=config["original_study"]["csv"],
     output:

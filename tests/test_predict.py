@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from kpbench import calibration, peaks, perf_model
+from kpbench import KpbenchError, calibration, peaks, perf_model
 from kpbench.costs import plan
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGN = REPO / "campaigns" / "2026-11-25-default-x3"
 H200 = REPO / "bench" / "measured" / "2026-11-27-h200-keras3-jax" / "run.json"
+SEPARABLE = REPO / "bench" / "measured" / "2026-11-28-epyc-2core-tf-separable-fp32" / "run.json"
 
 # A 4x4x1 input: Conv 3x3 to 2 channels ('same'), BN, Flatten, Dense 3.
 LAYERS = [
@@ -68,14 +69,15 @@ HALF = {"name": "half", "layers": [{**layer, "flops": layer["flops"] / 2} for la
         "trainable_parameters": 123, "training_flops_per_image": 3 * 384}
 
 
-def _synthetic_rows(monkeypatch, measured, models=(MODEL, MODEL, MODEL)):
+def _synthetic_rows(monkeypatch, measured, models=(MODEL, MODEL, MODEL), devices=("Toy A", "Toy B", "Toy C")):
+    """Rows A, B, C measured on `devices`."""
     # Slow arithmetic against fast memory: the toy layers are compute-bound, so FLOPs set their times.
-    for name in ("Toy A", "Toy B", "Toy C"):
+    for name in set(devices):
         monkeypatch.setitem(peaks.PEAKS, name, {"fp32": 0.001, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
                                                 "kind": "datasheet", "source": "test"})
     reference = {"epochs": 2, "train_images": 128, "validation_images": 16, "batch_size": 4}
-    rows = [calibration._row(name, "test", perf_model.machine(name, 1, "float32", 4), seconds, model, reference, 0.0)
-            for name, seconds, model in zip(("Toy A", "Toy B", "Toy C"), measured, models)]
+    rows = [calibration._row(name, "test", perf_model.machine(device, 1, "float32", 4), seconds, model, reference, 0.0)
+            for name, device, seconds, model in zip("ABC", devices, measured, models)]
     return rows, reference
 
 
@@ -92,6 +94,40 @@ def test_leave_one_out_never_uses_a_row_to_predict_itself(monkeypatch):
     assert calibration.leave_one_out(moved, {"toy": MODEL}, reference, 0.0)[0]["predicted_s"] == pytest.approx(expected)
     # identical devices: the naive peak ratio is the median of the others' times
     assert results[0]["naive_s"] == pytest.approx(3.0)
+
+
+def test_a_machine_held_out_leaves_out_every_row_of_its_device(monkeypatch):
+    """A and B ran on one device (another model or precision on the same machine): held out as a
+    machine, A is predicted from C alone, as a catalogue machine nobody measured would be."""
+    rows, reference = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0], devices=("Toy A", "Toy A", "Toy C"))
+    results = calibration.leave_one_out(rows, {"toy": MODEL}, reference, 0.0)
+    a, b, c = results
+    assert set(a["calibration_rows"]) == {"B", "C"} and a["machine_out_calibration_rows"] == ["C"]
+    assert a["machine_out_predicted_s"] == pytest.approx(rows[0]["ideal_s"] / rows[2]["efficiency"])
+    assert c["machine_out_calibration_rows"] == ["A", "B"]  # C's device has no other row
+    summary = {e["group"]: e for e in calibration.error_summary(results)}["single machine"]
+    assert summary["machine_out_median"] == pytest.approx(sorted(abs(r["machine_out_error"]) for r in results)[1])
+    # the catalogue's band is the machine-held-out one: here A's and B's miss from C (4x, 2x)
+    assert calibration.band_for(results, "gpu-toy/fp32") == pytest.approx(4.0)
+
+
+def test_runs_measured_elsewhere_carry_the_model_they_trained(tmp_path):
+    """A measured folder without its model.json, or with another model's, is refused by name; with it,
+    the row is modelled with that model and named by device, model and precision."""
+    from kpbench.predict import _measured_models
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    run = json.loads(SEPARABLE.read_text())
+    (folder / "run.json").write_text(json.dumps(run))
+    with pytest.raises(KpbenchError, match="no model.json beside it"):
+        _measured_models([folder / "run.json"], [run])
+    (folder / "model.json").write_text((SEPARABLE.parent / "model.json").read_text().replace(
+        '"name": "separable_cnn"', '"name": "reference_cnn"'))
+    with pytest.raises(KpbenchError, match="describes 'reference_cnn'.*trained 'separable_cnn'"):
+        _measured_models([folder / "run.json"], [run])
+    models = _measured_models([SEPARABLE], [run])
+    assert set(models) == {"separable_cnn"} and models["separable_cnn"]["trainable_parameters"] < 3e6
 
 
 def test_each_measured_row_is_modelled_with_the_model_it_trained(monkeypatch):
@@ -113,11 +149,16 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
 
     config = load_config([REPO / "config" / "config.yaml", CAMPAIGN / "config.yaml"])
     summary, models, reference, runs = load_inputs(config, CAMPAIGN / "results")
-    result = predictions(summary, models, runs, [H200], REPO / "config" / "catalogue.csv",
+    result = predictions(summary, models, runs, [H200, SEPARABLE], REPO / "config" / "catalogue.csv",
                          configured_workload(config), reference)
     names = [r["name"] for r in result["validation"]]
     assert {"local", "local-2w", "c5.4xlarge", "g4dn.xlarge", "4x g4dn.xlarge"} <= set(names)
-    assert any("H200" in name for name in names) and len(names) == 9
+    assert any("H200" in name for name in names) and len(names) == 10
+    separable = next(r for r in result["validation"] if "separable_cnn" in r["name"])
+    # measured with the pipeline's own software on this machine's CPU: calibrated like `local`, which it
+    # does not need when `local` is held out as a row, and cannot use when the machine is held out
+    assert separable["origin"] == calibration.TODAY and separable["device"] == "AMD EPYC"
+    assert "local" in separable["calibration_rows"] and "local" not in separable["machine_out_calibration_rows"]
     assert all(r["mfu"] for r in result["validation"])  # this machine's CPU included
     assert {r["group"] for r in result["errors"]} >= {"single machine", "cluster"}
     types = {r["instance_type"]: r for r in result["catalogue"]}

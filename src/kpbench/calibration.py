@@ -12,8 +12,11 @@ from kpbench.records import run_model
 from kpbench.perf_model import device_peaks, ideal_epoch_s, machine, predict_seconds
 from kpbench.scaling import cluster_fits, prediction_latency
 
-# The software the catalogue's predictions are for: this pipeline's, as its own runs measure it.
+# The software the catalogue's predictions are for: this pipeline's, as its own runs measure it;
+# runs measured elsewhere name their framework (kpbench.hardware.FRAMEWORKS) in their software record.
 TODAY = "kpbench, tf-keras"
+SOFTWARE = {"tf": TODAY, "keras3-jax": "kpbench, keras3-jax"}
+
 def _geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
@@ -82,9 +85,10 @@ def measured_rows(summary, runs, extra_runs, models, reference):
         m = machine(", ".join(hardware["gpu_names"]) or hardware["cpu_model"],
                     hardware["gpu_count"] or hardware["cpu_cores"], run["performance"]["precision"],
                     hardware["cpu_cores"])
-        framework = (run.get("software") or {}).get("framework") or "tf-keras"
-        rows.append(_row(f"{run['instance']['name']} ({', '.join(hardware['gpu_names']) or 'CPU'})",
-                         f"kpbench, {framework}", m, seconds, _model_of(run, models), reference, latency))
+        framework = (run.get("software") or {}).get("framework") or "tf"
+        name = (f"{', '.join(hardware['gpu_names']) or hardware['cpu_model'] + ' CPU'}: {run_model(run)}, "
+                f"{run['performance']['precision']}")
+        rows.append(_row(name, SOFTWARE[framework], m, seconds, _model_of(run, models), reference, latency))
     return rows, latency
 
 
@@ -123,47 +127,64 @@ def naive_seconds(target, others):
 
 def leave_one_out(rows, models, reference, latency):
     """Each measured row predicted from a calibration that never saw it, beside the naive baseline;
-    single-machine rows calibrate, clusters are only predicted."""
+    single-machine rows calibrate, clusters are only predicted. Twice: without the row, and without
+    every row of its device (`machine_out_*`: a machine nobody has measured, as the catalogue's are)."""
     results = []
     for index, target in enumerate(rows):
         others = rows[:index] + rows[index + 1:]
-        efficiency, level, used = calibrate(others, target["class"], target["origin"])
-        assert target["name"] not in used
-        model = models[target["model"]]
-        predicted, detail = predict_seconds(target["machine"], model["layers"], reference,
-                                            model["trainable_parameters"], efficiency, latency)
-        naive = naive_seconds(target, others)
+        elsewhere = [r for r in others if r["machine"]["device"] != target["machine"]["device"]]
+        held_out = _predicted(target, others, models, reference, latency)
+        machine_out = _predicted(target, elsewhere, models, reference, latency)
         results.append({
             "name": target["name"], "origin": target["origin"], "class": target["class"],
-            "group": "single machine" if target["single"] else "cluster", "measured_s": target["measured_s"],
-            "images_per_s": target["images_per_s"], "mfu": target["mfu"],
-            "efficiency": target["efficiency"], "calibrated_efficiency": efficiency, "calibrated_from": level,
-            "calibration_rows": used, "predicted_s": predicted, "error": predicted / target["measured_s"] - 1,
-            "naive_s": naive, "naive_error": naive / target["measured_s"] - 1,
-            "allreduce_modelled": detail["allreduce_modelled"]})
+            "device": target["machine"]["device"], "group": "single machine" if target["single"] else "cluster",
+            "measured_s": target["measured_s"], "images_per_s": target["images_per_s"], "mfu": target["mfu"],
+            "efficiency": target["efficiency"], **held_out,
+            **{f"machine_out_{key}": value for key, value in machine_out.items()}})
     return results
 
 
+def _predicted(target, others, models, reference, latency):
+    """The target's time from a calibration on `others` alone, and the naive estimate from them."""
+    efficiency, level, used = calibrate(others, target["class"], target["origin"])
+    assert target["name"] not in used
+    model = models[target["model"]]
+    predicted, detail = predict_seconds(target["machine"], model["layers"], reference, model["trainable_parameters"],
+                                        efficiency, latency)
+    naive = naive_seconds(target, others)
+    return {"calibrated_efficiency": efficiency, "calibrated_from": level, "calibration_rows": used,
+            "predicted_s": predicted, "error": predicted / target["measured_s"] - 1,
+            "naive_s": naive, "naive_error": naive / target["measured_s"] - 1,
+            "allreduce_modelled": detail["allreduce_modelled"]}
+
+
 def error_summary(results):
-    """Median and worst absolute percentage error, model against naive, per group and per class kind."""
+    """Median and worst absolute percentage error, model against naive, per group and per class kind,
+    with the row held out and with its whole machine held out."""
     groups = {}
     for r in results:
         kind = _kind(r["class"]).upper()
         for key in (r["group"], f"{r['group']}: {kind}"):
             groups.setdefault(key, []).append(r)
-    return [{"group": key, "rows": len(members),
-             "median": statistics.median(abs(r["error"]) for r in members),
-             "worst": max(abs(r["error"]) for r in members),
-             "naive_median": statistics.median(abs(r["naive_error"]) for r in members),
-             "naive_worst": max(abs(r["naive_error"]) for r in members)} for key, members in groups.items()]
+    summary = []
+    for key, members in groups.items():
+        entry = {"group": key, "rows": len(members)}
+        for prefix in ("", "machine_out_"):
+            model = [abs(r[f"{prefix}error"]) for r in members]
+            naive = [abs(r[f"{prefix}naive_error"]) for r in members]
+            entry.update({f"{prefix}median": statistics.median(model), f"{prefix}worst": max(model),
+                          f"{prefix}naive_median": statistics.median(naive), f"{prefix}naive_worst": max(naive)})
+        summary.append(entry)
+    return summary
 
 
 def band_for(results, klass):
-    """The error band a prediction carries, as a factor f (the truth within [t / f, t × f]): the
-    worst leave-one-out ratio of predicted to measured time, either way, among the single-machine
-    rows of the same kind (CPU or GPU); of all of them where a kind has none. A ratio, not a
-    percentage, because the worst misses are underpredictions by several times."""
+    """The error band a catalogue prediction carries, as a factor f (the truth within [t / f, t × f]):
+    the worst ratio of predicted to measured time, either way, with the whole machine held out (as a
+    catalogue machine is: nobody measured it), among the single-machine rows of the same kind (CPU
+    or GPU); of all of them where a kind has none. A ratio, not a percentage, because the worst
+    misses are underpredictions by several times."""
     kind = _kind(klass)
-    ratios = [(_kind(r["class"]), abs(math.log(r["predicted_s"] / r["measured_s"])))
+    ratios = [(_kind(r["class"]), abs(math.log(r["machine_out_predicted_s"] / r["measured_s"])))
               for r in results if r["group"] == "single machine"]
     return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from kpbench import KpbenchError
+from kpbench.layout import MEASURED_MODEL_FILE, MEASURED_RUNS
 
 
 def _predicted(config, args):
@@ -126,8 +127,9 @@ def _prediction_inputs(p):
                    help="the original study's model description (default: the results folder's original_model.json, "
                         "else model.json where the configured model is the original study's, else made from the model)")
     p.add_argument("--runs", nargs="*", type=Path, help="our run.json files (default: the results folder's)")
-    p.add_argument("--measured", nargs="*", type=Path, default=sorted(Path("bench/measured").glob("*/run.json")),
-                   help="further measured run.json files (default: bench/measured/*/run.json)")
+    p.add_argument("--measured", nargs="*", type=Path, default=sorted(Path().glob(MEASURED_RUNS)),
+                   help=f"further measured run.json files, each with its model's {MEASURED_MODEL_FILE} beside it "
+                        f"(default: {MEASURED_RUNS})")
     p.add_argument("--catalogue", type=Path, default=Path("config/catalogue.csv"))
 
 

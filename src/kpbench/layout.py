@@ -39,6 +39,11 @@ PROGRESS_FILE = "progress.json"
 STEPS_FILE = "steps.json"
 ALLREDUCE_FILE = "allreduce.json"
 
+# Runs measured outside the pipeline (bench/gpu.py on a lent GPU, other models or precisions), one
+# folder each: its run.json and the description (`kpbench describe-model`) of the model it trained.
+MEASURED_RUNS = "bench/measured/*/run.json"
+MEASURED_MODEL_FILE = "model.json"
+
 
 # The paper's figures (paper/build/figures/<name>.pdf), each drawn by kpbench.figures' function of
 # that name.

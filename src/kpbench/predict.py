@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kpbench import KpbenchError, costs
 from kpbench.calibration import TODAY, band_for, calibrate, error_summary, leave_one_out, measured_rows
-from kpbench.layout import RUN_DIR, SOURCE_OURS
+from kpbench.layout import MEASURED_MODEL_FILE, RUN_DIR, SOURCE_OURS
 from kpbench.model import REFERENCE_MODEL
 from kpbench.perf_model import device_peaks, layer_costs, machine, predict_seconds, roofline
 CATALOGUE_COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
@@ -133,6 +133,25 @@ def load_inputs(config, results_dir, model_path=None, summary_path=None, origina
     return summary, models, reference, runs
 
 
+def _measured_models(paths, runs):
+    """The model descriptions beside runs measured elsewhere, by model name: each folder keeps the
+    description of the model it trained, so that no model is rebuilt (nor TensorFlow needed) here."""
+    from kpbench.io import read_json
+    from kpbench.records import run_model
+
+    found = {}
+    for path, run in zip(paths, runs):
+        description = Path(path).with_name(MEASURED_MODEL_FILE)
+        if not description.is_file():
+            raise KpbenchError(f"{path}: no {MEASURED_MODEL_FILE} beside it (kpbench describe-model --model "
+                               f"{run_model(run)} --out {description})")
+        model = read_json(description)
+        if model.get("name") != run_model(run):
+            raise KpbenchError(f"{description}: describes {model.get('name')!r}, but {path} trained {run_model(run)!r}")
+        found[run_model(run)] = model
+    return found
+
+
 def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
                 precision="float32"):
     """Everything `kpbench predict`, `plan`, the figures and the paper show (predictions.json), for
@@ -144,8 +163,9 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     model = models[workload["model"]]
     layers, parameters = model["layers"], model["trainable_parameters"]
     runs = [read_run(p) for p in run_paths]
-    rows, latency = measured_rows(by_instance(summary), runs, [read_run(p) for p in extra_run_paths], models,
-                                  reference)
+    extra_runs = [read_run(p) for p in extra_run_paths]
+    models = {**_measured_models(extra_run_paths, extra_runs), **models}
+    rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference)
     results = leave_one_out(rows, models, reference, latency)
     target_epochs = epochs_to_target(summary)
     catalogue = predict_catalogue(read_catalogue(catalogue_path), rows, results, layers, parameters, workload,
