@@ -196,6 +196,28 @@ def test_predict_command_writes_the_ranked_catalogue(tmp_path, capsys):
                  "--catalogue", str(REPO / "config" / "catalogue.csv"), "--out", str(out), "--csv", str(table)]) == 0
     printed = capsys.readouterr().out
     assert "ranked by time to target" in printed and "ranked by cost to target" in printed
-    assert "leave-one-out, single machine" in printed and "p5.48xlarge" in printed
+    assert "leave-one-out (row held out), single machine" in printed and "p5.48xlarge" in printed
+    assert "leave-one-out (machine held out), single machine" in printed
     assert table.read_text().splitlines()[0].startswith("instance_type,")
     assert json.loads(out.read_text())["validation"]
+
+
+def test_the_ec2_rows_agree_with_the_dated_catalogue():
+    """config/aws.yaml's instance rows and config/catalogue.csv state price, vCPUs, network and GPU of
+    the same machines: a price re-checked in one must be re-checked in the other."""
+    import yaml
+
+    from kpbench.predict import read_catalogue
+
+    catalogue = {r["instance_type"]: r for r in read_catalogue(REPO / "config" / "catalogue.csv")}
+    rows = yaml.safe_load((REPO / "config" / "aws.yaml").read_text())["instances"]
+    current = [r for r in rows if r["ec2_catalogue"] == "current"]
+    assert len(current) >= 5
+    for row in current:
+        entry = catalogue[row["instance_type"]]
+        assert entry["status"] == "current", row["name"]
+        assert row["usd_per_hour"] == pytest.approx(entry["usd_per_hour"]), row["name"]
+        assert (row["vcpus"], row["network_gbps"]) == (entry["vcpus"], entry["network_gbps"]), row["name"]
+        if row["gpus"]:
+            assert row["gpu_model"] == entry["device"] and row["gpus"] == entry["devices"], row["name"]
+        assert row["price_date"] == entry["price_date"], row["name"]

@@ -138,6 +138,7 @@ def leave_one_out(rows, models, reference, latency):
         results.append({
             "name": target["name"], "origin": target["origin"], "class": target["class"],
             "device": target["machine"]["device"], "group": "single machine" if target["single"] else "cluster",
+            "model": target["model"], "flops_per_image": target["flops_per_image"],
             "measured_s": target["measured_s"], "images_per_s": target["images_per_s"], "mfu": target["mfu"],
             "efficiency": target["efficiency"], **held_out,
             **{f"machine_out_{key}": value for key, value in machine_out.items()}})

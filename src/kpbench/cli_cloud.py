@@ -43,9 +43,11 @@ def _predict(args):
                   f"{fmt(row['time_to_target_s'], '.1f'):>11} {fmt(row['cost_to_target_usd'], '.4f'):>13} "
                   f"{fmt(row['cost_to_target_usd_high'], '.4f'):>9}")
     for error in result["errors"]:
-        print(f"leave-one-out, {error['group']} ({error['rows']} rows): median {100 * error['median']:.1f} %, "
-              f"worst {100 * error['worst']:.1f} % (naive peak-ratio: {100 * error['naive_median']:.1f} %, "
-              f"{100 * error['naive_worst']:.1f} %)")
+        for prefix, held_out in (("", "row"), ("machine_out_", "machine")):
+            print(f"leave-one-out ({held_out} held out), {error['group']} ({error['rows']} rows): median "
+                  f"{100 * error[prefix + 'median']:.1f} %, worst {100 * error[prefix + 'worst']:.1f} % "
+                  f"(naive peak-ratio: {100 * error[prefix + 'naive_median']:.1f} %, "
+                  f"{100 * error[prefix + 'naive_worst']:.1f} %)")
     if args.out:
         write_json(args.out, result)
     if args.csv:

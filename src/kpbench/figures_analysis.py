@@ -115,7 +115,8 @@ def predicted_measured(result, out_path):
         return
     rows = result["validation"]
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    for key, marker, label, colour in (("predicted_s", "o", "roofline model", COLOURS[SOURCE_OURS]),
+    for key, marker, label, colour in (("predicted_s", "o", "model, row held out", COLOURS[SOURCE_OURS]),
+                                       ("machine_out_predicted_s", "^", "model, machine held out", "#d95f02"),
                                        ("naive_s", "x", "naive peak ratio", "#888888")):
         for group, fill in (("single machine", True), ("cluster", False)):
             chosen = [r for r in rows if r["group"] == group]
@@ -126,7 +127,7 @@ def predicted_measured(result, out_path):
     for r in rows:
         ax.annotate(r["name"], (r["measured_s"], r["predicted_s"]), fontsize=5, xytext=(3, 2),
                     textcoords="offset points")
-    values = [v for r in rows for v in (r["measured_s"], r["predicted_s"], r["naive_s"])]
+    values = [v for r in rows for v in (r["measured_s"], r["predicted_s"], r["machine_out_predicted_s"], r["naive_s"])]
     low, high = min(values) / 2, max(values) * 2
     ax.plot([low, high], [low, high], color="black", linewidth=0.6, linestyle="--")
     ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high),

@@ -7,8 +7,10 @@ entries named "... vCPU" are per vCPU (kpbench.predict multiplies them by the ro
 
 `mem_gbs` is the memory bandwidth in GB/s the roofline of kpbench.predict uses; `class` groups
 devices whose achieved efficiency it calibrates together (CPU, or GPU by generation). GPU figures
-are the datasheets' as remembered from NVIDIA's public pages; CPU bandwidths per vCPU are estimates
-(a socket's DRAM bandwidth shared over its vCPUs): both should be re-checked before they are cited.
+are NVIDIA's datasheets' (dense, no sparsity), checked on 2026-11-28 against third-party copies of
+them (no nvidia.com page was reachable from here): all agree. NVIDIA publishes no A10G datasheet: its
+row is the A10's, and third-party reviews say the A10G's tensor throughput differs. CPU bandwidths per
+vCPU are estimates (a socket's DRAM bandwidth shared over its vCPUs).
 """
 
 PEAKS = {
@@ -21,7 +23,8 @@ PEAKS = {
     "Tesla V100": {"fp32": 15.7, "mixed": 125.0, "kind": "datasheet", "mem_gbs": 900, "class": "gpu-volta",
                    "source": "NVIDIA V100 SXM2 datasheet: 15.7 FP32; 125 FP16 Tensor Core; 900 GB/s HBM2"},
     "NVIDIA A10G": {"fp32": 31.2, "mixed": 125.0, "kind": "datasheet", "mem_gbs": 600, "class": "gpu-ampere",
-                    "source": "NVIDIA A10 datasheet (A10G is AWS's A10): 31.2 FP32; 125 FP16 Tensor Core; 600 GB/s"},
+                    "source": "NVIDIA A10 datasheet (no A10G datasheet; its tensor rate may differ): 31.2 FP32; "
+                              "125 FP16 Tensor Core; 600 GB/s"},
     "NVIDIA A100": {"fp32": 19.5, "mixed": 312.0, "kind": "datasheet", "mem_gbs": 1555, "class": "gpu-ampere",
                     "source": "NVIDIA A100 40GB SXM datasheet: 19.5 FP32; 312 FP16 Tensor Core; 1,555 GB/s HBM2"},
     "NVIDIA L4": {"fp32": 30.3, "mixed": 121.0, "kind": "datasheet", "mem_gbs": 300, "class": "gpu-ada",
