@@ -43,7 +43,12 @@ def test_gpu_benchmark_runs_kpbench_training_and_compares_with_the_t4(tmp_path):
               "--jit-compile", "--out", str(tmp_path))
     assert re.search(r"train [\d.]+ s, [\d.]+ img/s", out) and "Tesla T4" in out
     assert "float32, XLA" in out
-    assert json.loads((tmp_path / "run.json").read_text())["training"]["jit_compile"] is True
+    run_record = json.loads((tmp_path / "run.json").read_text())
+    assert run_record["training"]["jit_compile"] is True
+    # the folder is a measured row for kpbench predict: the run and its model's description
+    from kpbench.predict import _measured_models
+
+    assert list(_measured_models([tmp_path / "run.json"], [run_record])) == ["reference_cnn"]
 
 
 def test_cluster_benchmark_compares_one_and_two_workers():
