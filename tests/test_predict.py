@@ -109,6 +109,10 @@ def test_a_machine_held_out_leaves_out_every_row_of_its_device(monkeypatch):
     assert summary["machine_out_median"] == pytest.approx(sorted(abs(r["machine_out_error"]) for r in results)[1])
     # the catalogue's band is the machine-held-out one: here A's and B's miss from C (4x, 2x)
     assert calibration.band_for(results, "gpu-toy/fp32") == pytest.approx(4.0)
+    # every row on one device: nothing is left to predict it from, said by name
+    alone, _ = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0], devices=("Toy A",) * 3)
+    with pytest.raises(KpbenchError, match="no single-machine row besides those of 'Toy A' to predict A"):
+        calibration.leave_one_out(alone, {"toy": MODEL}, reference, 0.0)
 
 
 def test_runs_measured_elsewhere_carry_the_model_they_trained(tmp_path):
@@ -128,6 +132,38 @@ def test_runs_measured_elsewhere_carry_the_model_they_trained(tmp_path):
         _measured_models([folder / "run.json"], [run])
     models = _measured_models([SEPARABLE], [run])
     assert set(models) == {"separable_cnn"} and models["separable_cnn"]["trainable_parameters"] < 3e6
+    # a model described twice must be described alike (a stale description is refused)
+    from kpbench.predict import _with_measured_models
+
+    stale = {**models["separable_cnn"], "training_flops_per_image": 1}
+    with pytest.raises(KpbenchError, match="describes separable_cnn .* describe it again"):
+        _with_measured_models({"separable_cnn": stale}, [SEPARABLE], [run])
+
+
+def test_measured_rows_are_named_apart_and_only_top_level_folders_count(tmp_path):
+    """bench/measured/<folder>/run.json are the rows (repeats/ below them are not); two runs of one
+    device, model, precision and framework would share a name and are refused, naming it."""
+    from kpbench.layout import MEASURED_RUNS
+    from kpbench.predict import configured_workload, load_inputs, predictions
+    from kpbench.settings import load_config
+
+    found = sorted(REPO.glob(MEASURED_RUNS))
+    assert SEPARABLE in found and all(p.parent.parent.name == "measured" for p in found)
+    config = load_config([REPO / "config" / "config.yaml", CAMPAIGN / "config.yaml"])
+    summary, models, reference, runs = load_inputs(config, CAMPAIGN / "results")
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for name in ("run.json", "model.json"):
+        (twin / name).write_text((SEPARABLE.parent / name).read_text())
+    with pytest.raises(KpbenchError, match="more than one is named AMD EPYC CPU: separable_cnn, float32, tf"):
+        predictions(summary, models, runs, [SEPARABLE, twin / "run.json"], REPO / "config" / "catalogue.csv",
+                    configured_workload(config), reference)
+
+
+def test_every_framework_has_its_software_label():
+    from kpbench.hardware import FRAMEWORKS
+
+    assert set(calibration.SOFTWARE) == set(FRAMEWORKS) and calibration.SOFTWARE["tf"] == calibration.TODAY
 
 
 def test_each_measured_row_is_modelled_with_the_model_it_trained(monkeypatch):
@@ -155,8 +191,9 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
     assert {"local", "local-2w", "c5.4xlarge", "g4dn.xlarge", "4x g4dn.xlarge"} <= set(names)
     assert any("H200" in name for name in names) and len(names) == 10
     separable = next(r for r in result["validation"] if "separable_cnn" in r["name"])
-    # measured with the pipeline's own software on this machine's CPU: calibrated like `local`, which it
-    # does not need when `local` is held out as a row, and cannot use when the machine is held out
+    assert separable["name"] == "AMD EPYC CPU: separable_cnn, float32, tf"  # device, model, precision, framework
+    # measured with the pipeline's own software on this machine's CPU: with the row held out it is
+    # calibrated on `local` (same device and software); with its device held out, never on `local`
     assert separable["origin"] == calibration.TODAY and separable["device"] == "AMD EPYC"
     assert "local" in separable["calibration_rows"] and "local" not in separable["machine_out_calibration_rows"]
     assert all(r["mfu"] for r in result["validation"])  # this machine's CPU included
@@ -197,7 +234,7 @@ def test_predict_command_writes_the_ranked_catalogue(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ranked by time to target" in printed and "ranked by cost to target" in printed
     assert "leave-one-out (row held out), single machine" in printed and "p5.48xlarge" in printed
-    assert "leave-one-out (machine held out), single machine" in printed
+    assert "leave-one-out (device held out), single machine" in printed
     assert table.read_text().splitlines()[0].startswith("instance_type,")
     assert json.loads(out.read_text())["validation"]
 
@@ -221,3 +258,7 @@ def test_the_ec2_rows_agree_with_the_dated_catalogue():
         if row["gpus"]:
             assert row["gpu_model"] == entry["device"] and row["gpus"] == entry["devices"], row["name"]
         assert row["price_date"] == entry["price_date"], row["name"]
+    # the local rows are priced as a c7a.large stand-in (config/config.yaml says so): the same price
+    local = {r["name"]: r for r in yaml.safe_load((REPO / "config" / "config.yaml").read_text())["instances"]}
+    assert local["local"]["usd_per_hour"] == pytest.approx(catalogue["c7a.large"]["usd_per_hour"])
+    assert local["local-2w"]["usd_per_hour"] * 2 == pytest.approx(catalogue["c7a.large"]["usd_per_hour"])

@@ -6,6 +6,7 @@ import math
 import statistics
 
 from kpbench import KpbenchError, costs
+from kpbench.hardware import FRAMEWORKS
 from kpbench.layout import BACKENDS, SOURCE_ORIGINAL
 from kpbench.model import REFERENCE_MODEL
 from kpbench.records import run_model
@@ -15,7 +16,7 @@ from kpbench.scaling import cluster_fits, prediction_latency
 # The software the catalogue's predictions are for: this pipeline's, as its own runs measure it;
 # runs measured elsewhere name their framework (kpbench.hardware.FRAMEWORKS) in their software record.
 TODAY = "kpbench, tf-keras"
-SOFTWARE = {"tf": TODAY, "keras3-jax": "kpbench, keras3-jax"}
+SOFTWARE = {framework: TODAY if framework == "tf" else f"kpbench, {framework}" for framework in FRAMEWORKS}
 
 def _geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
@@ -86,9 +87,18 @@ def measured_rows(summary, runs, extra_runs, models, reference):
                     hardware["gpu_count"] or hardware["cpu_cores"], run["performance"]["precision"],
                     hardware["cpu_cores"])
         framework = (run.get("software") or {}).get("framework") or "tf"
+        if framework not in SOFTWARE:
+            raise KpbenchError(f"a measured run of {run['instance']['name']} names framework {framework!r}; "
+                               f"known: {', '.join(SOFTWARE)}")
         name = (f"{', '.join(hardware['gpu_names']) or hardware['cpu_model'] + ' CPU'}: {run_model(run)}, "
-                f"{run['performance']['precision']}")
+                f"{run['performance']['precision']}, {framework}")
         rows.append(_row(name, SOFTWARE[framework], m, seconds, _model_of(run, models), reference, latency))
+    names = [row["name"] for row in rows]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise KpbenchError(f"measured rows must be named apart; more than one is named {', '.join(twice)} "
+                           "(two runs measured elsewhere on one device, model, precision and framework: keep one, "
+                           "the others as its repeats)")
     return rows, latency
 
 
@@ -128,7 +138,9 @@ def naive_seconds(target, others):
 def leave_one_out(rows, models, reference, latency):
     """Each measured row predicted from a calibration that never saw it, beside the naive baseline;
     single-machine rows calibrate, clusters are only predicted. Twice: without the row, and without
-    every row of its device (`machine_out_*`: a machine nobody has measured, as the catalogue's are)."""
+    every row of its device (`machine_out_*`: a device nobody has measured, as most of the catalogue's
+    are). A device is the name a row records for its CPU or GPUs (kpbench.hardware's model name for
+    ours, the catalogue's for the original study's)."""
     results = []
     for index, target in enumerate(rows):
         others = rows[:index] + rows[index + 1:]
@@ -147,6 +159,9 @@ def leave_one_out(rows, models, reference, latency):
 
 def _predicted(target, others, models, reference, latency):
     """The target's time from a calibration on `others` alone, and the naive estimate from them."""
+    if not any(r["single"] for r in others):
+        raise KpbenchError(f"no single-machine row besides those of {target['machine']['device']!r} to "
+                           f"predict {target['name']} from")
     efficiency, level, used = calibrate(others, target["class"], target["origin"])
     assert target["name"] not in used
     model = models[target["model"]]
@@ -181,11 +196,22 @@ def error_summary(results):
 
 def band_for(results, klass):
     """The error band a catalogue prediction carries, as a factor f (the truth within [t / f, t × f]):
-    the worst ratio of predicted to measured time, either way, with the whole machine held out (as a
-    catalogue machine is: nobody measured it), among the single-machine rows of the same kind (CPU
-    or GPU); of all of them where a kind has none. A ratio, not a percentage, because the worst
-    misses are underpredictions by several times."""
+    the worst ratio of predicted to measured time, either way, with the row's whole device held out
+    (as for most catalogue machines, whose devices nobody here measured), among the single-machine
+    rows of the same kind (CPU or GPU); of all of them where a kind has none. A ratio, not a
+    percentage, because the worst misses are underpredictions by several times."""
     kind = _kind(klass)
     ratios = [(_kind(r["class"]), abs(math.log(r["machine_out_predicted_s"] / r["measured_s"])))
               for r in results if r["group"] == "single machine"]
     return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))
+
+
+def device_spread(results, klass):
+    """How far apart the devices of one class are: the largest over the smallest of their efficiencies
+    (each device's geometric mean over its single-machine rows); None with fewer than two devices."""
+    by_device = {}
+    for r in results:
+        if r["group"] == "single machine" and r["class"] == klass:
+            by_device.setdefault(r["device"], []).append(r["efficiency"])
+    means = [_geomean(values) for values in by_device.values()]
+    return max(means) / min(means) if len(means) > 1 else None

@@ -30,7 +30,7 @@ def _predict(args):
     print(f"predicted for the {workload['name']} workload ({workload['train_images']:,} images x "
           f"{workload['epochs']} epochs, batch {workload['batch_size']}, {result['precision']}); "
           f"{result['epochs_to_target']} epochs to target (our measured runs); the truth lies within "
-          "[t / band, t x band] in leave-one-out")
+          "[t / band, t x band] in leave-one-out with the device held out")
     for key, title in (("time_to_target_s", "time to target"), ("cost_to_target_usd", "cost to target")):
         print(f"\nranked by {title}:")
         print(f"{'instance':<14} {'device':<32} {'img/s':>9} {'train s':>9} {'band':>6} {'USD':>8} "
@@ -43,7 +43,7 @@ def _predict(args):
                   f"{fmt(row['time_to_target_s'], '.1f'):>11} {fmt(row['cost_to_target_usd'], '.4f'):>13} "
                   f"{fmt(row['cost_to_target_usd_high'], '.4f'):>9}")
     for error in result["errors"]:
-        for prefix, held_out in (("", "row"), ("machine_out_", "machine")):
+        for prefix, held_out in (("", "row"), ("machine_out_", "device")):
             print(f"leave-one-out ({held_out} held out), {error['group']} ({error['rows']} rows): median "
                   f"{100 * error[prefix + 'median']:.1f} %, worst {100 * error[prefix + 'worst']:.1f} % "
                   f"(naive peak-ratio: {100 * error[prefix + 'naive_median']:.1f} %, "

@@ -108,15 +108,16 @@ def forward_fill(result, out_path):
 
 
 def predicted_measured(result, out_path):
-    """Leave-one-out: each measured row's training time predicted without it, against the
-    measurement, for the model and the naive peak-ratio baseline; log-log with the diagonal."""
+    """Leave-one-out: each measured row's training time predicted without it and without every row
+    of its device, against the measurement, beside the naive peak-ratio baseline; log-log with the
+    diagonal."""
     if not result:
         note("no predictions", out_path)
         return
     rows = result["validation"]
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
     for key, marker, label, colour in (("predicted_s", "o", "model, row held out", COLOURS[SOURCE_OURS]),
-                                       ("machine_out_predicted_s", "^", "model, machine held out", "#d95f02"),
+                                       ("machine_out_predicted_s", "^", "model, device held out", "#d95f02"),
                                        ("naive_s", "x", "naive peak ratio", "#888888")):
         for group, fill in (("single machine", True), ("cluster", False)):
             chosen = [r for r in rows if r["group"] == group]
@@ -133,7 +134,7 @@ def predicted_measured(result, out_path):
     ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high),
            xlabel="measured training time of the original study's workload (s)",
            ylabel="predicted, leave-one-out (s)")
-    ax.legend(frameon=False, loc="upper left")
+    ax.legend(frameon=False, loc="upper left", fontsize=6)
     save(fig, out_path)
 
 

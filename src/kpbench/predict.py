@@ -12,8 +12,10 @@ The model (kpbench.perf_model, calibrated by kpbench.calibration), per training 
   * several replicas add a ring all-reduce of the float32 gradients (kpbench.scaling) over the
     row's link, at the latency the cluster runs measured.
 
-Validation holds each measured row out, calibrates on the rest and predicts it; the naive baseline
-a user would otherwise use scales the other measured rows by the ratio of datasheet peak FLOP/s.
+Validation holds each measured row out, calibrates on the rest and predicts it, then again with every
+row of its device held out (a device nobody measured, as most catalogue machines'); the naive
+baseline a user would otherwise use scales the other measured rows by the ratio of datasheet peak
+FLOP/s.
 """
 
 import csv
@@ -21,9 +23,11 @@ import statistics
 from pathlib import Path
 
 from kpbench import KpbenchError, costs
-from kpbench.calibration import TODAY, band_for, calibrate, error_summary, leave_one_out, measured_rows
+from kpbench.calibration import (TODAY, band_for, calibrate, device_spread, error_summary, leave_one_out,
+                                 measured_rows)
 from kpbench.layout import MEASURED_MODEL_FILE, RUN_DIR, SOURCE_OURS
 from kpbench.model import REFERENCE_MODEL
+from kpbench.records import run_model
 from kpbench.perf_model import device_peaks, layer_costs, machine, predict_seconds, roofline
 CATALOGUE_COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
                      "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
@@ -137,7 +141,6 @@ def _measured_models(paths, runs):
     """The model descriptions beside runs measured elsewhere, by model name: each folder keeps the
     description of the model it trained, so that no model is rebuilt (nor TensorFlow needed) here."""
     from kpbench.io import read_json
-    from kpbench.records import run_model
 
     found = {}
     for path, run in zip(paths, runs):
@@ -152,6 +155,24 @@ def _measured_models(paths, runs):
     return found
 
 
+def _with_measured_models(models, paths, runs):
+    """`models` and the descriptions kept beside runs measured elsewhere; a model described twice
+    must be described alike (parameters and FLOPs), or the rows would be modelled inconsistently."""
+    merged = dict(models)
+    for path, run in zip(paths, runs):
+        name = run_model(run)
+        description = _measured_models([path], [run])[name]
+        kept = merged.setdefault(name, description)
+        facts = ("trainable_parameters", "training_flops_per_image")
+        if [kept[k] for k in facts] != [description[k] for k in facts]:
+            raise KpbenchError(f"{Path(path).with_name(MEASURED_MODEL_FILE)} describes {name} with "
+                               f"{description['trainable_parameters']:,} parameters and "
+                               f"{description['training_flops_per_image']:,} FLOPs per image; the model it is "
+                               f"compared with has {kept['trainable_parameters']:,} and "
+                               f"{kept['training_flops_per_image']:,}: describe it again with this code")
+    return merged
+
+
 def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
                 precision="float32"):
     """Everything `kpbench predict`, `plan`, the figures and the paper show (predictions.json), for
@@ -164,7 +185,7 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     layers, parameters = model["layers"], model["trainable_parameters"]
     runs = [read_run(p) for p in run_paths]
     extra_runs = [read_run(p) for p in extra_run_paths]
-    models = {**_measured_models(extra_run_paths, extra_runs), **models}
+    models = _with_measured_models(models, extra_run_paths, extra_runs)
     rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference)
     results = leave_one_out(rows, models, reference, latency)
     target_epochs = epochs_to_target(summary)
@@ -175,7 +196,9 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
         flops_s, bytes_s, _ = device_peaks(device, count, "float32")
         rooflines[device] = {"devices": count, "flops_s": flops_s, "bytes_s": bytes_s,
                              "layers": roofline(layer_costs(layers, int(workload["batch_size"])), flops_s, bytes_s)}
-    return {"workload": workload, "reference": reference, "precision": precision,
+    return {"workload": workload, "reference": reference, "precision": precision, "software": TODAY,
+            "device_spread": {klass: spread for klass in sorted({r["class"] for r in results})
+                              if (spread := device_spread(results, klass)) is not None},
             "epochs_to_target": target_epochs, "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
             "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths]}
