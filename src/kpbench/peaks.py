@@ -10,7 +10,8 @@ devices whose achieved efficiency it calibrates together (CPU, or GPU by generat
 are NVIDIA's datasheets' (dense, no sparsity), checked on 2026-11-28 against third-party copies of
 them (no nvidia.com page was reachable from here): all agree. NVIDIA publishes no A10G datasheet: its
 row is the A10's, and third-party reviews say the A10G's tensor throughput differs. CPU bandwidths per
-vCPU are estimates (a socket's DRAM bandwidth shared over its vCPUs).
+vCPU are derived: a socket's DRAM bandwidth (channels × transfer rate) shared over its vCPUs, as when
+every vCPU of the host is busy.
 """
 
 PEAKS = {
@@ -35,17 +36,19 @@ PEAKS = {
                     "source": "NVIDIA H100 SXM datasheet: 67 FP32; 989 BF16/FP16 Tensor Core (dense); 3.35 TB/s"},
     "NVIDIA H200": {"fp32": 67.0, "mixed": 989.0, "kind": "datasheet", "mem_gbs": 4800, "class": "gpu-hopper",
                     "source": "NVIDIA H200 SXM datasheet: 67 FP32; 989 BF16/FP16 Tensor Core (dense); 4.8 TB/s"},
-    "c5.4xlarge CPU": {"fp32": 1.536, "mixed": None, "kind": "derived", "mem_gbs": 60, "class": "cpu",
+    "c5.4xlarge CPU": {"fp32": 1.536, "mixed": None, "kind": "derived", "mem_gbs": 57, "class": "cpu",
                        "source": "8 cores x 3.0 GHz x 64 FP32 FLOP/cycle (2 AVX-512 FMA units); "
-                                 "bandwidth: estimate, 16 of a Xeon Platinum 8000 socket's vCPUs"},
+                                 "bandwidth: 16 of a Xeon Platinum 8124M socket's 36 vCPUs sharing its "
+                                 "6-channel DDR4-2666 (128 GB/s)"},
     "Intel Xeon Sapphire Rapids vCPU": {
-        "fp32": 0.1024, "mixed": 0.4096, "kind": "derived", "mem_gbs": 3.5, "class": "cpu",
+        "fp32": 0.1024, "mixed": 0.4096, "kind": "derived", "mem_gbs": 3.2, "class": "cpu",
         "source": "c7i: per vCPU (half a core) 3.2 GHz x 64 FP32 FLOP/cycle / 2; AMX BF16 x4 (estimate); "
-                  "bandwidth: estimate, 8-channel DDR5-4800 over 96 vCPUs"},
+                  "bandwidth: a socket's 8-channel DDR5-4800 (307 GB/s) over its 96 vCPUs"},
     "AMD EPYC Zen 4 vCPU": {
         "fp32": 0.1184, "mixed": 0.2368, "kind": "derived", "mem_gbs": 4.8, "class": "cpu",
         "source": "c7a and this machine: per vCPU (one core, no SMT) 3.7 GHz x 32 FP32 FLOP/cycle "
-                  "(AVX-512 on 256-bit units); BF16 x2; bandwidth: estimate, 12-channel DDR5-4800 over 96 cores"},
+                  "(AVX-512 on 256-bit units); BF16 x2; bandwidth: a socket's 12-channel DDR5-4800 (461 GB/s) "
+                  "over its 96 cores"},
 }
 # Catalogue devices under the names their drivers report (as TensorFlow and JAX name a GPU), and
 # CPUs under the model name kpbench.hardware records (this machine's c7a-class EPYC).
