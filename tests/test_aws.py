@@ -445,7 +445,7 @@ def test_four_ec2_runs_at_once_through_snakemake_share_one_setup(aws_env, tmp_pa
     tree = checkout(tmp_path / "tree")
     names = [f"ec2-{letter}" for letter in "abcd"]
     rows = [{"name": name, "backend": "ec2", "instance_type": "g4dn.xlarge", "vcpus": 4, "gpus": 0,
-             "usd_per_hour": 0.526, "price_date": "2025-01-01", "expected_images_per_s": 100.0} for name in names]
+             "usd_per_hour": 0.526, "price_date": "2025-01-01", "measured_as": "g4dn.xlarge"} for name in names]
     overlay = {"repeats": 1, "instances": rows, "limits": {"stall_timeout_s": 120, "deadline_s": 300},
                "aws": aws_config(boot_timeout_s=60)}
     (tree / "overlay.yaml").write_text(json.dumps(overlay))  # JSON is YAML

@@ -38,8 +38,10 @@ def _row(name, backend="ec2", **fields):
 def test_plan_charges_boot_plus_workload_at_the_expected_throughput():
     from kpbench.costs import plan
 
-    result = plan([_row("gpu", expected_images_per_s=1000.0, workers=2)], WORKLOAD, 6000, AWS)
+    result = plan([_row("gpu", measured_as="study gpu", workers=2)], WORKLOAD, 6000, AWS,
+                  measured={"study gpu": 1000.0})
     (row,) = result["rows"]
+    assert row["action"] == "launch (measured 1000 img/s: study gpu)"
     seconds = 600 + 6000 * 100 / 1000.0
     assert row["hours"] == pytest.approx(seconds / 3600)
     assert row["usd"] == pytest.approx(seconds / 3600 * 2.0)  # two machines
@@ -49,9 +51,8 @@ def test_plan_charges_boot_plus_workload_at_the_expected_throughput():
 def test_plan_charges_the_lifetime_cap_when_throughput_is_unknown_and_skips_the_rest():
     from kpbench.costs import plan
 
-    rows = [_row("unknown"), _row("slow", expected_images_per_s=1.0), _row("old", ec2_catalogue="retired"),
-            _row("here", backend="local")]
-    result = plan(rows, {**WORKLOAD, "max_train_images": 500}, 6000, AWS)
+    rows = [_row("unknown"), _row("slow"), _row("old", ec2_catalogue="retired"), _row("here", backend="local")]
+    result = plan(rows, {**WORKLOAD, "max_train_images": 500}, 6000, AWS, measured={"slow": 1.0})
     unknown, slow, old, here = result["rows"]
     assert unknown["hours"] == slow["hours"] == 4 and "maximum lifetime" in unknown["action"]
     assert old["usd"] is None and "retired" in old["action"]
@@ -80,8 +81,8 @@ def test_plan_command_refuses_a_matrix_over_budget(tmp_path):
 def test_plan_charges_every_repeat():
     from kpbench.costs import plan
 
-    once = plan([_row("gpu", expected_images_per_s=1000.0)], WORKLOAD, 6000, AWS)
-    thrice = plan([_row("gpu", expected_images_per_s=1000.0)], WORKLOAD, 6000, AWS, repeats=3)
+    once = plan([_row("gpu")], WORKLOAD, 6000, AWS, measured={"gpu": 1000.0})
+    thrice = plan([_row("gpu")], WORKLOAD, 6000, AWS, measured={"gpu": 1000.0}, repeats=3)
     assert thrice["total_usd"] == pytest.approx(3 * once["total_usd"])
     assert thrice["rows"][0]["runs"] == 3 and thrice["rows"][0]["hours"] == pytest.approx(3 * once["rows"][0]["hours"])
 
@@ -92,7 +93,7 @@ def test_plan_and_runs_pay_for_the_volume_and_the_public_address_of_every_machin
     aws = {**AWS, "volume_gb": 100, "prices": {"ebs_gp3_usd_per_gb_month": 0.08, "public_ipv4_usd_per_hour": 0.005}}
     extras = 100 * 0.08 / 720 + 0.005  # gp3 per GB and 30-day month, prorated; IPv4 per hour
     assert ec2_usd_per_hour(_row("gpu", workers=2), aws) == pytest.approx(2 * (1.0 + extras))
-    (row,) = plan([_row("gpu", expected_images_per_s=1000.0, workers=2)], WORKLOAD, 6000, aws)["rows"]
+    (row,) = plan([_row("gpu", workers=2)], WORKLOAD, 6000, aws, measured={"gpu": 1000.0})["rows"]
     seconds = 600 + 6000 * 100 / 1000.0
     assert row["usd"] == pytest.approx(seconds / 3600 * 2 * (1.0 + extras))
 

@@ -212,11 +212,11 @@ def test_plan_prices_unmeasured_rows_at_the_slow_end_of_the_prediction():
     aws = {"max_lifetime_h": 4, "boot_overhead_s": 600, "budget_usd": 10}
     workload = {"epochs": 10, "batch_size": 64, "max_train_images": None}
     rows = [{"name": "new", "backend": "ec2", "instance_type": "g5.xlarge", "usd_per_hour": 1.0, "workers": 1},
-            {"name": "known", "backend": "ec2", "instance_type": "g5.xlarge", "usd_per_hour": 1.0, "workers": 1,
-             "expected_images_per_s": 1000.0},
+            {"name": "known", "backend": "ec2", "instance_type": "g5.xlarge", "usd_per_hour": 1.0, "workers": 1},
             {"name": "pair", "backend": "ec2-cluster", "instance_type": "g5.xlarge", "usd_per_hour": 1.0,
              "workers": 2}]
-    result = plan(rows, workload, 6000, aws, {"g5.xlarge": {"images_per_s": 1000.0, "band": 2.0}})
+    result = plan(rows, workload, 6000, aws, {"g5.xlarge": {"images_per_s": 1000.0, "band": 2.0}},
+                  measured={"known": 1000.0})  # a finished run of `known`: measured, no band
     new, known, pair = result["rows"]
     assert new["hours"] == pytest.approx((600 + 6000 * 10 / 500.0) / 3600)  # 1000 img/s within x2: 500
     assert "predicted 1000 img/s" in new["action"] and new["band"] == 2.0

@@ -146,3 +146,18 @@ def test_the_schema_names_the_registered_backends():
 
     backend = SCHEMA["properties"]["instances"]["items"]["properties"]["backend"]
     assert backend["enum"] == list(BACKENDS)
+
+
+def test_measured_as_must_name_a_measured_row_of_the_original_study(tmp_path):
+    """The plan budgets an EC2 row at the throughput of the original study's row it names: a name
+    that is not a measured row there (a typo, an abandoned row) is refused by name."""
+    config = load_config([REPO / "config" / "config.yaml", REPO / "config" / "aws.yaml"], launching=False)
+    assert {row["measured_as"] for row in config["instances"] if row.get("measured_as")} == {
+        "c5.4xlarge", "g4dn.xlarge", "2x g4dn.xlarge", "4x g4dn.xlarge"}
+    for wrong in ("2x-g4dn.xlarge", "p3.2xlarge"):  # a typo; a row the study abandoned
+        overlay = tmp_path / "overlay.yaml"
+        rows = [{**config["instances"][0], "name": "ec2-row", "backend": "ec2", "instance_type": "g4dn.xlarge",
+                 "measured_as": wrong}]
+        overlay.write_text(yaml.safe_dump({"instances": rows}))
+        with pytest.raises(KpbenchError, match=f"instance ec2-row: measured_as '{wrong}' is not a measured row"):
+            load_config([REPO / "config" / "config.yaml", overlay], launching=False)

@@ -62,9 +62,12 @@ def _plan(args):
 
     config = load_config(args.configfile, launching=False) if args.configfile else json.loads(args.settings)
     workload = settings.workload(config)
-    predicted = {row["instance_type"]: row for row in _predicted(config, args)["catalogue"]}
+    prediction = _predicted(config, args)
+    predicted = {row["instance_type"]: row for row in prediction["catalogue"]}
+    # measured rows at the original study's batch: ours by instance name, the study's by its row name
+    measured = {row["name"]: row["images_per_s"] for row in prediction["validation"]}
     result = plan(config["instances"], workload, config["original_study"]["train_images"], config["aws"],
-                  predicted, repeats=config["repeats"])
+                  predicted, measured, repeats=config["repeats"])
     print(plan_table(result))
     if not result["within_budget"]:
         raise KpbenchError(f"the plan costs {result['total_usd']:.2f} USD, over aws.budget_usd = "

@@ -72,14 +72,15 @@ def projected_train_s(step_images_per_s, images, epochs, validation_s_per_epoch=
     return epochs * (images / step_images_per_s + validation_s_per_epoch)
 
 
-def plan(instances, workload, train_images, aws_config, predicted=None, repeats=1):
+def plan(instances, workload, train_images, aws_config, predicted=None, measured=None, repeats=1):
     """What running the configured matrix on EC2 should cost: per remote instance, expected hours
     (boot and set-up, then the workload at its expected throughput, never past the maximum
     lifetime after which an instance ends itself) × machines × USD/h (instance, gp3 volume and public
-    IPv4 address) × `repeats` runs. A single machine without a measured throughput
-    (`expected_images_per_s`) takes kpbench.predict's prediction for its instance type (`predicted`,
-    by type), budgeted at the slow end of its error band; rows with neither are charged the maximum
-    lifetime, the most they can cost."""
+    IPv4 address) × `repeats` runs. The throughput is a measured one where there is one (`measured`,
+    images/s by measured row name: a finished run of this row, else the original study's row it names
+    as `measured_as`); a single machine without one takes kpbench.predict's prediction for its
+    instance type (`predicted`, by type), budgeted at the slow end of its error band; rows with
+    neither are charged the maximum lifetime, the most they can cost."""
     cap_s = float(aws_config["max_lifetime_h"]) * SECONDS_PER_HOUR
     images = min(int(workload.get("max_train_images") or train_images), int(train_images))
     rows = []
@@ -93,7 +94,10 @@ def plan(instances, workload, train_images, aws_config, predicted=None, repeats=
         elif not BACKENDS[instance["backend"]].remote:
             row["action"] = "runs on this machine: no AWS cost"
         else:
-            rate, action = instance.get("expected_images_per_s"), "launch"
+            source = next((key for key in (instance["name"], instance.get("measured_as")) if key in (measured or {})),
+                          None)
+            rate = measured[source] if source else None
+            action = f"launch (measured {rate:.0f} img/s: {source})" if rate else "launch"
             guess = (predicted or {}).get(instance.get("instance_type")) if row["machines"] == 1 else None
             if not rate and guess:
                 rate = guess["images_per_s"] / guess["band"]

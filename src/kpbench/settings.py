@@ -93,9 +93,29 @@ def check(config, launching=True):
     for row in remote:
         if not row.get("instance_type"):
             raise KpbenchError(f"config: instance {row['name']} (backend {row['backend']}) needs instance_type")
+    _check_measured_as(config)
     if launching and remote and not config["aws"]["bucket"]:
         raise KpbenchError(f"config: instance(s) {', '.join(row['name'] for row in remote)} run on EC2 and need "
                            "aws.bucket (an S3 bucket for code, data and results); see config/aws.yaml")
+
+
+def _check_measured_as(config):
+    """Each `measured_as` names a measured row of the original study's table."""
+    import csv
+
+    wanted = {row["name"]: row["measured_as"] for row in config["instances"] if row.get("measured_as")}
+    if not wanted:
+        return
+    path = config["original_study"]["csv"]
+    try:
+        with open(path, newline="") as handle:
+            measured = [r["instance"] for r in csv.DictReader(handle) if r.get("status") == "measured"]
+    except (OSError, KeyError) as exc:
+        raise KpbenchError(f"config: original_study.csv {path} cannot be read for measured_as ({exc})") from None
+    for name, row in wanted.items():
+        if row not in measured:
+            raise KpbenchError(f"config: instance {name}: measured_as '{row}' is not a measured row of {path} "
+                               f"({', '.join(measured)})")
 
 
 def trained_instances(config):
