@@ -176,7 +176,7 @@ def _predicted(target, others, models, reference, latency):
 
 def error_summary(results):
     """Median and worst absolute percentage error, model against naive, per group and per class kind,
-    with the row held out and with its whole machine held out."""
+    with the row held out and with its whole device held out."""
     groups = {}
     for r in results:
         kind = _kind(r["class"]).upper()
