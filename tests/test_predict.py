@@ -262,3 +262,27 @@ def test_the_ec2_rows_agree_with_the_dated_catalogue():
     local = {r["name"]: r for r in yaml.safe_load((REPO / "config" / "config.yaml").read_text())["instances"]}
     assert local["local"]["usd_per_hour"] == pytest.approx(catalogue["c7a.large"]["usd_per_hour"])
     assert local["local-2w"]["usd_per_hour"] * 2 == pytest.approx(catalogue["c7a.large"]["usd_per_hour"])
+
+
+def test_the_original_clusters_all_reduce_at_their_types_guaranteed_bandwidth():
+    """The study's table gives g4dn.xlarge's "up to" 25 Gbit/s; a run-long all-reduce gets the
+    guaranteed baseline, which the catalogue gives (5 Gbit/s), and the prediction slows with it."""
+    from kpbench.aggregate import by_instance
+    from kpbench.predict import load_inputs, read_catalogue
+    from kpbench.settings import load_config
+
+    config = load_config([REPO / "config" / "config.yaml", CAMPAIGN / "config.yaml"])
+    from kpbench.records import read_run
+
+    summary, models, reference, run_paths = load_inputs(config, CAMPAIGN / "results")
+    runs = [read_run(path) for path in run_paths]
+    models = {key: {**value, "name": key} for key, value in models.items()}
+    baseline = {r["instance_type"]: r["network_gbps"] for r in read_catalogue(REPO / "config" / "catalogue.csv")}
+    assert baseline["g4dn.xlarge"] == 5
+    links = {}
+    for given in (None, baseline):
+        rows, _ = calibration.measured_rows(by_instance(summary), runs, [], models, reference, given)
+        pair = next(r for r in rows if r["name"] == "2x g4dn.xlarge")
+        links[given is None] = (pair["machine"]["link_gbps"], pair["ideal_s"])
+    (burst_gbps, burst_s), (base_gbps, base_s) = links[True], links[False]
+    assert (burst_gbps, base_gbps) == (25, 5) and base_s > burst_s

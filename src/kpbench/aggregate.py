@@ -7,7 +7,7 @@ import pandas as pd
 from kpbench import KpbenchError, costs
 from kpbench.contention import contended
 from kpbench.io import atomic_path
-from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS
+from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS, original_instance_type
 from kpbench.metrics import METRICS, REPEATED
 from kpbench.records import finished, read_run
 
@@ -23,7 +23,7 @@ SUMMARY_COLUMNS = IDENTITY_COLUMNS + [metric.name for metric in METRICS]
 
 
 def catalogue_status(instance_name):
-    family = instance_name.split("x ", 1)[-1].split(".", 1)[0]
+    family = original_instance_type(instance_name).split(".", 1)[0]
     return "retired" if family in RETIRED_FAMILIES else "current"
 
 

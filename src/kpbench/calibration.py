@@ -7,7 +7,7 @@ import statistics
 
 from kpbench import KpbenchError, costs
 from kpbench.hardware import FRAMEWORKS
-from kpbench.layout import BACKENDS, SOURCE_ORIGINAL
+from kpbench.layout import BACKENDS, SOURCE_ORIGINAL, original_instance_type
 from kpbench.model import REFERENCE_MODEL
 from kpbench.records import run_model
 from kpbench.perf_model import device_peaks, ideal_epoch_s, machine, predict_seconds
@@ -46,11 +46,15 @@ def calibrate(rows, klass, stack=None):
     raise KpbenchError("no measured single-machine row to calibrate on")
 
 
-def measured_rows(summary, runs, extra_runs, models, reference):
+def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=None):
     """Every measured row as the model sees it, with its measured seconds for the reference
     workload (the original study's: its published train_s; ours projected from the steady-state
     step rate and measured validation rate, as the summary does) and its ideal seconds, each for
-    the model it trained (`models`: name → description; the original study's rows trained its CNN)."""
+    the model it trained (`models`: name → description; the original study's rows trained its CNN).
+    The original study's clusters all-reduce over their type's guaranteed bandwidth
+    (`baseline_gbps`, by type, from the catalogue) where it is known: its table gives the "up to"
+    burst, which an instance sustains only while its network credits last (AWS EC2 User Guide,
+    "Amazon EC2 instance network bandwidth")."""
     fits = cluster_fits(runs)
     latency, _ = prediction_latency(fits)
     sweeps = {f["instance"]: f["bandwidth_bytes_s"] for f in fits if f["bandwidth_resolved"]}
@@ -63,7 +67,9 @@ def measured_rows(summary, runs, extra_runs, models, reference):
         if record["source"] == SOURCE_ORIGINAL:
             gpus = int(record["gpus"] or 0)
             device = record["gpu_model"] if gpus else f"{record['instance']} CPU"
-            m = machine(device, max(gpus // workers, 1), "float32", int(record["vcpus"]), workers, link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
+            link = (baseline_gbps or {}).get(original_instance_type(record["instance"])) or (
+                None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
+            m = machine(device, max(gpus // workers, 1), "float32", int(record["vcpus"]), workers, link_gbps=link)
             seconds, origin, model = float(record["train_s"]), "original study (2019 software)", models[REFERENCE_MODEL]
         else:
             run = ours[record["instance"]]

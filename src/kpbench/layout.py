@@ -29,6 +29,12 @@ LOCAL_BACKENDS = tuple(name for name, backend in BACKENDS.items() if not backend
 SOURCE_OURS = "kpbench"
 SOURCE_ORIGINAL = "original study"
 
+
+def original_instance_type(instance_name):
+    """The EC2 type of an original study row, which names a cluster '<N>x <type>':
+    '2x g4dn.xlarge' → 'g4dn.xlarge'."""
+    return instance_name.split("x ", 1)[-1]
+
 # Where results live under a results folder (`results/` or a stored campaign's `results/`).
 RUN_DIR = "runs/{instance}/r{repeat}"
 # What a finished run leaves in its folder.

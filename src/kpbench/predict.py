@@ -10,7 +10,7 @@ The model (kpbench.perf_model, calibrated by kpbench.calibration), per training 
     calibrated as the geometric mean of ideal/measured time over the measured single-machine rows;
   * the host-side input pipeline as its own term (copying each batch, overlapped by prefetch);
   * several replicas add a ring all-reduce of the float32 gradients (kpbench.scaling) over the
-    row's link, at the latency the cluster runs measured.
+    row's link at its guaranteed bandwidth, at the latency the cluster runs measured.
 
 Validation holds each measured row out, calibrates on the rest and predicts it, then again with every
 row of its device held out (a device nobody measured, as most catalogue machines'); the naive
@@ -186,10 +186,12 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     runs = [read_run(p) for p in run_paths]
     extra_runs = [read_run(p) for p in extra_run_paths]
     models = _with_measured_models(models, extra_run_paths, extra_runs)
-    rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference)
+    machines = read_catalogue(catalogue_path)
+    baseline_gbps = {entry["instance_type"]: entry["network_gbps"] for entry in machines if entry["network_gbps"]}
+    rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference, baseline_gbps)
     results = leave_one_out(rows, models, reference, latency)
     target_epochs = epochs_to_target(summary)
-    catalogue = predict_catalogue(read_catalogue(catalogue_path), rows, results, layers, parameters, workload,
+    catalogue = predict_catalogue(machines, rows, results, layers, parameters, workload,
                                   precision, target_epochs, latency, model["training_flops_per_image"])
     rooflines = {}
     for device, count in (("AMD EPYC Zen 4 vCPU", 2), ("Tesla T4", 1)):

@@ -14,7 +14,7 @@ import statistics
 
 import numpy as np
 
-from kpbench.layout import LOCAL_BACKENDS, SOURCE_ORIGINAL, SOURCE_OURS
+from kpbench.layout import LOCAL_BACKENDS, SOURCE_ORIGINAL, SOURCE_OURS, original_instance_type
 
 BYTES_PER_GRADIENT = 4  # float32 gradients, whatever the compute precision
 PREDICTED_GBPS = (5.0, 10.0, 25.0, 100.0)  # 5: what a g4dn.xlarge guarantees
@@ -129,7 +129,7 @@ def measured_speedups(summary, runs):
                          and row.get("instance_type") == instance.get("instance_type")
                          and int(row.get("workers", 1)) == 1), None)
         else:
-            base = record["instance"].split("x ", 1)[-1]
+            base = original_instance_type(record["instance"])
         baseline = summary[(summary["source"] == record["source"]) & (summary["instance"] == base)]
         if base is None or baseline.empty:
             continue
