@@ -161,3 +161,12 @@ def test_measured_as_must_name_a_measured_row_of_the_original_study(tmp_path):
         overlay.write_text(yaml.safe_dump({"instances": rows}))
         with pytest.raises(KpbenchError, match=f"instance ec2-row: measured_as '{wrong}' is not a measured row"):
             load_config([REPO / "config" / "config.yaml", overlay], launching=False)
+
+
+def test_measured_as_with_an_unreadable_study_table_is_named(tmp_path):
+    config = load_config([REPO / "config" / "config.yaml", REPO / "config" / "aws.yaml"], launching=False)
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"original_study": {"csv": str(tmp_path / "missing.csv")},
+                                       "instances": [r for r in config["instances"] if r.get("measured_as")]}))
+    with pytest.raises(KpbenchError, match="original_study.csv .*missing.csv cannot be read for measured_as"):
+        load_config([REPO / "config" / "config.yaml", REPO / "config" / "aws.yaml", overlay], launching=False)
