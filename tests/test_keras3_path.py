@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from kpbench.model import MODEL_NAMES, describe_model
 from kpbench.objectives import CENTRE, MAE, PCK, RMSE, masked_mse, pack_targets
-from kpbench.peaks import peak_tflops
+from kpbench.peaks import peak_for, resolve_gpu
 
 KERAS3_SIDE = """
 import json, sys
@@ -86,5 +86,7 @@ def test_keras3_builds_the_same_network_and_scores_like_tf_keras(tmp_path):
 
 
 def test_a_gpu_named_as_its_driver_reports_it_gets_its_datasheet_peak():
-    assert peak_tflops("NVIDIA H100 80GB HBM3", "mixed_float16") == peak_tflops("NVIDIA H100", "mixed_float16")
-    assert peak_tflops("NVIDIA H200", "float32") == 67.0
+    h100 = resolve_gpu({"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    assert h100["device"] == "NVIDIA H100" and peak_for(h100, "mixed_float16") == 989.0
+    # float32 runs as TensorFloat-32 on Hopper by default: its roof is the TF32 rate, not FP32's 67
+    assert peak_for(resolve_gpu({"name": "NVIDIA H200"}), "float32") == 494.0

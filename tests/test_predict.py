@@ -59,7 +59,7 @@ def test_roofline_on_synthetic_devices(monkeypatch):
     assert table["copy"]["forward_bound"] == "memory" and table["copy"]["forward_s"] == pytest.approx(1e-2)
     monkeypatch.setitem(peaks.PEAKS, "Toy GPU", {"fp32": 2.0, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
                                                  "kind": "datasheet", "source": "test"})
-    flops_s, bytes_s, klass = perf_model.device_peaks("Toy GPU", 2, "mixed_float16")
+    flops_s, bytes_s, klass = perf_model.device_peaks(peaks.device_entry("Toy GPU"), 2, "mixed_float16")
     assert (flops_s, bytes_s, klass) == (4e12, 2e11, "gpu-toy/fp32")  # no faster path: FP32, FP32's class
 
 
@@ -196,7 +196,10 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
     # calibrated on `local` (same device and software); with its device held out, never on `local`
     assert separable["origin"] == calibration.TODAY and separable["device"] == "AMD EPYC"
     assert "local" in separable["calibration_rows"] and "local" not in separable["machine_out_calibration_rows"]
-    assert all(r["mfu"] for r in result["validation"])  # this machine's CPU included
+    # a sound peak gives an MFU in (0, 1]; this campaign's CPU, recorded by name alone, has none
+    assert all(r["mfu"] is None or 0 < r["mfu"] <= 1 for r in result["validation"])
+    assert all(r["mfu"] for r in result["validation"] if r["origin"] != calibration.TODAY)
+    assert not any(r["mfu"] for r in result["validation"] if r["device"] == "AMD EPYC")
     assert {r["group"] for r in result["errors"]} >= {"single machine", "cluster"}
     types = {r["instance_type"]: r for r in result["catalogue"]}
     for family in ("c7i", "c7a", "g4dn", "g5", "g6", "g6e", "p4d", "p5"):
@@ -204,7 +207,7 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
     assert types["g3s.xlarge"]["status"] == "retired" and not types["g3s.xlarge"]["pareto"]
     for row in result["catalogue"]:
         assert row["train_s_low"] < row["train_s"] < row["train_s_high"] and row["band"] > 1
-        assert 0 < row["mfu"] < 1
+        assert 0 < row["mfu"] <= 1
     assert any(r["pareto"] for r in result["catalogue"])
 
 
@@ -258,10 +261,9 @@ def test_the_ec2_rows_agree_with_the_dated_catalogue():
         if row["gpus"]:
             assert row["gpu_model"] == entry["device"] and row["gpus"] == entry["devices"], row["name"]
         assert row["price_date"] == entry["price_date"], row["name"]
-    # the local rows are priced as a c7a.large stand-in (config/config.yaml says so): the same price
+    # the local rows name no price of their own: a stand-in follows this machine (tests/test_any_machine.py)
     local = {r["name"]: r for r in yaml.safe_load((REPO / "config" / "config.yaml").read_text())["instances"]}
-    assert local["local"]["usd_per_hour"] == pytest.approx(catalogue["c7a.large"]["usd_per_hour"])
-    assert local["local-2w"]["usd_per_hour"] * 2 == pytest.approx(catalogue["c7a.large"]["usd_per_hour"])
+    assert all(row["stand_in"] == "nearest" and row["usd_per_hour"] is None for row in local.values())
 
 
 def test_the_original_clusters_all_reduce_at_their_types_guaranteed_bandwidth():

@@ -56,13 +56,13 @@ def test_training_writes_a_complete_timed_run(trained):
         timings["train_step_images_per_s"] * performance["training_flops_per_image"] / 1e9)
     assert performance["training_flops_per_image"] == 3 * 795_703_296
     assert performance["matmul_gflops"] > 0
-    # Against this machine's CPU where the catalogue lists it (None elsewhere, never a guess).
+    # Against the peak of the CPU it measured it ran on, with that peak's origin; blank, never over 1.
     from kpbench.peaks import mfu
-    from kpbench.run_record import peak_device
 
-    device, count = peak_device(stored["instance"], stored["hardware"])
-    assert performance["peak_device"] == device == stored["hardware"]["cpu_model"]
-    assert performance["mfu"] == mfu(performance["achieved_gflops"], device, "float32", count)
+    assert stored["hardware"]["cpu"]["logical_cpus"] == stored["hardware"]["cpu_cores"]
+    assert performance["peak_origin"] in ("derived", "unknown") and performance["copy_gbs"] > 0
+    assert performance["mfu"] == mfu(performance["achieved_gflops"], performance["peak_tflops"])
+    assert performance["mfu"] is None or 0 < performance["mfu"] <= 1
     assert stored["metrics"]["val_rmse_px"] > 0 and 0 <= stored["metrics"]["val_pck"] <= 1
     with open(out / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -220,23 +220,26 @@ def test_every_column_comes_from_the_runs_chosen_by_training_time():
     assert row["averaged_repeats"] == [2, 3] and row["val_rmse_px"] == pytest.approx(2.5)
 
 
-def test_a_cpu_only_run_has_an_mfu_against_its_cpus_peak():
-    """No GPU: the datasheet peak is the CPU's, per vCPU in the catalogue, times the machine's cores;
-    loopback workers share one machine, EC2 workers each bring theirs; a GPU row keeps its GPUs."""
-    from kpbench.peaks import PEAKS
-    from kpbench.run_record import peak_device
+def test_a_runs_peak_is_its_measured_devices_times_how_many_it_ran_on():
+    """No GPU: the peak is the CPU's as described (every core of the machine); loopback workers share
+    one machine, EC2 workers each bring theirs; a GPU row counts its GPUs; a peak below the measured
+    matmul is dropped with a note, and a CPU nobody can derive has none."""
+    from kpbench.machine_description import describe_cpu
+    from kpbench.run_record import machine_peak
 
-    epyc = {"cpu_model": "AMD EPYC", "cpu_cores": 2}
-    assert peak_device({"backend": "local", "workers": 1, "gpus": 0}, epyc) == ("AMD EPYC", 2)
-    assert peak_device({"backend": "local-cluster", "workers": 2, "gpus": 0}, epyc) == ("AMD EPYC", 2)
-    assert peak_device({"backend": "ec2-cluster", "workers": 4, "gpus": 0}, epyc) == ("AMD EPYC", 8)
-    assert peak_device({"backend": "ec2", "workers": 2, "gpus": 1, "gpu_model": "Tesla T4"}, epyc) == ("Tesla T4", 2)
-    assert peak_device({"backend": "local", "workers": 1, "gpus": 0}, {"cpu_model": "Some CPU", "cpu_cores": 8}) \
-        == ("Some CPU", 1)  # not in the catalogue: no MFU (peaks.mfu answers None), never a guess
-    spec = run_spec(instance={"name": "local", "backend": "local", "workers": 1, "gpus": 0, "gpu_model": None})
-    from kpbench.run_record import model_flops_utilisation
+    text = (Path(__file__).parent / "data" / "hardware" / "epyc" / "cpuinfo").read_text()
+    epyc = {"cpu_cores": 1, "gpu_count": 0, "cpu": describe_cpu({"cpuinfo": text})}
+    one = machine_peak({"backend": "local", "workers": 1}, epyc, "float32", 10.0)
+    assert one["peak_origin"] == "derived" and one["peak_tflops"] == pytest.approx(1 * 4.4 * 32 / 1e3)
+    assert machine_peak({"backend": "local-cluster", "workers": 2}, epyc, "float32", 10.0) == one
+    four = machine_peak({"backend": "ec2-cluster", "workers": 4}, epyc, "float32", 10.0)
+    assert four["peak_tflops"] == pytest.approx(4 * one["peak_tflops"])
+    assert machine_peak({"backend": "local", "workers": 1}, epyc, "mixed_bfloat16", 10.0)["peak_tflops"] \
+        == pytest.approx(2 * one["peak_tflops"])  # AVX512_BF16: twice FP32's FLOP per cycle
+    wrong = machine_peak({"backend": "local", "workers": 1}, epyc, "float32", 1000.0)
+    assert wrong["peak_tflops"] is None and "below the measured matmul" in wrong["peak_note"]
+    t4 = {"cpu_cores": 4, "gpu_count": 1, "gpu_names": ["Tesla T4"], "gpus": [{"name": "Tesla T4"}]}
+    assert machine_peak({"backend": "ec2-cluster", "workers": 2}, t4, "float32", 5000.0)["peak_tflops"] == 2 * 8.1
+    blank = {"cpu_cores": 8, "gpu_count": 0, "cpu": describe_cpu({})}
+    assert machine_peak({"backend": "local", "workers": 1}, blank, "float32", 10.0)["peak_origin"] == "unknown"
 
-    performance = model_flops_utilisation(spec["instance"], epyc, {**spec["training"], "peak_matmul_size": 128},
-                                          "tf", 10.0, 1e9)
-    assert performance["peak_device"] == "AMD EPYC"
-    assert performance["mfu"] == pytest.approx(10.0 / (PEAKS["AMD EPYC Zen 4 vCPU"]["fp32"] * 2 * 1e3))

@@ -9,6 +9,7 @@ from kpbench.contention import contended
 from kpbench.io import atomic_path
 from kpbench.layout import SOURCE_ORIGINAL, SOURCE_OURS, original_instance_type
 from kpbench.metrics import METRICS, REPEATED
+from kpbench.peaks import device_entry, mfu, peak_for
 from kpbench.records import finished, read_run
 
 # Instance families no longer offered by EC2; their rows stay as the original study's record.
@@ -54,7 +55,8 @@ def run_row(run, reference, history=None, target_rmse_px=None):
         "train_images": workload["train_images"], "batch_size": workload["batch_size"],
         "init_s": timings["init_s"], "train_s": timings["train_s"], "wall_s": timings["wall_s"],
         "images_per_s": timings["images_per_s"], "achieved_gflops": performance.get("achieved_gflops"),
-        "share_of_matmul": performance.get("share_of_matmul"), "mfu": performance.get("mfu"),
+        "share_of_matmul": performance.get("share_of_matmul"),
+        "mfu": mfu(performance.get("achieved_gflops"), performance.get("peak_tflops")),
         "precision": performance.get("precision"), "val_rmse_px": run["metrics"]["val_rmse_px"],
         "val_mae_px": run["metrics"]["val_mae_px"], "val_pck": run["metrics"]["val_pck"],
         "usd_per_hour": usd_per_hour, "price_date": run["cost"]["price_date"], "cost_usd": run["cost"]["usd"],
@@ -101,12 +103,10 @@ def _to_target(run, history, target_rmse_px, usd_per_hour):
 
 def datasheet_mfu(images_per_s, training_flops_per_image, instance, gpu_model, gpus):
     """MFU of a published row: its throughput against the datasheet peak of its devices."""
-    from kpbench.peaks import mfu
-
     if not images_per_s or not training_flops_per_image:
         return None
-    device = gpu_model if gpus else f"{instance} CPU"
-    return mfu(images_per_s * training_flops_per_image / 1e9, device, "float32", int(gpus) if gpus else 1)
+    peak = peak_for(device_entry(gpu_model if gpus else f"{instance} CPU"), "float32")
+    return mfu(images_per_s * training_flops_per_image / 1e9, peak * (int(gpus) if gpus else 1) if peak else None)
 
 
 def original_rows(path, reference):

@@ -16,6 +16,7 @@ from kpbench.contention import contended
 from kpbench.io import read_json
 from kpbench.layout import SOURCE_OURS
 from kpbench.metrics import METRICS
+from kpbench.peaks import mfu
 from kpbench.records import read_run
 from kpbench.scaling import scaling_analysis
 
@@ -112,6 +113,8 @@ def analyse(summary_path, run_paths, model_path, settings):
     for run, path in zip(runs, run_paths):
         run["folder"] = str(Path(path).parent)
         run["marks"] = run_marks(run, versions["majority"] if versions["mixed"] else None)
+        performance = run["performance"]  # one MFU rule for every record, older ones included
+        performance["mfu"] = mfu(performance.get("achieved_gflops"), performance.get("peak_tflops"))
     ours = [row for row in instances if row["source"] == SOURCE_OURS]
     scaling = scaling_analysis(pd.DataFrame(instances), runs, read_json(model_path)["trainable_parameters"],
                                settings["analysis"]["scaling_reference"])

@@ -10,6 +10,7 @@ from kpbench.hardware import FRAMEWORKS
 from kpbench.layout import BACKENDS, SOURCE_ORIGINAL, original_instance_type
 from kpbench.model import REFERENCE_MODEL
 from kpbench.records import run_model
+from kpbench.peaks import checked, float32_peak, mfu, resolve_hardware
 from kpbench.perf_model import device_peaks, ideal_epoch_s, machine, predict_seconds
 from kpbench.scaling import cluster_fits, prediction_latency
 
@@ -73,13 +74,12 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
             seconds, origin, model = float(record["train_s"]), "original study (2019 software)", models[REFERENCE_MODEL]
         else:
             run = ours[record["instance"]]
-            hardware = run["hardware"]
-            device = ", ".join(hardware["gpu_names"]) if hardware["gpu_count"] else hardware.get("cpu_model")
+            entry, count = measured_device(run)
             loopback = not BACKENDS[run["instance"]["backend"]].remote  # workers sharing this machine
-            count = hardware["gpu_count"] or hardware["cpu_cores"]
-            m = machine(device, count, record["precision"] or "float32", hardware["cpu_cores"], workers,
+            m = machine(entry["device"], count, record["precision"] or "float32", run["hardware"]["cpu_cores"], workers,
                         share=1.0 / workers if loopback else 1.0, bandwidth_bytes_s=sweeps.get(record["instance"]),
-                        link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
+                        link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]),
+                        entry=entry)
             seconds, origin, model = float(record["projected_train_s"]), TODAY, _model_of(run, models)
         rows.append(_row(record["instance"], origin, m, seconds, model, reference, latency))
     for run in extra_runs:
@@ -89,9 +89,8 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
             timings["train_step_images_per_s"], reference["train_images"], reference["epochs"],
             statistics.median(validation) * reference["validation_images"] / run["workload"]["validation_images"]
             if validation else 0.0)
-        m = machine(", ".join(hardware["gpu_names"]) or hardware["cpu_model"],
-                    hardware["gpu_count"] or hardware["cpu_cores"], run["performance"]["precision"],
-                    hardware["cpu_cores"])
+        entry, count = measured_device(run)
+        m = machine(entry["device"], count, run["performance"]["precision"], hardware["cpu_cores"], entry=entry)
         framework = (run.get("software") or {}).get("framework") or "tf"
         if framework not in SOFTWARE:
             raise KpbenchError(f"a measured run of {run['instance']['name']} names framework {framework!r}; "
@@ -108,6 +107,26 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
     return rows, latency
 
 
+def measured_device(run):
+    """A run of ours as the model sees its device, and how many units (GPUs or logical CPUs): its peaks
+    where kpbench.peaks resolves them soundly, else a device of its own whose roof is what the run
+    measured (its matmul FLOP/s; its copy bandwidth, or compute alone where none was recorded). A CPU's
+    memory roof is always the measured copy bandwidth where there is one."""
+    hardware, performance = run["hardware"], run["performance"]
+    entry = resolve_hardware(hardware)
+    units, matmul, copy = entry["units"], performance.get("matmul_gflops"), performance.get("copy_gbs")
+    roof = float32_peak(entry)
+    if not roof or checked(roof * units, matmul)[1]:
+        if not matmul:
+            raise KpbenchError(f"the run of {run['instance']['name']} has neither a sound peak for "
+                               f"{entry['device']!r} nor a measured matmul to stand for one")
+        entry = {**entry, "fp32": matmul / 1e3 / units, "tf32": None, "mixed": None, "kind": "measured",
+                 "source": f"its own measured matmul, {matmul:.0f} GFLOP/s ({entry['kind']} peak: {entry['source']})"}
+    if copy and (entry["class"] == "cpu" or not entry.get("mem_gbs")):
+        entry = {**entry, "mem_gbs": copy / units}
+    return entry, units
+
+
 def _absent(value):
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -121,14 +140,15 @@ def _row(name, origin, m, seconds, model, reference, latency):
     device_s, _, allreduce_s, detail = ideal_epoch_s(m, model["layers"], reference, model["trainable_parameters"],
                                                      latency)
     single = m["workers"] == 1 and m["replicas"] == 1
-    flops_s, _, _ = device_peaks(m["device"], m["per_replica"] * m["replicas"], m["precision"])
+    flops_s, _, _ = device_peaks(m["entry"], m["per_replica"] * m["replicas"], m["precision"])
     images_per_s = reference["train_images"] * reference["epochs"] / seconds
+    sound = m["entry"]["kind"] not in ("measured", "unknown")  # a measured roof is no peak: no MFU against it
     return {"name": name, "origin": origin, "machine": m, "single": single, "class": detail["class"],
             "measured_s": seconds, "ideal_s": reference["epochs"] * (device_s + allreduce_s),
             "efficiency": reference["epochs"] * device_s / seconds if single else None,
             "peak_flops_s": flops_s, "images_per_s": images_per_s,
             "model": model["name"], "flops_per_image": model["training_flops_per_image"],
-            "mfu": images_per_s * model["training_flops_per_image"] / flops_s}
+            "mfu": mfu(images_per_s * model["training_flops_per_image"] / 1e9, flops_s / 1e12) if sound else None}
 
 
 def naive_seconds(target, others):

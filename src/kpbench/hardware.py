@@ -12,6 +12,8 @@ import statistics
 import time
 from pathlib import Path
 
+from kpbench.machine_description import describe_cpu, describe_gpus, read_sources
+
 FRAMEWORKS = ("tf", "keras3-jax")
 PACKAGES = {"tf": ("tensorflow", "tf-keras", "numpy", "pandas", "kpbench"),
             "keras3-jax": ("keras", "jax", "jaxlib", "numpy", "pandas", "kpbench")}
@@ -35,50 +37,88 @@ def process_start_time():
 
 
 def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name as its OS reports it (a label; never used to recognise the device)."""
+    return describe_cpu(read_sources())["model_name"] or platform.processor() or platform.machine()
 
 
 def cpu_flags():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    """The CPU's ISA features that set FLOP per cycle, those it has (kpbench.machine_description)."""
+    return {feature for feature, present in describe_cpu(read_sources())["isa"].items() if present}
 
 
-def gpu_names(framework="tf"):
-    """The GPUs as the framework sees them (the driver's names, e.g. "NVIDIA H100 80GB HBM3")."""
+def framework_gpus(framework="tf"):
+    """The GPUs as the framework sees them: the driver's name, compute capability and, where the
+    framework tells it (JAX), the SM count."""
     if framework == "keras3-jax":
         import jax
 
-        return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
+        return [{"name": device.device_kind, "compute_capability": getattr(device, "compute_capability", None),
+                 "sm_count": getattr(device, "core_count", None)} for device in jax.devices() if device.platform == "gpu"]
     import tensorflow as tf
 
-    return [tf.config.experimental.get_device_details(device).get("device_name", device.name)
-            for device in tf.config.list_physical_devices("GPU")]
+    found = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        capability = details.get("compute_capability")
+        found.append({"name": details.get("device_name", device.name), "sm_count": None,
+                      "compute_capability": ".".join(map(str, capability)) if capability else None})
+    return found
+
+
+def gpu_names(framework="tf"):
+    """The GPUs' names as their driver reports them (e.g. "NVIDIA H100 80GB HBM3")."""
+    return [gpu["name"] for gpu in framework_gpus(framework)]
+
+
+def describe_gpus_seen(sources, framework):
+    """nvidia-smi's description of each GPU, completed by the framework's (compute capability, SMs);
+    a recorded description (KPBENCH_HARDWARE) stands alone."""
+    listed = describe_gpus(sources)
+    if sources.get("recorded"):
+        return listed
+    seen = framework_gpus(framework)
+    if not listed:
+        return [{"max_sm_clock_mhz": None, "memory_bytes": None, "driver": None, **gpu} for gpu in seen]
+    for gpu, other in zip(listed, seen):
+        gpu.update({key: value for key, value in other.items() if value is not None and not gpu.get(key)})
+    return listed
 
 
 def detect_hardware(framework="tf"):
-    """CPU model and cores, and the framework's view of the GPUs (name and count)."""
-    gpus = gpu_names(framework)
+    """What the run ran on, as measured (kpbench.machine_description): the CPU's ids, topology, ISA,
+    clocks, caches and memory, and each GPU's name, compute capability, SMs, clock and memory; the
+    summary fields (model name, logical cores, GPU names) beside them."""
+    sources = read_sources()
+    cpu, gpus = describe_cpu(sources), describe_gpus_seen(sources, framework)
     return {
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
+        "cpu_model": cpu["model_name"],
+        "cpu_cores": cpu["logical_cpus"] or os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "avx512_bf16": "avx512_bf16" in cpu_flags(),
+        "avx512_bf16": bool(cpu["isa"].get("avx512_bf16")),
+        "cpu": cpu,
         "gpu_count": len(gpus),
-        "gpu_names": gpus,
-        "machine": platform.machine(),
+        "gpu_names": [gpu["name"] for gpu in gpus],
+        "gpus": gpus,
+        "machine": cpu["architecture"] or platform.machine(),
         "os": platform.platform(),
+        "described_from": sources.get("recorded") or "this machine",
     }
+
+
+def copy_gbs(megabytes=256, repeats=5):
+    """This machine's memory-copy bandwidth in GB/s: bytes read plus written by a copy of an array far
+    larger than its caches (the median of `repeats`), the memory roof of a device with no datasheet."""
+    import numpy as np
+
+    source = np.ones(megabytes * 2 ** 20 // 4, dtype=np.float32)
+    target = np.empty_like(source)
+    np.copyto(target, source)  # pages touched
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        seconds.append(time.perf_counter() - start)
+    return 2 * source.nbytes / statistics.median(seconds) / 1e9
 
 
 def matmul_gflops(size=4096, repeats=3, framework="tf"):

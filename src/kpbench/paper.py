@@ -110,6 +110,39 @@ def mark(run):
     return Latex(f"$^{{{found}}}$" if found else "")
 
 
+def peak_label(run):
+    """The efficiency table's peak cell: GFLOP/s and origin, or the origin alone where it gave none."""
+    performance = run["performance"]
+    origin = performance.get("peak_origin") or "recorded by name"
+    peak = performance.get("peak_tflops")
+    return f"{peak * 1000:.0f} ({origin})" if peak and not performance.get("peak_note") else f"-- ({origin})"
+
+
+def run_peaks(runs):
+    """Each device the runs measured MFU against, once: its origin, source and any note on it."""
+    found = {}
+    for run in runs:
+        performance = run["performance"]
+        device = performance.get("peak_device") or run["hardware"].get("cpu_model")
+        found.setdefault(device, {"device": device, "origin": performance.get("peak_origin") or "named, not described",
+                                  "tflops": None if performance.get("peak_note") else performance.get("peak_tflops"),
+                                  "source": performance.get("peak_source") or "a peak looked up by the CPU's name "
+                                  "(recorded before kpbench described the hardware)", "note": performance.get("peak_note")})
+    return sorted(found.values(), key=lambda peak: str(peak["device"]))
+
+
+def cpu_label(run):
+    """The CPU as the run measured it: model name, ids, cores and the ISA features that set its peak."""
+    hardware = run["hardware"]
+    cpu = hardware.get("cpu")
+    if not cpu:
+        return f"{hardware.get('cpu_model')} ({hardware['cpu_cores']} logical cores)"
+    ids = ", ".join(f"{key} {cpu[key]}" for key in ("vendor", "family", "model") if cpu.get(key) is not None)
+    isa = " ".join(feature for feature, present in sorted(cpu["isa"].items()) if present) or "none recorded"
+    return (f"{cpu.get('model_name') or 'unnamed'} ({ids or 'no ids'}; {cpu.get('physical_cores')} cores, "
+            f"{cpu.get('logical_cpus')} logical; ISA {isa})")
+
+
 def quota_refusal(instance_type="p3.2xlarge", region="us-east-1"):
     """What kpbench tells a user whose account EC2 refuses a P instance, as the original study's was."""
     from botocore.exceptions import ClientError
@@ -127,7 +160,7 @@ def provenance(runs):
     all runs share (machine, system, software) stated once beside the table."""
     fields = {
         "Code": code_label,
-        "CPU": lambda run: f"{run['hardware'].get('cpu_model')} ({run['hardware']['cpu_cores']} logical cores)",
+        "CPU": cpu_label,
         "GPUs": lambda run: ", ".join(run["hardware"]["gpu_names"]) or "none",
         "Operating system": lambda run: run["hardware"].get("os"),
         "Software": lambda run: ", ".join(f"{name} {version}" for name, version in sorted(run["software"].items())),
@@ -175,6 +208,8 @@ def build_context(analysis_path, stats_path, model_path, settings, forward_fill_
         "code_versions": analysis["code_versions"],
         "commit": code_label({"code": code_version()}),  # the code that builds the paper
         "peaks": PEAKS,
+        "run_peaks": run_peaks(runs),
+        "peak_label": peak_label,
         "provenance": provenance(runs),
         "basis": basis,
         "mark": mark,

@@ -1,8 +1,8 @@
 """The performance model: what one training epoch of a model costs on a machine at efficiency 1.
 
 Per layer of the model's layer table (kpbench.model.layer_table), forward and backward FLOPs and
-bytes moved; a roofline per layer against the device's datasheet peaks (kpbench.peaks) for the
-precision used; the host-side input pipeline as its own term; several replicas add a ring
+bytes moved; a roofline per layer against the device's peaks (kpbench.peaks: a datasheet's, derived,
+or a measured run's own matmul and copy bandwidth) for the precision used; the host-side input pipeline as its own term; several replicas add a ring
 all-reduce of the float32 gradients (kpbench.scaling). kpbench.predict calibrates its efficiency.
 """
 
@@ -10,7 +10,7 @@ import math
 
 from kpbench import KpbenchError
 from kpbench.kaggle_format import IMAGE_SIZE
-from kpbench.peaks import device_entry
+from kpbench.peaks import device_entry, peak_for
 from kpbench.scaling import BYTES_PER_GRADIENT, ring_allreduce_s
 
 # FLOPs per output element of the element-wise layers layer_table counts as zero.
@@ -55,15 +55,18 @@ def layer_costs(layers, batch_size, precision="float32", input_shape=(IMAGE_SIZE
     return rows
 
 
-def device_peaks(device, count, precision):
-    """(FLOP/s, bytes/s, class) of `count` such devices at `precision` (mixed falls back to FP32
-    where a device has no faster path)."""
-    entry = device_entry(device)
-    if entry is None or entry.get("mem_gbs") is None:
-        raise KpbenchError(f"kpbench.peaks has no peak and bandwidth for device {device!r}")
-    tflops = entry["fp32"] if precision == "float32" else (entry["mixed"] or entry["fp32"])
-    mode = "fp32" if precision == "float32" or not entry["mixed"] else "mixed"
-    return tflops * 1e12 * count, entry["mem_gbs"] * 1e9 * count, f"{entry['class']}/{mode}"
+def device_peaks(entry, count, precision):
+    """(FLOP/s, bytes/s, class) of `count` units of a device (a kpbench.peaks entry) at `precision`,
+    by kpbench.peaks.peak_for; bytes/s is None where the device's memory bandwidth is unknown."""
+    tflops = peak_for(entry, precision)
+    if tflops is None:
+        raise KpbenchError(f"no peak FLOP/s for device {(entry or {}).get('device')!r}")
+    if precision == "float32" or not entry.get("mixed"):
+        mode = "tf32" if entry.get("tf32") else "fp32"
+    else:
+        mode = "mixed"
+    memory = entry.get("mem_gbs")
+    return tflops * 1e12 * count, memory * 1e9 * count if memory else None, f"{entry['class']}/{mode}"
 
 
 def roofline(costs_rows, flops_s, bytes_s):
@@ -72,7 +75,8 @@ def roofline(costs_rows, flops_s, bytes_s):
     for row in costs_rows:
         result = {"name": row["name"], "type": row["type"]}
         for phase in ("forward", "backward"):
-            compute, memory = row[f"{phase}_flops"] / flops_s, row[f"{phase}_bytes"] / bytes_s
+            compute = row[f"{phase}_flops"] / flops_s
+            memory = row[f"{phase}_bytes"] / bytes_s if bytes_s else 0.0  # bandwidth unknown: compute roof only
             result[f"{phase}_s"] = max(compute, memory)
             result[f"{phase}_bound"] = "compute" if compute >= memory else "memory"
         result["intensity"] = ((row["forward_flops"] + row["backward_flops"])
@@ -82,12 +86,16 @@ def roofline(costs_rows, flops_s, bytes_s):
 
 
 def machine(device, devices, precision, vcpus, workers=1, share=1.0, replicas=None,
-            link_gbps=None, bandwidth_bytes_s=None):
+            link_gbps=None, bandwidth_bytes_s=None, entry=None):
     """A machine as the model sees it: `devices` of `device` (vCPUs for a CPU; `share` of them when
-    workers split one machine), each GPU a replica; links for the all-reduce between replicas."""
-    entry = device_entry(device) or {}
+    workers split one machine), each GPU a replica; links for the all-reduce between replicas. The
+    device's peaks are `entry` (a measured run's, kpbench.calibration.measured_device), else the
+    catalogue's entry of that name."""
+    entry = entry or device_entry(device)
+    if entry is None:
+        raise KpbenchError(f"kpbench.peaks has no catalogue device {device!r}")
     is_cpu = (entry.get("class") or "").startswith("cpu")
-    return {"device": device, "devices": devices, "precision": precision, "vcpus": vcpus, "workers": workers,
+    return {"device": device, "entry": entry, "devices": devices, "precision": precision, "vcpus": vcpus, "workers": workers,
             "share": share, "replicas": replicas or (workers if is_cpu else devices * workers),
             "per_replica": devices * share if is_cpu else 1, "link_gbps": link_gbps,
             "bandwidth_bytes_s": bandwidth_bytes_s}
@@ -97,7 +105,7 @@ def ideal_epoch_s(m, layers, workload, parameters, latency_s=0.0):
     """One epoch at efficiency 1: (device seconds, input-pipeline seconds, all-reduce seconds,
     details); only the device part scales with the efficiency."""
     batch = int(workload["batch_size"])
-    flops_s, bytes_s, klass = device_peaks(m["device"], m["per_replica"], m["precision"])
+    flops_s, bytes_s, klass = device_peaks(m["entry"], m["per_replica"], m["precision"])
     table = roofline(layer_costs(layers, batch, m["precision"]), flops_s, bytes_s)
     train_image_s = sum(r["forward_s"] + r["backward_s"] for r in table)
     val_image_s = sum(r["forward_s"] for r in table if r["name"] != "optimizer")

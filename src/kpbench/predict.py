@@ -28,6 +28,7 @@ from kpbench.calibration import (TODAY, band_for, calibrate, device_spread, erro
 from kpbench.layout import MEASURED_MODEL_FILE, RUN_DIR, SOURCE_OURS
 from kpbench.model import REFERENCE_MODEL
 from kpbench.records import run_model
+from kpbench.peaks import device_entry, mfu
 from kpbench.perf_model import device_peaks, layer_costs, machine, predict_seconds, roofline
 CATALOGUE_COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
                      "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
@@ -53,19 +54,19 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
     for entry in catalogue:
         m = machine(entry["device"], entry["devices"], precision, entry["vcpus"],
                     link_gbps=entry["interconnect_gbps"] or entry["network_gbps"])
-        efficiency, level, _ = calibrate(rows, device_peaks(m["device"], 1, precision)[2], TODAY)
+        efficiency, level, _ = calibrate(rows, device_peaks(m["entry"], 1, precision)[2], TODAY)
         seconds, detail = predict_seconds(m, layers, workload, parameters, efficiency, latency)
         band = band_for(results, detail["class"])
         per_epoch = seconds / workload["epochs"]
         to_target = per_epoch * epochs_to_target if epochs_to_target else None
         price = entry["usd_per_hour"]
         images_per_s = workload["train_images"] * workload["epochs"] / seconds
-        peak_flops_s = device_peaks(m["device"], m["per_replica"] * m["replicas"], precision)[0]
+        peak_flops_s = device_peaks(m["entry"], m["per_replica"] * m["replicas"], precision)[0]
         out.append({
             "instance_type": entry["instance_type"], "status": entry["status"], "device": entry["device"],
             "devices": entry["devices"], "vcpus": entry["vcpus"], "class": detail["class"],
             "calibrated_from": level, "efficiency": efficiency, "host_bound": detail["host_bound"],
-            "images_per_s": images_per_s, "mfu": images_per_s * training_flops_per_image / peak_flops_s,
+            "images_per_s": images_per_s, "mfu": mfu(images_per_s * training_flops_per_image / 1e9, peak_flops_s / 1e12),
             "train_s": seconds, "train_s_low": seconds / band, "train_s_high": seconds * band,
             "band": band, "usd_per_hour": price, "cost_usd": costs.run_cost_usd(seconds, price),
             "cost_usd_high": costs.run_cost_usd(seconds * band, price),
@@ -195,7 +196,7 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
                                   precision, target_epochs, latency, model["training_flops_per_image"])
     rooflines = {}
     for device, count in (("AMD EPYC Zen 4 vCPU", 2), ("Tesla T4", 1)):
-        flops_s, bytes_s, _ = device_peaks(device, count, "float32")
+        flops_s, bytes_s, _ = device_peaks(device_entry(device), count, "float32")
         rooflines[device] = {"devices": count, "flops_s": flops_s, "bytes_s": bytes_s,
                              "layers": roofline(layer_costs(layers, int(workload["batch_size"])), flops_s, bytes_s)}
     return {"workload": workload, "reference": reference, "precision": precision, "software": TODAY,

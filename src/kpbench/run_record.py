@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from kpbench import costs
-from kpbench.hardware import detect_hardware, matmul_gflops, package_versions
+from kpbench.hardware import copy_gbs, detect_hardware, matmul_gflops, package_versions
 from kpbench.io import write_json
 from kpbench.layout import RUN_FILES
 from kpbench.metrics import KERAS_COLUMNS, METRICS
 from kpbench.layout import BACKENDS
-from kpbench.peaks import DRIVER_NAMES, mfu, peak_tflops
+from kpbench.peaks import checked, device_entry, float32_peak, mfu, peak_for, resolve_hardware
 
 HISTORY_COLUMNS = ["epoch", "elapsed_s", "epoch_s", "validation_s", *KERAS_COLUMNS]
 
@@ -59,37 +59,43 @@ def steady_step_images_per_s(step_s, batch_sizes):
     return sum(size for size, _ in steady) / sum(step for _, step in steady)
 
 
-def peak_device(instance, hardware):
-    """What MFU is measured against, and how many of it: the row's named peak device or its GPUs;
-    on a machine without GPUs its CPU, whose catalogue entries are per vCPU (every core of the
-    machine: loopback workers share them, each EC2 worker brings its own machine)."""
+def machine_peak(instance, hardware, precision, matmul):
+    """What MFU is measured against: the peak of the devices the run measured it ran on
+    (kpbench.peaks.resolve_hardware), or the catalogue device the instance row names as
+    `peak_device`, times how many (every core of the machine: loopback workers share them; each EC2
+    worker brings its own machine and GPUs). Checked against the matmul one machine measured."""
     workers = int(instance["workers"])
-    if instance.get("peak_device") or instance.get("gpu_model"):
-        count = max(1, int(instance["gpus"])) if instance.get("gpu_model") else 1
-        return instance.get("peak_device") or instance["gpu_model"], count * workers
     machines = workers if BACKENDS[instance["backend"]].remote else 1
-    device = hardware["cpu_model"]
-    per_vcpu = DRIVER_NAMES.get(device, device or "").endswith(" vCPU")
-    return device, (hardware["cpu_cores"] if per_vcpu else 1) * machines
+    entry = resolve_hardware(hardware)
+    units = entry["units"]
+    if instance.get("peak_device"):
+        entry = {**device_entry(instance["peak_device"]), "device": instance["peak_device"], "kind": "configured"}
+        units = hardware["cpu_cores"] if instance["peak_device"].endswith(" vCPU") else 1
+    roof = float32_peak(entry)
+    _, note = checked(roof * units if roof else None, matmul)
+    per_unit = None if note else peak_for(entry, precision)
+    return {"peak_device": entry["device"], "peak_origin": entry["kind"], "peak_source": entry["source"],
+            "peak_note": note, "peak_tflops": per_unit * units * machines if per_unit else None}
 
 
 def model_flops_utilisation(instance, hardware, training, framework, train_step_images_per_s,
                             training_flops_per_image):
-    """Achieved GFLOP/s of the training step, against this machine's measured matmul peak and,
-    where the catalogue has it, the datasheet peak of the devices it ran on (MFU)."""
+    """Achieved GFLOP/s of the training step, against this machine's measured matmul and copy
+    bandwidth and against the peak of the devices it ran on (MFU; blank where that peak is unknown or
+    wrong)."""
     precision = training["precision"]
     achieved = train_step_images_per_s * training_flops_per_image / 1e9
     matmul = matmul_gflops(int(training["peak_matmul_size"]), framework=framework)
-    device, count = peak_device(instance, hardware)
+    peak = machine_peak(instance, hardware, precision, matmul)
     return {
         "precision": precision,
         "training_flops_per_image": training_flops_per_image,
         "achieved_gflops": achieved,
         "matmul_gflops": matmul,
+        "copy_gbs": copy_gbs(),
         "share_of_matmul": achieved / matmul,
-        "peak_device": device,
-        "peak_tflops": peak_tflops(device, precision, count),
-        "mfu": mfu(achieved, device, precision, count),
+        **peak,
+        "mfu": mfu(achieved, peak["peak_tflops"]),
     }
 
 

@@ -16,6 +16,7 @@ from kpbench import KpbenchError
 from kpbench.layout import BACKENDS, REMOTE_BACKENDS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+CATALOGUE = SCHEMA.with_name("catalogue.csv")
 
 
 def merged_config(paths):
@@ -94,9 +95,25 @@ def check(config, launching=True):
         if not row.get("instance_type"):
             raise KpbenchError(f"config: instance {row['name']} (backend {row['backend']}) needs instance_type")
     _check_measured_as(config)
+    _price_stand_ins(config)
     if launching and remote and not config["aws"]["bucket"]:
         raise KpbenchError(f"config: instance(s) {', '.join(row['name'] for row in remote)} run on EC2 and need "
                            "aws.bucket (an S3 bucket for code, data and results); see config/aws.yaml")
+
+
+def _price_stand_ins(config):
+    """Local rows with `stand_in` take the price of the catalogue type that stands in for this machine
+    (kpbench.stand_in), described as every run describes it (kpbench.machine_description)."""
+    rows = [row for row in config["instances"] if row.get("stand_in") and not BACKENDS[row["backend"]].remote]
+    if not rows:
+        return
+    from kpbench.machine_description import describe_cpu, read_sources
+    from kpbench.stand_in import stand_in_price
+
+    cpu = describe_cpu(read_sources())
+    for row in rows:
+        vcpus = cpu["logical_cpus"] or int(row.get("vcpus") or 1)
+        row["usd_per_hour"], row["price_date"], row["price_source"] = stand_in_price(row, cpu, vcpus, CATALOGUE)
 
 
 def _check_measured_as(config):
