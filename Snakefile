@@ -23,6 +23,7 @@ if not CAMPAIGN:
     include: "rules/forward_fill.smk"
 
 
+include: "rules/original_study.smk"
 include: "rules/analyse.smk"
 include: "rules/predict.smk"
 include: "rules/figures.smk"

@@ -9,6 +9,7 @@ rule render_figures:
         predictions=RUN_FILES["predictions.npz"],
         forward_fill=FORWARD_FILL,
         predicted=f"{PREDICTIONS}.json",
+        original_epochs="config/original_study_epochs.csv",
     output:
         [report(path, category="Figures") for path in FIGURE_FILES],
     conda:
@@ -20,4 +21,5 @@ rule render_figures:
     shell:
         "python -m kpbench figures --analysis {input.analysis} --samples {input.samples}"
         " --histories {input.histories} --predictions-files {input.predictions}"
-        " --forward-fill {input.forward_fill} --predictions {input.predicted} --out paper/build/figures > {log} 2>&1"
+        " --forward-fill {input.forward_fill} --predictions {input.predicted}"
+        " --original-epochs {input.original_epochs} --out paper/build/figures > {log} 2>&1"

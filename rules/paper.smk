@@ -28,6 +28,8 @@ rule render_tex:
         model=f"{RESULTS}/model.json",
         forward_fill=FORWARD_FILL,
         predicted=f"{PREDICTIONS}.json",
+        original_runs="config/original_study_runs.json",
+        original_epochs="config/original_study_epochs.csv",
     output:
         TEX_FILES,
     params:
@@ -41,6 +43,7 @@ rule render_tex:
     shell:
         "python -m kpbench paper --analysis {input.analysis} --stats {input.stats} --model {input.model}"
         " --forward-fill {input.forward_fill} --predictions {input.predicted} --settings {params.settings:q}"
+        " --original-runs {input.original_runs} --original-epochs {input.original_epochs}"
         " --templates paper/templates"
         " --out paper/build > {log} 2>&1"
 

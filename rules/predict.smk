@@ -16,6 +16,7 @@ rule predict:
         measured_models=MEASURED_MODELS,
         catalogue="config/catalogue.csv",
         original=config["original_study"]["csv"],
+        original_logs="config/original_study_runs.json",
     output:
         json=f"{PREDICTIONS}.json",
         csv=f"{PREDICTIONS}.csv",
@@ -30,4 +31,5 @@ rule predict:
     shell:
         "python -m kpbench predict --settings {params.settings:q} --summary {input.summary}"
         " --model {input.model} --original-model {input.original_model} --runs {input.runs} --measured {input.measured}"
-        " --catalogue {input.catalogue} --out {output.json} --csv {output.csv} > {log} 2>&1"
+        " --catalogue {input.catalogue} --original-logs {input.original_logs}"
+        " --out {output.json} --csv {output.csv} > {log} 2>&1"

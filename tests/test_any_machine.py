@@ -86,6 +86,7 @@ def test_a_cpu_with_no_name_and_unknown_ids_is_derived_from_its_flags_at_its_nom
 
 
 @pytest.mark.parametrize("folder, name, device, memory_gib", [
+    ("gpu-t4", "Tesla T4", "Tesla T4", 14.75),
     ("gpu-h100", "NVIDIA H100 80GB HBM3", "NVIDIA H100", 79.6),
     ("gpu-a10g", "NVIDIA A10G", "NVIDIA A10G", 22.5),
     ("gpu-rtx6000ada", "NVIDIA RTX 6000 Ada Generation", None, 48.0),
@@ -201,7 +202,7 @@ GROUPS = {
     "x86 and Arm servers": (("xeon-amx", "xeon-avx2", "epyc", "neoverse-v1"), {"derived"}),
     "a laptop, a nameless CPU and GPUs with and without a datasheet": (
         ("apple-m2", None, "gpu-rtx6000ada", "gpu-h100"), {"derived", "unknown", "datasheet"}),
-    "a GPU by its table and full query": (("gpu-a10g", "gpu-a10g", "gpu-h100", "gpu-rtx6000ada"),
+    "a GPU by its table and full query": (("gpu-a10g", "gpu-t4", "gpu-h100", "gpu-rtx6000ada"),
                                           {"datasheet", "unknown"}),
 }
 

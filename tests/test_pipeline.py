@@ -70,7 +70,7 @@ def test_rebuilding_from_the_same_results_is_byte_identical(tree):
     before = {path: path.read_bytes() for path in generated}
     snakemake(tree, "--cores", "1", "paper", "--forcerun", "render_figures", "render_tex",
               "--configfile", "tiny.yaml")
-    assert len(before) == 11 + 12
+    assert len(before) == 13 + 13
     for path, content in before.items():
         assert path.read_bytes() == content, f"{path.name} changed on rebuild"
 

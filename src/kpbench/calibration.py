@@ -47,15 +47,13 @@ def calibrate(rows, klass, stack=None):
     raise KpbenchError("no measured single-machine row to calibrate on")
 
 
-def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=None):
-    """Every measured row as the model sees it, with its measured seconds for the reference
-    workload (the original study's: its published train_s; ours projected from the steady-state
-    step rate and measured validation rate, as the summary does) and its ideal seconds, each for
-    the model it trained (`models`: name → description; the original study's rows trained its CNN).
-    The original study's clusters all-reduce over their type's guaranteed bandwidth
-    (`baseline_gbps`, by type, from the catalogue) where it is known: its table gives the "up to"
-    burst, which an instance sustains only while its network credits last (AWS EC2 User Guide,
-    "Amazon EC2 instance network bandwidth")."""
+def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=None, logged=None):
+    """Every measured row as the model sees it: its measured seconds for the reference workload
+    (ours projected from the steady step rate and validation rate, as the summary does; the original
+    study's as _original_measurement says) and its ideal seconds, each for the model it trained.
+    The original study's clusters all-reduce over their type's guaranteed bandwidth (`baseline_gbps`,
+    from the catalogue): its table gives the "up to" burst, which an instance sustains only while
+    its network credits last (AWS EC2 User Guide, "Amazon EC2 instance network bandwidth")."""
     fits = cluster_fits(runs)
     latency, _ = prediction_latency(fits)
     sweeps = {f["instance"]: f["bandwidth_bytes_s"] for f in fits if f["bandwidth_resolved"]}
@@ -71,7 +69,8 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
             link = (baseline_gbps or {}).get(original_instance_type(record["instance"])) or (
                 None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
             m = machine(device, max(gpus // workers, 1), "float32", int(record["vcpus"]), workers, link_gbps=link)
-            seconds, origin, model = float(record["train_s"]), "original study (2019 software)", models[REFERENCE_MODEL]
+            seconds, model = _original_measurement(record, (logged or {}).get(record["instance"]), models, reference)
+            origin = "original study (2019 software)"
         else:
             run = ours[record["instance"]]
             entry, count = measured_device(run)
@@ -107,6 +106,27 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
     return rows, latency
 
 
+def _original_measurement(record, facts, models, reference):
+    """An original-study row's measured seconds and model: its steady epochs and its log's model where
+    its log was parsed, else its published training time and the reference CNN."""
+    if not facts:
+        return float(record["train_s"]), models[REFERENCE_MODEL]
+    return facts["steady_epoch_s"] * reference["epochs"], logged_model(facts, models)
+
+
+def logged_model(facts, models):
+    """The model an original-study log summarises: the reference CNN where its layers are the
+    reference's (type, output shape and parameters, layer by layer; Keras named them differently),
+    else a model of its own (the study's clusters trained one more Dense layer)."""
+    from kpbench.original_logs import log_model
+
+    described = log_model(facts, f"{facts['instance']} (its log's model)")
+    reference = models[REFERENCE_MODEL]["layers"]
+    same = [(l["type"], list(l["output_shape"]), l["parameters"]) for l in described["layers"]] == \
+        [(l["type"], list(l["output_shape"]), l["parameters"]) for l in reference]
+    return models[REFERENCE_MODEL] if same else described
+
+
 def measured_device(run):
     """A run of ours as the model sees its device, and how many units (GPUs or logical CPUs): its peaks
     where kpbench.peaks resolves them soundly, else a device of its own whose roof is what the run
@@ -120,7 +140,9 @@ def measured_device(run):
         if not matmul:
             raise KpbenchError(f"the run of {run['instance']['name']} has neither a sound peak for "
                                f"{entry['device']!r} nor a measured matmul to stand for one")
-        entry = {**entry, "fp32": matmul / 1e3 / units, "tf32": None, "mixed": None, "kind": "measured",
+        # A mixed-precision run keeps to the mixed-precision class, against the one roof measured (FP32).
+        mixed = matmul / 1e3 / units if performance.get("precision", "float32") != "float32" else None
+        entry = {**entry, "fp32": matmul / 1e3 / units, "tf32": None, "mixed": mixed, "kind": "measured",
                  "source": f"its own measured matmul, {matmul:.0f} GFLOP/s ({entry['kind']} peak: {entry['source']})"}
     if copy and (entry["class"] == "cpu" or not entry.get("mem_gbs")):
         entry = {**entry, "mem_gbs": copy / units}
@@ -147,7 +169,7 @@ def _row(name, origin, m, seconds, model, reference, latency):
             "measured_s": seconds, "ideal_s": reference["epochs"] * (device_s + allreduce_s),
             "efficiency": reference["epochs"] * device_s / seconds if single else None,
             "peak_flops_s": flops_s, "images_per_s": images_per_s,
-            "model": model["name"], "flops_per_image": model["training_flops_per_image"],
+            "model": model["name"], "described": model, "flops_per_image": model["training_flops_per_image"],
             "mfu": mfu(images_per_s * model["training_flops_per_image"] / 1e9, flops_s / 1e12) if sound else None}
 
 
@@ -190,7 +212,7 @@ def _predicted(target, others, models, reference, latency):
                            f"predict {target['name']} from")
     efficiency, level, used = calibrate(others, target["class"], target["origin"])
     assert target["name"] not in used
-    model = models[target["model"]]
+    model = target["described"]
     predicted, detail = predict_seconds(target["machine"], model["layers"], reference, model["trainable_parameters"],
                                         efficiency, latency)
     naive = naive_seconds(target, others)

@@ -95,14 +95,16 @@ def _figures(args):
     from kpbench.figures import render_all
 
     render_all(args.analysis, args.samples, args.histories, args.predictions_files, args.out,
-               forward_fill_path=args.forward_fill, predictions_path=args.predictions)
+               forward_fill_path=args.forward_fill, predictions_path=args.predictions,
+               original_epochs_path=args.original_epochs)
 
 
 def _paper(args):
     from kpbench.paper import build_context, render
 
     context = build_context(args.analysis, args.stats, args.model, json.loads(args.settings),
-                            forward_fill_path=args.forward_fill, predictions_path=args.predictions)
+                            forward_fill_path=args.forward_fill, predictions_path=args.predictions,
+                            original_runs_path=args.original_runs, original_epochs_path=args.original_epochs)
     for path in render(args.templates, args.out, context):
         print(path)
 
@@ -197,6 +199,7 @@ def _analysis_commands(commands):
     p.add_argument("--forward-fill", nargs="?", type=Path,
                    help="results/forward_fill.json (absent from campaigns stored before it existed)")
     p.add_argument("--predictions", type=Path, help="predictions.json of `kpbench predict`")
+    p.add_argument("--original-epochs", type=Path, help="config/original_study_epochs.csv (rule original_logs)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_figures)
 
@@ -207,6 +210,8 @@ def _analysis_commands(commands):
     p.add_argument("--forward-fill", nargs="?", type=Path,
                    help="results/forward_fill.json (absent from campaigns stored before it existed)")
     p.add_argument("--predictions", type=Path, help="predictions.json of `kpbench predict`")
+    p.add_argument("--original-runs", type=Path, help="config/original_study_runs.json (rule original_logs)")
+    p.add_argument("--original-epochs", type=Path, help="config/original_study_epochs.csv (rule original_logs)")
     p.add_argument("--settings", required=True, help="configuration the text cites, as JSON")
     p.add_argument("--templates", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)

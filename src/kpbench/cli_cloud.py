@@ -16,7 +16,7 @@ def _predicted(config, args):
                                                    args.original_model)
     return predictions(summary, models, args.runs if args.runs is not None else runs, args.measured,
                        args.catalogue, configured_workload(config), reference,
-                       config["training"]["precision"])
+                       config["training"]["precision"], args.original_logs)
 
 
 def _predict(args):
@@ -136,6 +136,9 @@ def _prediction_inputs(p):
                    help=f"further measured run.json files, each with its model's {MEASURED_MODEL_FILE} beside it "
                         f"(default: {MEASURED_RUNS})")
     p.add_argument("--catalogue", type=Path, default=Path("config/catalogue.csv"))
+    p.add_argument("--original-logs", type=Path, default=Path("config/original_study_runs.json"),
+                   help="the original study's runs as its logs show them (rule original_logs); the published "
+                        "totals stand in where it is absent")
 
 
 def add_commands(commands):

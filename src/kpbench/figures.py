@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from kpbench import figures_analysis as drawn_analysis, figures_results as drawn_results
+from kpbench import figures_analysis as drawn_analysis, figures_original as drawn_original
+from kpbench import figures_results as drawn_results
 from kpbench.io import read_json
 from kpbench.layout import FIGURES
 
-DRAW = {name: getattr(drawn_results, name, None) or getattr(drawn_analysis, name) for name in FIGURES}
+DRAW = {name: next(getattr(module, name) for module in (drawn_results, drawn_analysis, drawn_original)
+                   if hasattr(module, name)) for name in FIGURES}
 
 
 def _run_files(analysis, paths):
@@ -21,7 +23,7 @@ def _run_files(analysis, paths):
 
 
 def render_all(analysis_path, samples_path, history_paths, prediction_paths, out_dir, forward_fill_path=None,
-               predictions_path=None):
+               predictions_path=None, original_epochs_path=None):
     """Every figure of the paper; our repeated runs appear as olympic means with their spread as error
     bars, and the predictions figure shows the analysis's best run."""
     analysis, out_dir = read_json(analysis_path), Path(out_dir)
@@ -29,6 +31,7 @@ def render_all(analysis_path, samples_path, history_paths, prediction_paths, out
     histories = {key: pd.read_csv(path) for key, path in _run_files(analysis, history_paths).items()}
     best = analysis["best_run"]
     predicted = read_json(predictions_path) if predictions_path else None
+    logged = pd.read_csv(original_epochs_path) if original_epochs_path else None
     inputs = {
         "sample_faces": samples_path,
         "predictions": _run_files(analysis, prediction_paths)[(best["instance"], best["repeat"])] if best else None,
@@ -41,6 +44,8 @@ def render_all(analysis_path, samples_path, history_paths, prediction_paths, out
         "predicted_measured": predicted,
         "roofline": predicted,
         "rent_pareto": predicted,
+        "original_curves": logged,
+        "original_epoch_times": logged,
     }
     for name, draw in DRAW.items():
         draw(inputs[name], out_dir / f"{name}.pdf")

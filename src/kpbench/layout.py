@@ -54,7 +54,7 @@ MEASURED_MODEL_FILE = "model.json"
 # The paper's figures (paper/build/figures/<name>.pdf), each drawn by kpbench.figures' function of
 # that name.
 FIGURES = ("sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling", "allreduce",
-           "forward_fill", "predicted_measured", "roofline", "rent_pareto")
+           "forward_fill", "predicted_measured", "roofline", "rent_pareto", "original_curves", "original_epoch_times")
 
 
 def run_dir(results, instance, repeat):

@@ -178,7 +178,7 @@ def provenance(runs):
 
 
 def build_context(analysis_path, stats_path, model_path, settings, forward_fill_path=None,
-                  predictions_path=None):
+                  predictions_path=None, original_runs_path=None, original_epochs_path=None):
     """Everything the templates print: the analysis (kpbench.analysis), the dataset's statistics,
     the model and the configuration (the forward-fill measurement is None where a stored campaign
     predates it; so are the predictions where none were made)."""
@@ -218,7 +218,20 @@ def build_context(analysis_path, stats_path, model_path, settings, forward_fill_
         "quota_refusal": quota_refusal(),
         "forward_fill": read_json(forward_fill_path) if forward_fill_path else None,
         "rent_today": read_json(predictions_path) if predictions_path else None,
+        "logged": _logged(original_runs_path, original_epochs_path, analysis, model_path, settings),
     }
+
+
+def _logged(runs_path, epochs_path, analysis, model_path, settings):
+    """The original study's runs as their logs show them (None where no parsed logs were given)."""
+    if not runs_path or not epochs_path:
+        return None
+    from kpbench.original_logs import log_report
+
+    published = {row["instance"]: row for row in analysis["instances"] if row["source"] == SOURCE_ORIGINAL}
+    rows = log_report(runs_path, epochs_path, published, read_json(model_path)["layers"],
+                      settings["analysis"]["target_rmse_px"])
+    return {"rows": rows, "by_instance": {row["instance"]: row for row in rows}}
 
 
 def render(template_dir, out_dir, context):

@@ -156,6 +156,6 @@ def resolve_hardware(hardware):
         return {"device": hardware.get("cpu_model") or "unknown CPU", "fp32": None, "mixed": None, "mem_gbs": None,
                 "class": "cpu", "kind": "unknown", "units": units,
                 "source": "recorded before kpbench described the hardware it ran on"}
-    whole = cpu_peak(cpu)
+    whole = cpu_peak({**cpu, "model_name": cpu.get("model_name") or hardware.get("cpu_model")})
     per_unit = {key: (whole[key] / units if whole[key] else None) for key in ("fp32", "mixed")}
     return {**whole, **per_unit, "mem_gbs": None, "class": "cpu", "units": units}

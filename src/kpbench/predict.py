@@ -27,6 +27,7 @@ from kpbench.calibration import (TODAY, band_for, calibrate, device_spread, erro
                                  measured_rows)
 from kpbench.layout import MEASURED_MODEL_FILE, RUN_DIR, SOURCE_OURS
 from kpbench.model import REFERENCE_MODEL
+from kpbench.original_logs import distribution_check, read_runs
 from kpbench.records import run_model
 from kpbench.peaks import device_entry, mfu
 from kpbench.perf_model import device_peaks, layer_costs, machine, predict_seconds, roofline
@@ -175,9 +176,10 @@ def _with_measured_models(models, paths, runs):
 
 
 def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
-                precision="float32"):
+                precision="float32", original_logs=None):
     """Everything `kpbench predict`, `plan`, the figures and the paper show (predictions.json), for
-    the workload's model; measured rows are modelled with the model each of them trained."""
+    the workload's model; measured rows are modelled with the model each of them trained, the
+    original study's as its logs show (`original_logs`: config/original_study_runs.json)."""
     from kpbench.aggregate import by_instance
     from kpbench.records import read_run
 
@@ -189,7 +191,8 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     models = _with_measured_models(models, extra_run_paths, extra_runs)
     machines = read_catalogue(catalogue_path)
     baseline_gbps = {entry["instance_type"]: entry["network_gbps"] for entry in machines if entry["network_gbps"]}
-    rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference, baseline_gbps)
+    logged = read_runs(original_logs) if original_logs and Path(original_logs).is_file() else {}
+    rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference, baseline_gbps, logged)
     results = leave_one_out(rows, models, reference, latency)
     target_epochs = epochs_to_target(summary)
     catalogue = predict_catalogue(machines, rows, results, layers, parameters, workload,
@@ -204,7 +207,9 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
                               if (spread := device_spread(results, klass)) is not None},
             "epochs_to_target": target_epochs, "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
-            "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths]}
+            "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths],
+            "original_logs": str(original_logs) if logged else None,
+            "distribution": distribution_check(logged, baseline_gbps, latency)}
 
 
 def ranked(catalogue, key):
