@@ -19,12 +19,14 @@ alone; the first step (graph tracing) is in the seconds but not in the per-step 
 """
 
 import gzip
+import json
 import re
 from pathlib import Path
 
 from kpbench import KpbenchError
 
 _SHAPE = re.compile(r"\((\d+(?:, \d+)*)\)")
+_SHAPES_LINE = re.compile(r"\s*(?:\(\d+(?:, \d+)*\)\s*)+")  # "(7049, 96, 96, 1)" or two on one line
 _EPOCH = re.compile(r"^Epoch (\d+)/(\d+)\s*$")
 _FINAL = re.compile(r"^\s*(\d+)/(\d+) \[=+\] - (\d+)s (\d+)(us|ms|s)/step((?: - \w+: [-+.\deE]+(?:nan|inf)?)+)\s*$")
 _EVALUATE = re.compile(r"^(\d+)/(\d+) - (\d+)s((?: - \w+: [-+.\deE]+)+) - (\d+)s/epoch - (\d+)(us|ms|s)/step\s*$")
@@ -112,8 +114,6 @@ def parse_log(text, source="<log>"):
         elif "[" in line and "/step" not in last and epoch is not None:
             continue  # an epoch's progress updates before its final one
         elif line.startswith('{"cluster"'):
-            import json
-
             try:
                 found["tf_config"] = json.loads(line)
             except ValueError:
@@ -133,8 +133,7 @@ def parse_log(text, source="<log>"):
         elif (evaluation := _EVALUATE.match(last)) is not None:
             found["evaluation"] = {"steps": int(evaluation.group(1)), "seconds": int(evaluation.group(3)),
                                    **_metrics(evaluation.group(4))}
-        elif _SHAPE.fullmatch(line.strip().split(" ")[0] if line.strip() else "x") or re.fullmatch(
-                r"(\(\d+(?:, \d+)*\)\s*)+", line.strip()):
+        elif _SHAPES_LINE.fullmatch(line):
             found["shapes"] += [[int(d) for d in shape.split(", ")] for shape in _SHAPE.findall(line)]
     if epoch is not None and "seconds" not in epoch:
         reader.fail(f"epoch {epoch['epoch']} has no final progress line: the log is truncated", epoch["line"])

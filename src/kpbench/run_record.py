@@ -66,11 +66,12 @@ def machine_peak(instance, hardware, precision, matmul):
     worker brings its own machine and GPUs). Checked against the matmul one machine measured."""
     workers = int(instance["workers"])
     machines = workers if BACKENDS[instance["backend"]].remote else 1
-    entry = resolve_hardware(hardware)
-    units = entry["units"]
     if instance.get("peak_device"):
         entry = {**device_entry(instance["peak_device"]), "device": instance["peak_device"], "kind": "configured"}
         units = hardware["cpu_cores"] if instance["peak_device"].endswith(" vCPU") else 1
+    else:
+        entry = resolve_hardware(hardware)
+        units = entry["units"]
     roof = float32_peak(entry)
     _, note = checked(roof * units if roof else None, matmul)
     per_unit = None if note else peak_for(entry, precision)
