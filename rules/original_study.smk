@@ -17,5 +17,6 @@ rule original_logs:
         "logs/original_logs.log",
     benchmark:
         "benchmarks/original_logs.tsv"
-    script:
-        "scripts/original_logs.py"
+    shell:
+        "python -m kpbench original-logs --logs {input.logs} --epochs {output.epochs} --runs {output.runs}"
+        " > {log} 2>&1"

@@ -99,6 +99,13 @@ def _figures(args):
                original_epochs_path=args.original_epochs)
 
 
+def _original_logs(args):
+    from kpbench.original_logs import write_parsed
+
+    for run in write_parsed(args.logs, args.epochs, args.runs):
+        print(f"{run['instance']}: {run['epochs']} epochs, steady step {run['step_s']['median'] * 1000:.0f} ms")
+
+
 def _paper(args):
     from kpbench.paper import build_context, render
 
@@ -202,6 +209,12 @@ def _analysis_commands(commands):
     p.add_argument("--original-epochs", type=Path, help="config/original_study_epochs.csv (rule original_logs)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_figures)
+
+    p = commands.add_parser("original-logs", help="the original study's console logs as tables")
+    p.add_argument("--logs", nargs="+", required=True, type=Path, help="its Keras logs (gzip or plain)")
+    p.add_argument("--epochs", required=True, type=Path, help="the per-epoch table to write (CSV)")
+    p.add_argument("--runs", required=True, type=Path, help="the per-run facts to write (JSON)")
+    p.set_defaults(func=_original_logs)
 
     p = commands.add_parser("paper", help="render the LaTeX sources from the analysis")
     p.add_argument("--analysis", required=True, type=Path)
