@@ -1,5 +1,5 @@
 """Benchmark 7: the all-reduce sweep on a 2-worker loopback cluster beside this machine's
-memory-copy bandwidth — what a cluster run measures before it trains (kpbench.collective), repeated.
+memory-copy bandwidth — what a cluster run measures before it trains (kpbench.train.collective), repeated.
 
 Each repeat starts the workers afresh (processes with their own TF_CONFIG on 127.0.0.1) and runs
 the whole sweep; the table gives, per message size, the median over repeats of each repeat's median
@@ -27,8 +27,8 @@ def worker(args):
     """One cluster worker: the sweep, as cluster.self_profile runs it, written as JSON."""
     import tensorflow as tf
 
-    from kpbench import collective
-    from kpbench.model import REFERENCE_MODEL, build_model
+    from kpbench.model.registry import REFERENCE_MODEL, build_model
+    from kpbench.train import collective
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     largest = args.largest_bytes or collective.gradient_bytes(build_model(REFERENCE_MODEL, "float32"))
@@ -38,8 +38,8 @@ def worker(args):
 
 def sweep_once(args, scratch, repeat):
     """One repeat: fresh workers, fresh ports; every worker's measurements."""
-    from kpbench.local_backend import free_ports
-    from kpbench.train import tf_config
+    from kpbench.backends.local import free_ports
+    from kpbench.train.run import tf_config
 
     addresses = [f"127.0.0.1:{port}" for port in free_ports(args.workers)]
     outputs = [scratch / f"r{repeat}-w{index}.json" for index in range(args.workers)]
@@ -66,8 +66,8 @@ def main():
     if args.worker:
         return worker(args)
 
-    from kpbench import collective
-    from kpbench.scaling import fit_alpha_beta
+    from kpbench.analysis.scaling import fit_alpha_beta
+    from kpbench.train import collective
 
     with tempfile.TemporaryDirectory() as scratch:
         sweeps = [collective.summarise(sweep_once(args, Path(scratch), r), args.workers) for r in range(args.repeats)]

@@ -28,16 +28,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from kpbench.backends import run_instance
-    from kpbench.preprocess import preprocess
-    from kpbench.settings import load_config, run_spec, validated
-    from kpbench.synthetic import write_synthetic_csvs
+    from kpbench.backends.launch import run_instance
+    from kpbench.core.settings import load_config, run_spec, validated
+    from kpbench.data.preprocess import preprocess
+    from kpbench.data.synthetic import write_synthetic_csvs
 
     config = load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])
     launch = {"limits": {**config["limits"], "stall_timeout_s": 600, "deadline_s": 3600}, "aws": config["aws"]}
 
     def spec(backend, workers):
-        """The run spec the workflow would make (kpbench.settings) for one machine or a cluster of it."""
+        """The run spec the workflow would make (kpbench.core.settings) for one machine or a cluster of it."""
         row = {"name": backend, "backend": backend, "workers": workers, "gpus": 0, "usd_per_hour": None,
                "price_date": None}
         workload = {"epochs": args.epochs, "batch_size": args.global_batch // workers,

@@ -3,7 +3,7 @@
 import statistics
 import time
 
-from kpbench.hardware import cpu_model, default_framework, package_versions
+from kpbench.machine.detect import cpu_model, default_framework, package_versions
 
 
 def median_seconds(function, repeats):

@@ -8,7 +8,7 @@
 #     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
 #     keras==3.15.1 namex==0.1.0 optree==0.20.0 packaging==26.4 typing-extensions==4.16.0 \
 #     pyyaml==6.0.4 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 \
-#     rpds-py==2026.9.1 attrs==26.1.0          # kpbench.settings reads the configuration with these
+#     rpds-py==2026.9.1 attrs==26.1.0          # kpbench.core.settings reads the configuration with these
 #
 # Then bench/throughput.py (small) and bench/gpu.py's full workload with each registered model, each
 # under a timeout, so the whole script ends within about 8 minutes. The log and the runs' files land

@@ -3,7 +3,7 @@
 Runs kpbench's own training (the `train` stage's code) on synthetic faces in Kaggle's schema with
 mixed_float16 when a GPU is present, and prints wall time and images/s beside the original study's
 T4 (595 s of training). Where TensorFlow is not installed it trains with Keras 3 on JAX
-(kpbench.keras3_path), which always compiles the step with XLA. Smaller settings check that the
+(kpbench.model.keras3), which always compiles the step with XLA. Smaller settings check that the
 script works anywhere.
 
     python bench/gpu.py                                   # the full workload
@@ -23,10 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
 
-from kpbench.hardware import FRAMEWORKS, default_framework  # noqa: E402
-from kpbench.io import write_json  # noqa: E402
-from kpbench.layout import MEASURED_MODEL_FILE  # noqa: E402
-from kpbench.model import MODEL_NAMES, REFERENCE_MODEL  # noqa: E402
+from kpbench.core.files import write_json  # noqa: E402
+from kpbench.core.layout import MEASURED_MODEL_FILE  # noqa: E402
+from kpbench.machine.detect import FRAMEWORKS, default_framework  # noqa: E402
+from kpbench.model.registry import MODEL_NAMES, REFERENCE_MODEL  # noqa: E402
 
 ORIGINAL_T4_TRAIN_S = 595.34
 ORIGINAL_TRAIN_IMAGES, ORIGINAL_EPOCHS = 6344, 100
@@ -35,16 +35,16 @@ ORIGINAL_TRAIN_IMAGES, ORIGINAL_EPOCHS = 6344, 100
 def describe_model(name, framework):
     """The model's description, built with the framework that trained it."""
     if framework == "keras3-jax":
-        from kpbench.keras3_path import describe_model as describe
+        from kpbench.model.keras3 import describe_model as describe
     else:
-        from kpbench.model import describe_model as describe
+        from kpbench.model.registry import describe_model as describe
     return describe(name)
 
 
 def bench_spec(gpus, epochs, batch_size, training, model):
     """The run spec of config/config.yaml's full workload (schema defaults filled) on this machine,
     every image, with `training` settings over the configured ones."""
-    from kpbench import settings
+    from kpbench.core import settings
 
     config = settings.load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])
     spec = settings.run_spec({**config, "workload": "full"}, config["instances"][0]["name"], 1)
@@ -71,14 +71,14 @@ def main():
                         help="end training after the epoch past which another would overrun this")
     parser.add_argument("--matmul-size", type=int, help="side of the matmul peak (default: kpbench's 4096)")
     parser.add_argument("--model", choices=MODEL_NAMES, default=REFERENCE_MODEL,
-                        help="a registered model (kpbench.model.MODELS); default the original study's CNN")
+                        help="a registered model (kpbench.model.registry.MODELS); default the original study's CNN")
     parser.add_argument("--out", type=Path, help="keep the run's files here")
     args = parser.parse_args()
 
-    from kpbench.preprocess import preprocess
-    from kpbench.hardware import gpu_names
-    from kpbench.synthetic import write_synthetic_csvs
-    from kpbench.train import run_training
+    from kpbench.data.preprocess import preprocess
+    from kpbench.data.synthetic import write_synthetic_csvs
+    from kpbench.machine.detect import gpu_names
+    from kpbench.train.run import run_training
 
     print(f"framework: {args.framework}", flush=True)
     gpus = gpu_names(args.framework)

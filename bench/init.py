@@ -23,19 +23,19 @@ from common import machine_line  # noqa: E402
 
 def child(path_kind, source):
     """Runs in the measured process: load, build, compile, report seconds since process start."""
-    from kpbench.hardware import process_start_time
+    from kpbench.machine.detect import process_start_time
 
     started = process_start_time()
     # TensorFlow comes in at the first build: part of init, as in the study.
-    from kpbench.model import REFERENCE_MODEL, build_model
-    from kpbench.objectives import compile_model
+    from kpbench.model.objectives import compile_model
+    from kpbench.model.registry import REFERENCE_MODEL, build_model
     if path_kind == "kpbench":
-        from kpbench.preprocess import load_dataset
+        from kpbench.data.preprocess import load_dataset
 
         load_dataset(source)
         compile_model(build_model(REFERENCE_MODEL, "float32"), 1e-3, 3.0, False)
     else:
-        from kpbench.original import compiled_model, load_training
+        from kpbench.model.original_study import compiled_model, load_training
 
         load_training(source)
         compiled_model()
@@ -61,8 +61,8 @@ def main():
     if args.child:
         return child(args.child, args.source)
 
-    from kpbench.preprocess import preprocess
-    from kpbench.synthetic import write_synthetic_csvs
+    from kpbench.data.preprocess import preprocess
+    from kpbench.data.synthetic import write_synthetic_csvs
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

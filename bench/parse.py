@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, median_seconds  # noqa: E402
 
-from kpbench.csv_reader import load_training_csv  # noqa: E402
-from kpbench.original import load_training  # noqa: E402
-from kpbench.synthetic import write_synthetic_csvs  # noqa: E402
+from kpbench.data.csv_reader import load_training_csv  # noqa: E402
+from kpbench.data.synthetic import write_synthetic_csvs  # noqa: E402
+from kpbench.model.original_study import load_training  # noqa: E402
 
 
 def main():

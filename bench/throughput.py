@@ -9,7 +9,7 @@ counted training FLOPs per image (3 × forward). Each path gets one warm-up epoc
 training steps are timed one by one (the steady state MFU describes), and `fit`'s wall time,
 epoch starts included, is printed beside them. Medians of repeats.
 
-Where TensorFlow is not installed the same runs use Keras 3 on JAX (kpbench.keras3_path): kpbench's
+Where TensorFlow is not installed the same runs use Keras 3 on JAX (kpbench.model.keras3): kpbench's
 step then reads NumPy batches instead of tf.data, and every path, the plain `fit` included, is
 compiled with XLA, as JAX always does.
 
@@ -29,13 +29,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
 
-from kpbench.hardware import FRAMEWORKS, default_framework  # noqa: E402
+from kpbench.machine.detect import FRAMEWORKS, default_framework  # noqa: E402
 
 
 def fit_images_per_s(keras, fit, images, epochs, repeats):
     """(step images/s, wall images/s) of `fit(epochs, callbacks)` after one warm-up epoch; the steps
     are timed by the pipeline's own step timer."""
-    from kpbench.callbacks import step_timer
+    from kpbench.train.callbacks import step_timer
 
     fit(1, [])
     step_s, wall_s = [], []
@@ -68,9 +68,9 @@ def main():
         import tf_keras as keras
     else:
         import keras
-    from kpbench.hardware import cpu_flags, gpu_names, matmul_gflops
-    from kpbench.model import REFERENCE_MODEL, build_model, describe_model
-    from kpbench.objectives import compile_model, pack_targets
+    from kpbench.machine.detect import cpu_flags, gpu_names, matmul_gflops
+    from kpbench.model.objectives import compile_model, pack_targets
+    from kpbench.model.registry import REFERENCE_MODEL, build_model, describe_model
 
     flops = describe_model(REFERENCE_MODEL, keras)["training_flops_per_image"]
     rng = np.random.default_rng(0)
@@ -82,15 +82,15 @@ def main():
     peak = matmul_gflops(args.matmul_size, args.repeats, args.framework)
     results = {}
 
-    # The original study's own procedure (kpbench.original); its first row fully labelled, as in the
+    # The original study's own procedure (kpbench.model.original_study); its first row fully labelled, as in the
     # real file, so forward fill leaves no NaN. No validation split: only training steps are timed.
-    from kpbench import original
+    from kpbench.model import original_study
 
     keras.utils.set_random_seed(0)
-    plain = original.compiled_model(keras=keras)
-    filled = original.forward_fill(np.where(np.vstack([np.ones_like(mask[:1]), mask[1:]]), pixels, np.nan))
+    plain = original_study.compiled_model(keras=keras)
+    filled = original_study.forward_fill(np.where(np.vstack([np.ones_like(mask[:1]), mask[1:]]), pixels, np.nan))
     results["original study: plain fit, NumPy, MSE"] = fit_images_per_s(
-        keras, lambda e, c: original.fit(plain, x, filled, e, args.batch_size, validation_split=0.0, callbacks=c),
+        keras, lambda e, c: original_study.fit(plain, x, filled, e, args.batch_size, validation_split=0.0, callbacks=c),
         args.images, args.epochs, args.repeats)
 
     gpus = gpu_names(args.framework)
@@ -98,7 +98,7 @@ def main():
     if precisions is None:
         precisions = ["mixed_float16"] if gpus else (["mixed_bfloat16"] if "avx512_bf16" in cpu_flags() else [])
     if args.framework == "tf":
-        from kpbench.inputs import make_dataset
+        from kpbench.train.inputs import make_dataset
 
         feed = {"x": make_dataset(x, pack_targets(pixels, mask), args.batch_size, shuffle_seed=0)}
         source = "tf.data"

@@ -1,4 +1,4 @@
-# One analysis of the results (kpbench.analysis), which both the figures and the paper read.
+# One analysis of the results (kpbench.analysis.analyse), which both the figures and the paper read.
 
 
 rule analyse:

@@ -1,14 +1,14 @@
 # Shared settings and helpers: instances are rows of configuration, never copies of code.
 from pathlib import Path
 
-from kpbench import layout
-from kpbench.model import REFERENCE_MODEL
-from kpbench.settings import as_json, launch_settings, remote_instances, run_spec, trained_instances, validated, workload
+from kpbench.core import layout
+from kpbench.model.registry import REFERENCE_MODEL
+from kpbench.core.settings import as_json, launch_settings, rented_instances, run_spec, trained_instances, validated, workload
 
 # One path for every command and this workflow: schema defaults filled in, cross-field checks made.
 validated(config)
 INSTANCES = {row["name"]: row for row in trained_instances(config)}
-REMOTE = remote_instances(config)
+RENTED = rented_instances(config)
 
 
 wildcard_constraints:
@@ -57,14 +57,14 @@ def measurement(wildcards):
 def train_threads(wildcards):
     """A local run holds every core Snakemake was given, so nothing else it schedules (another run
     above all) shares the machine while it is timed; an EC2 run's launcher only waits."""
-    return 1 if wildcards.instance in REMOTE else workflow.cores
+    return 1 if wildcards.instance in RENTED else workflow.cores
 
 
 def launch_input(wildcards):
     """What a run reads about its launch. `ancient`: a newer launch.json, plan or account set-up never
     reruns a finished run. EC2 runs also wait for the plan, which refuses a matrix over budget before
     anything launches, and for the account's set-up (rule aws_setup)."""
-    gates = ["results/plan.json", "results/aws-setup.json"] if wildcards.instance in REMOTE else []
+    gates = ["results/plan.json", "results/aws-setup.json"] if wildcards.instance in RENTED else []
     return [ancient(path) for path in [LAUNCH, *gates]]
 
 

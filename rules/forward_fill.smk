@@ -1,5 +1,5 @@
 # What the original study's forward fill costs: the labels it invents and, on synthetic faces, its
-# model against kpbench's masked one, both scored against the true keypoints (kpbench.forward_fill).
+# model against kpbench's masked one, both scored against the true keypoints (kpbench.analysis.forward_fill).
 
 # The masked model compared is a finished run: the first single-worker instance's first repeat.
 FORWARD_FILL_RUN = next(

@@ -1,4 +1,4 @@
-# The original study's own console logs, parsed into tracked tables (kpbench.original_logs): every
+# The original study's own console logs, parsed into tracked tables (kpbench.analysis.original_logs): every
 # epoch of its six runs and each run's facts, which the paper and the prediction's calibration read.
 ORIGINAL_LOGS = sorted(str(p) for p in Path("config/original_study_logs").glob("*.log.gz"))
 

@@ -25,7 +25,7 @@ def tree(tmp_path_factory):
 @pytest.fixture(scope="session")
 def raw_dir(tmp_path_factory):
     """A small synthetic data set in Kaggle's files, made once per test session."""
-    from kpbench.synthetic import write_synthetic_csvs
+    from kpbench.data.synthetic import write_synthetic_csvs
 
     folder = tmp_path_factory.mktemp("raw")
     write_synthetic_csvs(folder, n_train=60, n_test=6, seed=11)
@@ -42,7 +42,7 @@ def raw_copy(raw_dir, tmp_path):
 
 @pytest.fixture(scope="session")
 def dataset(raw_dir, tmp_path_factory):
-    from kpbench.preprocess import preprocess
+    from kpbench.data.preprocess import preprocess
 
     out = tmp_path_factory.mktemp("processed")
     preprocess(raw_dir, out / "dataset.npz", out / "stats.json", out / "samples.npz",
@@ -53,8 +53,8 @@ def dataset(raw_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_dataset():
     """Makes synthetic Kaggle files of `n_train` rows in a folder and preprocesses them."""
-    from kpbench.preprocess import preprocess
-    from kpbench.synthetic import write_synthetic_csvs
+    from kpbench.data.preprocess import preprocess
+    from kpbench.data.synthetic import write_synthetic_csvs
 
     def make(folder, n_train, seed, validation_fraction):
         write_synthetic_csvs(folder, n_train=n_train, n_test=2, seed=seed)

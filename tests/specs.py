@@ -1,4 +1,4 @@
-"""Run specs for tests, made as the pipeline makes them (kpbench.settings.run_spec and
+"""Run specs for tests, made as the pipeline makes them (kpbench.core.settings.run_spec and
 launch_settings) from config/config.yaml with every schema default filled, so no test invents a
 default of its own."""
 
@@ -6,7 +6,7 @@ import copy
 import functools
 from pathlib import Path
 
-from kpbench import settings
+from kpbench.core import settings
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 

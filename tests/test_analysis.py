@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from kpbench import KpbenchError
-from kpbench.aggregate import summarise
-from kpbench.analysis import analyse
-from kpbench.figures import render_all
-from kpbench.io import read_json, write_json
-from kpbench.paper import build_context, render
+from kpbench.analysis.aggregate import summarise
+from kpbench.analysis.analyse import analyse
+from kpbench.core.files import read_json, write_json
+from kpbench.paper.figures import render_all
+from kpbench.paper.render import build_context, render
 from workflow import REPO
 
 

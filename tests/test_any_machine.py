@@ -14,12 +14,12 @@ import subprocess
 import pandas as pd
 import pytest
 
-from kpbench.cpu_peaks import cpu_peak
-from kpbench.hardware import detect_hardware
-from kpbench.io import read_json, write_json
-from kpbench.machine_description import HARDWARE_ENV, describe_cpu, parse_nvidia_smi, read_sources
-from kpbench.peaks import checked, mfu, peak_for, resolve_gpu, resolve_hardware
-from kpbench.run_record import machine_peak
+from kpbench.core.files import read_json, write_json
+from kpbench.machine.cpu_peaks import cpu_peak
+from kpbench.machine.description import HARDWARE_ENV, describe_cpu, parse_nvidia_smi, read_sources
+from kpbench.machine.detect import detect_hardware
+from kpbench.machine.device_peaks import checked, mfu, peak_for, resolve_gpu, resolve_hardware
+from kpbench.train.run_writer import machine_peak
 from workflow import REPO, checkout, snakemake
 
 HARDWARE = REPO / "tests" / "data" / "hardware"
@@ -145,8 +145,8 @@ def test_recorded_descriptions_are_read_in_place_of_this_machines(monkeypatch):
     ("apple-m2", "another vendor"),
 ])
 def test_the_stand_in_price_of_this_machine_follows_this_machine(monkeypatch, folder, vendor_words):
-    from kpbench.predict import read_catalogue
-    from kpbench.settings import load_config
+    from kpbench.core.settings import load_config
+    from kpbench.forecast.predict import read_catalogue
 
     monkeypatch.setenv(HARDWARE_ENV, str(HARDWARE / folder))
     local = {row["name"]: row for row in load_config([REPO / "config" / "config.yaml"])["instances"]}
@@ -215,7 +215,7 @@ def _describe(folder):
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_analysis_predict_and_paper_accept_runs_on_every_description(group, tree, tmp_path):
-    from kpbench.hardware import describe_gpus_seen
+    from kpbench.machine.detect import describe_gpus_seen
 
     copy = tmp_path / "tree"
     shutil.copytree(tree, copy, symlinks=True)

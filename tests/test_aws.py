@@ -24,11 +24,14 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from kpbench import KpbenchError, aws, aws_account, exchange, provision, records, s3keys
-from kpbench.backends import run_instance
-from kpbench.layout import BACKENDS, RUN_FILES
-from kpbench.local_backend import free_ports
-from kpbench.version import code_version
+from kpbench import KpbenchError
+from kpbench.backends.aws import account, api, bucket, bucket_keys, provision
+from kpbench.backends.launch import run_instance
+from kpbench.backends.local import free_ports
+from kpbench.core import run_reader
+from kpbench.backends import registry
+from kpbench.core.layout import RUN_FILES
+from kpbench.core.version import code_version
 from specs import run_inputs
 from workflow import checkout, snakemake
 
@@ -75,7 +78,7 @@ def _play_instance_role_arn():
     real = AssumedRoleAccessKey.collect_policies
 
     def collect_policies(self):
-        arn = s3keys.instance_arn("us-east-1", self.account_id, self._session_name)
+        arn = bucket_keys.instance_arn("us-east-1", self.account_id, self._session_name)
         return [p.replace("${ec2:SourceInstanceARN}", arn) if isinstance(p, str) else p for p in real(self)]
 
     AssumedRoleAccessKey.collect_policies = collect_policies
@@ -110,7 +113,7 @@ def aws_env(moto_endpoint, monkeypatch):
     ec2 = boto3.client("ec2")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     boto3.client("ssm").put_parameter(Name=AMI_PARAMETER, Value=image, Type="String")
-    aws_account.setup(aws_config())  # what `kpbench aws-setup` (the aws_setup rule) does once per account
+    account.setup(aws_config())  # what `kpbench aws-setup` (the aws_setup rule) does once per account
     yield moto_endpoint
     assert live_instances() == [], "a test left instances running"
 
@@ -175,32 +178,32 @@ FAST_INSTANCE = f"""
 import hashlib, json, os, sys, time, boto3, botocore.exceptions
 time.sleep(float(os.environ.get("KPBENCH_BOOT_S", 0)))
 s3, bucket = boto3.client("s3"), os.environ["KPBENCH_BUCKET"]
-folder = os.environ["KPBENCH_FOLDER"].replace({s3keys.INSTANCE!r}, os.environ["KPBENCH_INSTANCE_ID"])
+folder = os.environ["KPBENCH_FOLDER"].replace({bucket_keys.INSTANCE!r}, os.environ["KPBENCH_INSTANCE_ID"])
 owner = {{"ExpectedBucketOwner": os.environ["KPBENCH_ACCOUNT"]}}
 def put(name, body):
     s3.put_object(Bucket=bucket, Key=f"{{folder}}/{{name}}", Body=body, ServerSideEncryption="AES256", **owner)
 for _ in range(300):
     try:
-        s3.get_object(Bucket=bucket, Key=f"{{folder}}/{s3keys.BUNDLE}", **owner)
+        s3.get_object(Bucket=bucket, Key=f"{{folder}}/{bucket_keys.BUNDLE}", **owner)
         break
     except botocore.exceptions.ClientError:
         time.sleep(0.2)
 else:
     sys.exit(11)
-put({s3keys.STATUS!r}, json.dumps({{"phase": "training", "worker": 0, "time": time.time()}}))
-spec = json.loads(s3.get_object(Bucket=bucket, Key=f"{{folder}}/{s3keys.SPEC}", **owner)["Body"].read())
+put({bucket_keys.STATUS!r}, json.dumps({{"phase": "training", "worker": 0, "time": time.time()}}))
+spec = json.loads(s3.get_object(Bucket=bucket, Key=f"{{folder}}/{bucket_keys.SPEC}", **owner)["Body"].read())
 run = {{"instance": spec["instance"], "workload": spec["workload"], "cost": {{}}, "metrics": {{"val_rmse_px": 1.0}},
        "timings": {{"init_s": 0.0, "train_s": 0.1, "images_per_s": 1.0}}}}  # what `kpbench train` prints
 files = {{"run.json": json.dumps(run).encode(),
          "history.csv": b"epoch\\n1\\n", "predictions.npz": b"stand-in"}}
 assert sorted(files) == {sorted(RUN_FILES)!r}
-put({s3keys.STEPS!r}, b"{{}}")
+put({bucket_keys.STEPS!r}, b"{{}}")
 for name, body in files.items():
     put(f"result/{{name}}", body)
-put({s3keys.MANIFEST!r}, json.dumps({{"files": {{n: {{"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)}}
+put({bucket_keys.MANIFEST!r}, json.dumps({{"files": {{n: {{"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)}}
                                            for n, b in files.items()}}}}))
-put({s3keys.STATUS!r}, json.dumps({{"phase": "done", "worker": 0, "time": time.time()}}))
-put({s3keys.LOG!r}, b"fast stand-in instance")
+put({bucket_keys.STATUS!r}, json.dumps({{"phase": "done", "worker": 0, "time": time.time()}}))
+put({bucket_keys.LOG!r}, b"fast stand-in instance")
 """
 
 
@@ -260,12 +263,12 @@ class InstancePlayer(threading.Thread):
     def _machines(run_id):
         """How many instances the run launches, from the spec the launcher uploaded before launching."""
         try:
-            body = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"kpbench/{run_id}/{s3keys.SPEC}",
+            body = boto3.client("s3").get_object(Bucket=BUCKET, Key=f"kpbench/{run_id}/{bucket_keys.SPEC}",
                                                  ExpectedBucketOwner="123456789012")["Body"].read()
         except botocore.exceptions.ClientError:  # an instance a test made by hand: it plays alone
             return 1
         instance = json.loads(body)["instance"]
-        return int(instance["workers"]) if BACKENDS[instance["backend"]].cluster else 1
+        return registry.kind(instance["backend"]).workers(instance)
 
     def stop(self):
         self.halt.set()
@@ -401,13 +404,13 @@ def test_ec2_cluster_trains_two_played_instances_as_one_cluster(aws_env, tiny_da
 
     s3 = boto3.client("s3")
     prefix = f"kpbench/{run['remote']['run_id']}"
-    chief, worker = (s3keys.instance_folder(prefix, "us-east-1", "123456789012", i) for i in run["remote"]["instance_ids"])
+    chief, worker = (bucket_keys.instance_folder(prefix, "us-east-1", "123456789012", i) for i in run["remote"]["instance_ids"])
     for folder in (chief, worker):  # each instance reads the cluster spec from its own folder
-        spec = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{folder}/{s3keys.CLUSTER}")["Body"].read())
+        spec = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{folder}/{bucket_keys.CLUSTER}")["Body"].read())
         assert [w["instance_id"] for w in spec["workers"]] == run["remote"]["instance_ids"]
         assert all(w["address"].endswith(":12345") for w in spec["workers"])
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]]
-    assert {f"{chief}/{s3keys.MANIFEST}", f"{chief}/{s3keys.STEPS}", f"{worker}/{s3keys.STEPS}"} <= set(keys)
+    assert {f"{chief}/{bucket_keys.MANIFEST}", f"{chief}/{bucket_keys.STEPS}", f"{worker}/{bucket_keys.STEPS}"} <= set(keys)
     for key in keys:  # every object private and encrypted at rest
         assert s3.head_object(Bucket=BUCKET, Key=key)["ServerSideEncryption"] == "AES256", key
     block = s3.get_public_access_block(Bucket=BUCKET)["PublicAccessBlockConfiguration"]
@@ -438,7 +441,7 @@ def test_four_ec2_runs_at_once_through_snakemake_share_one_setup(aws_env, tmp_pa
     and instance profile that the aws_setup rule makes once (none of them creates any, so none races
     another: EntityAlreadyExists, BucketAlreadyOwnedByYou), wait for it and for the plan, and each
     tear its own run down. The train outputs are the targets: no paper is built."""
-    aws_account.cleanup(aws_config(), everything=True)  # the workflow's aws_setup makes them, not the fixture
+    account.cleanup(aws_config(), everything=True)  # the workflow's aws_setup makes them, not the fixture
     _play_ec2_vcpu_quotas(monkeypatch, vcpus=64)
     player(fast=True)
     (tmp_path / "tree").mkdir()
@@ -455,7 +458,7 @@ def test_four_ec2_runs_at_once_through_snakemake_share_one_setup(aws_env, tmp_pa
 
     for name in names:
         run = json.loads((tree / f"results/runs/{name}/r1/run.json").read_text())
-        assert records.finished(run), name  # a "measured" row in the summary, not a "failed" one
+        assert run_reader.finished(run), name  # a "measured" row in the summary, not a "failed" one
         assert run["remote"]["run_id"].startswith(f"{name}-") and len(run["remote"]["instance_ids"]) == 1
     # One set-up and one plan for all four runs, both finished before any run starts; the four at once.
     assert log.count("rule aws_setup:") == 1 and log.count("rule plan:") == 1 and log.count("rule train:") == 4
@@ -485,14 +488,14 @@ class _Refusal:
 
 def inject(monkeypatch, event, handler):
     """Every session kpbench opens gets `handler` on `event` (botocore's own hook points)."""
-    real = aws.session
+    real = api.session
 
     def patched(config):
         session = real(config)
         session.events.register(event, handler)
         return session
 
-    monkeypatch.setattr(aws, "session", patched)
+    monkeypatch.setattr(api, "session", patched)
 
 
 @pytest.mark.parametrize("code, says", [
@@ -640,10 +643,10 @@ def test_security_group_admits_only_its_members_on_the_worker_port(aws_env):
 
 def test_instance_profile_reaches_only_the_instances_own_folder(aws_env):
     iam = boto3.client("iam")
-    arn = aws_account.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")
-    assert arn == aws_account.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")  # idempotent
+    arn = account.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")
+    assert arn == account.ensure_instance_profile(iam, "kpbench-instance", BUCKET, "kpbench")  # idempotent
     policy = iam.get_role_policy(RoleName="kpbench-instance", PolicyName="kpbench-s3")["PolicyDocument"]
-    assert policy == aws_account.instance_role_policy(BUCKET, "kpbench")
+    assert policy == account.instance_role_policy(BUCKET, "kpbench")
     folder = f"arn:aws:s3:::{BUCKET}/kpbench/*/${{ec2:SourceInstanceARN}}"
     assert [(s["Action"], s["Resource"]) for s in policy["Statement"]] == [
         ("s3:GetObject", f"{folder}/input/*"),
@@ -653,7 +656,7 @@ def test_instance_profile_reaches_only_the_instances_own_folder(aws_env):
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "config/iam/instance-role-policy.json")
     with open(path) as handle:
-        assert json.load(handle) == aws_account.instance_role_policy("BUCKET", "PREFIX")
+        assert json.load(handle) == account.instance_role_policy("BUCKET", "PREFIX")
 
 
 @contextlib.contextmanager
@@ -676,29 +679,29 @@ def test_an_instance_of_one_run_is_refused_another_runs_objects(aws_env):
     the inputs of its own run, which only the launcher writes."""
     s3, folders = boto3.client("s3"), {}
     for run, instance_id in (("run-a", "i-0aaaaaaaaaaaaaaa1"), ("run-b", "i-0bbbbbbbbbbbbbbb2")):
-        root = s3keys.run_prefix("kpbench", run)
-        folders[run] = s3keys.instance_folder(root, "us-east-1", "123456789012", instance_id)
-        for name in s3keys.INPUTS:
-            exchange.put_private(s3, BUCKET, f"{root}/{name}", b"the launcher's copy")
-            exchange.put_private(s3, BUCKET, f"{folders[run]}/{name}", run.encode())
+        root = bucket_keys.run_prefix("kpbench", run)
+        folders[run] = bucket_keys.instance_folder(root, "us-east-1", "123456789012", instance_id)
+        for name in bucket_keys.INPUTS:
+            bucket.put_private(s3, BUCKET, f"{root}/{name}", b"the launcher's copy")
+            bucket.put_private(s3, BUCKET, f"{folders[run]}/{name}", run.encode())
     credentials = instance_credentials("i-0aaaaaaaaaaaaaaa1")
-    instance = aws.pin_bucket_owner(boto3.client("s3", aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+    instance = api.pin_bucket_owner(boto3.client("s3", aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
                                                  aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
                                                  aws_session_token=credentials["AWS_SESSION_TOKEN"]), "123456789012")
-    own = exchange.Exchange(instance, BUCKET, folders["run-a"])
+    own = bucket.Exchange(instance, BUCKET, folders["run-a"])
     other = own.folder(folders["run-b"])
-    launchers = own.folder(s3keys.run_prefix("kpbench", "run-a"))
+    launchers = own.folder(bucket_keys.run_prefix("kpbench", "run-a"))
     with iam_enforced(aws_env):
-        assert own.get(s3keys.SPEC)[1] == b"run-a"
-        own.put_json(s3keys.STATUS, {"phase": "training"})
-        own.put_json(s3keys.result("run.json"), {})
+        assert own.get(bucket_keys.SPEC)[1] == b"run-a"
+        own.put_json(bucket_keys.STATUS, {"phase": "training"})
+        own.put_json(bucket_keys.result("run.json"), {})
         refused = {
-            "another run's spec": lambda: other.get_json(s3keys.SPEC),
-            "another run's status": lambda: other.put_json(s3keys.STATUS, {"phase": "failed"}),
-            "another run's bundle": lambda: other.put_json(s3keys.BUNDLE, {}),
-            "another run's result": lambda: other.get_json(s3keys.result("run.json")),
-            "its own bundle": lambda: own.put_json(s3keys.BUNDLE, {}),
-            "its run's launcher copy": lambda: launchers.get_json(s3keys.SPEC),
+            "another run's spec": lambda: other.get_json(bucket_keys.SPEC),
+            "another run's status": lambda: other.put_json(bucket_keys.STATUS, {"phase": "failed"}),
+            "another run's bundle": lambda: other.put_json(bucket_keys.BUNDLE, {}),
+            "another run's result": lambda: other.get_json(bucket_keys.result("run.json")),
+            "its own bundle": lambda: own.put_json(bucket_keys.BUNDLE, {}),
+            "its run's launcher copy": lambda: launchers.get_json(bucket_keys.SPEC),
         }
         for what, call in refused.items():
             with pytest.raises(botocore.exceptions.ClientError) as error:
@@ -707,8 +710,8 @@ def test_an_instance_of_one_run_is_refused_another_runs_objects(aws_env):
             assert error.value.response["Error"]["Code"] == "AccessDenied", what
         # Refused reads look missing to the instance's waits: without s3:ListBucket AWS answers a
         # missing key with 403 too.
-        assert own.get(s3keys.CLUSTER) is None
-    assert s3.get_object(Bucket=BUCKET, Key=f"{folders['run-b']}/{s3keys.BUNDLE}")["Body"].read() == b"run-b"
+        assert own.get(bucket_keys.CLUSTER) is None
+    assert s3.get_object(Bucket=BUCKET, Key=f"{folders['run-b']}/{bucket_keys.BUNDLE}")["Body"].read() == b"run-b"
 
 
 def _user_keys(iam, name, policy):
@@ -753,13 +756,13 @@ def test_the_documented_run_policy_is_enough_for_a_run(aws_env, tiny_dataset, tm
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     from moto.iam.access_control import IAMRequestBase
     monkeypatch.setattr(IAMRequestBase, "_is_assuming_role_operation", lambda self, arn: False)
-    monkeypatch.setattr(aws, "session", lambda config: boto3.Session(aws_access_key_id=runner[0],
+    monkeypatch.setattr(api, "session", lambda config: boto3.Session(aws_access_key_id=runner[0],
                                                                      aws_secret_access_key=runner[1],
                                                                      region_name=config["region"]))
     player(fast=True)
     with iam_enforced(aws_env):
         run = run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
-        as_runner = aws.session(aws_config())
+        as_runner = api.session(aws_config())
         with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
             as_runner.client("s3").put_object(Bucket=BUCKET, Key="elsewhere/x", Body=b"")
         with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
@@ -822,7 +825,7 @@ def test_quota_messages_name_the_quota_to_raise():
     from botocore.exceptions import ClientError
 
     def refusal(code, instance_type):
-        return str(aws.explain(ClientError({"Error": {"Code": code, "Message": "m"}}, "RunInstances"),
+        return str(api.explain(ClientError({"Error": {"Code": code, "Message": "m"}}, "RunInstances"),
                                instance_type, "eu-west-1"))
 
     assert "Running On-Demand P instances" in refusal("VcpuLimitExceeded", "p3.2xlarge")
@@ -833,7 +836,7 @@ def test_quota_messages_name_the_quota_to_raise():
 
 
 def test_user_data_sets_the_lifetime_and_carries_no_credentials(monkeypatch):
-    from kpbench.remote import user_data
+    from kpbench.backends.aws.instance import user_data
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     script = user_data("bucket-1", "kpbench/run-1", "eu-west-1", 1.5, gpus=1, account="123456789012")
@@ -855,17 +858,17 @@ def test_cleanup_terminates_tagged_instances_and_removes_their_runs(aws_env):
         ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
                           TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
 
-    exchange.ensure_bucket(s3, BUCKET, "us-east-1")
+    bucket.ensure_bucket(s3, BUCKET, "us-east-1")
     for run_id in ("old", "young"):
-        exchange.put_private(s3, BUCKET, f"kpbench/{run_id}/input/spec.json", b"{}")
+        bucket.put_private(s3, BUCKET, f"kpbench/{run_id}/input/spec.json", b"{}")
     launch("old", "2020-01-01T00:00:00Z")
     launch("young", "2999-01-01T00:00:00Z")
     ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1)  # not ours
 
-    report = aws_account.cleanup(aws_config(), expired_only=True)
+    report = account.cleanup(aws_config(), expired_only=True)
     assert report["runs"] == ["old"] and len(report["terminated"]) == 1 and report["s3_objects_removed"] == 1
     assert len(live_instances()) == 1
-    report = aws_account.cleanup(aws_config())
+    report = account.cleanup(aws_config())
     assert report["runs"] == ["young"] and live_instances() == []
     assert [i["State"]["Name"] for i in all_instances()].count("running") == 1  # the untagged one stays
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="kpbench/").get("KeyCount") == 0
@@ -974,7 +977,7 @@ RUN_STEPS = {
                            EC2_BUSY + ["InvalidInstanceID.NotFound"]),
     "upload inputs": ("PutObject", "", "AccessDenied", False, S3_BUSY),
     "copy inputs to each instance": ("CopyObject", "", "AccessDenied", False, S3_BUSY),
-    "read statuses": ("GetObject", s3keys.STATUS, "AccessDenied", False, S3_BUSY),
+    "read statuses": ("GetObject", bucket_keys.STATUS, "AccessDenied", False, S3_BUSY),
     "download the result": ("GetObject", "/result/", "AccessDenied", False, S3_BUSY),
     "terminate": ("TerminateInstances", "", "UnauthorizedOperation", True, EC2_BUSY + ["InvalidInstanceID.NotFound"]),
     "delete the security group": ("DeleteSecurityGroup", "", "UnauthorizedOperation", True,
@@ -1023,9 +1026,9 @@ def test_a_refusal_at_any_step_fails_clearly_and_leaves_nothing(aws_env, tiny_da
     op, part, code, in_teardown, _ = RUN_STEPS[step]
     faults = Faults(**{op: (code, 10 ** 6, part)})
     player(fast=True)
-    # A refused status read looks like a missing status (403, see exchange.MISSING): the boot deadline
+    # A refused status read looks like a missing status (403, see bucket.MISSING): the boot deadline
     # ends the run, or the instance's own end does.
-    says = ("no status from instance|terminated without a result" if part == s3keys.STATUS
+    says = ("no status from instance|terminated without a result" if part == bucket_keys.STATUS
             else re.escape(code))
     try:
         _faulty_run(monkeypatch, faults, tiny_dataset, tmp_path / "out")
@@ -1041,7 +1044,7 @@ def test_a_refusal_at_any_step_fails_clearly_and_leaves_nothing(aws_env, tiny_da
     if in_teardown:
         run_id = re.search(r"cleanup --run-id (\S+)`", output.err).group(1)
         faults.lift()
-        aws_account.cleanup(aws_config(), run_id=run_id)
+        account.cleanup(aws_config(), run_id=run_id)
     assert leftovers() == NOTHING
 
 
@@ -1049,7 +1052,7 @@ def test_objects_carry_no_acl_and_the_bucket_has_acls_disabled(aws_env):
     s3 = boto3.client("s3")
     controls = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]["Rules"]
     assert controls == [{"ObjectOwnership": "BucketOwnerEnforced"}]
-    exchange.put_private(s3, BUCKET, "kpbench/x/status/i-1.json", b"{}")  # refused with an ACL (the play above)
+    bucket.put_private(s3, BUCKET, "kpbench/x/status/i-1.json", b"{}")  # refused with an ACL (the play above)
     assert s3.head_object(Bucket=BUCKET, Key="kpbench/x/status/i-1.json")["ServerSideEncryption"] == "AES256"
 
 
@@ -1118,8 +1121,8 @@ def test_a_silent_instance_is_judged_by_the_age_of_its_status(aws_env, tiny_data
             for instance_id in live_instances():
                 (instance,) = [i for i in all_instances() if i["InstanceId"] == instance_id]
                 run_id = next(t["Value"] for t in instance["Tags"] if t["Key"] == provision.TAG_RUN)
-                folder = s3keys.instance_folder(f"kpbench/{run_id}", "us-east-1", "123456789012", instance_id)
-                s3.put_object(Bucket=BUCKET, Key=f"{folder}/{s3keys.STATUS}", Body=json.dumps(
+                folder = bucket_keys.instance_folder(f"kpbench/{run_id}", "us-east-1", "123456789012", instance_id)
+                s3.put_object(Bucket=BUCKET, Key=f"{folder}/{bucket_keys.STATUS}", Body=json.dumps(
                     {"phase": "training", "worker": 0, "time": time.time(), "last_step_age_s": 0}).encode())
                 return
             time.sleep(0.2)
@@ -1152,7 +1155,7 @@ def test_aws_setup_is_idempotent_and_safe_to_race(aws_env, tmp_path):
 
     config = aws_config(bucket="kpbench-fresh", instance_profile="kpbench-fresh")
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: aws_account.setup(config), range(4)))
+        results = list(pool.map(lambda _: account.setup(config), range(4)))
     assert len({r["instance_profile_arn"] for r in results}) == 1
     profile = boto3.client("iam").get_instance_profile(InstanceProfileName="kpbench-fresh")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == ["kpbench-fresh"]
@@ -1181,14 +1184,14 @@ def test_cleanup_removes_groups_and_prefixes_of_runs_without_instances(aws_env):
     old, young = "gpu-20200101T000000Z-abc123", f"gpu-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-def456"
     for run in (old, young):
         provision.create_security_group(ec2, f"kpbench-{run}", run, vpc)
-        exchange.put_private(s3, BUCKET, f"kpbench/{run}/input/spec.json", b"{}")
-    report = aws_account.cleanup(aws_config())
+        bucket.put_private(s3, BUCKET, f"kpbench/{run}/input/spec.json", b"{}")
+    report = account.cleanup(aws_config())
     assert report["runs"] == [old] and len(report["security_groups"]) == 1 and report["s3_objects_removed"] == 1
     left = ec2.describe_security_groups(Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])["SecurityGroups"]
     assert [provision.tag(g, provision.TAG_RUN) for g in left] == [young]
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="kpbench/")["Contents"]] == [
         f"kpbench/{young}/input/spec.json"]
-    aws_account.cleanup(aws_config(), run_id=young)
+    account.cleanup(aws_config(), run_id=young)
 
 
 def test_cleanup_looks_in_every_region_it_is_given(aws_env, tmp_path):
@@ -1205,14 +1208,14 @@ def test_cleanup_looks_in_every_region_it_is_given(aws_env, tmp_path):
         group = provision.create_security_group(ec2, f"kpbench-{run}", run, provision.group_vpc(ec2))
         ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, SecurityGroupIds=[group],
                           TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
-        exchange.put_private(s3, BUCKET, f"kpbench/{run}/input/spec.json", b"{}")
+        bucket.put_private(s3, BUCKET, f"kpbench/{run}/input/spec.json", b"{}")
         return ec2
 
     # Two hours old: past the hour after which a run with no instance in sight is an orphan, but
     # within its instances' lifetime (aws.max_lifetime_h), so they may still run where nobody looked.
     away_run = f"gpu-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(time.time() - 7200))}-abc123"
     home, away = leave_a_run("us-east-1", "gpu-20200101T000000Z-aaa111"), leave_a_run("eu-west-1", away_run)
-    report = aws_account.cleanup(aws_config(max_lifetime_h=6))
+    report = account.cleanup(aws_config(max_lifetime_h=6))
     assert report["regions"] == ["us-east-1"] and report["runs"] == ["gpu-20200101T000000Z-aaa111"]
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"kpbench/{away_run}/")["KeyCount"] == 1
     overlay = tmp_path / "aws.yaml"
@@ -1228,14 +1231,14 @@ def test_cleanup_looks_in_every_region_it_is_given(aws_env, tmp_path):
         assert [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]] == [
             "terminated"]
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="kpbench/")["KeyCount"] == 0
-    assert "eu-west-1" in aws_account.cleanup(aws_config(), all_regions=True)["regions"]
+    assert "eu-west-1" in account.cleanup(aws_config(), all_regions=True)["regions"]
 
 
 def test_cleanup_all_removes_what_setup_made_only_on_request(aws_env):
     iam, s3 = boto3.client("iam"), boto3.client("s3")
-    assert "removed_setup" not in aws_account.cleanup(aws_config())
+    assert "removed_setup" not in account.cleanup(aws_config())
     iam.get_instance_profile(InstanceProfileName="kpbench-instance")  # still there
-    report = aws_account.cleanup(aws_config(), everything=True)
+    report = account.cleanup(aws_config(), everything=True)
     assert report["removed_setup"] == ["instance profile kpbench-instance", "role kpbench-instance",
                                        f"bucket {BUCKET}"]
     with pytest.raises(iam.exceptions.NoSuchEntityException):

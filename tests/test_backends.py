@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from kpbench import KpbenchError
-from kpbench.backends import run_instance
-from kpbench.contention import contended
-from kpbench.layout import PROGRESS_FILE
-from kpbench.local_backend import free_ports
-from kpbench.train import tf_config
-from kpbench.version import code_version
+from kpbench.backends.launch import run_instance
+from kpbench.backends.local import free_ports
+from kpbench.core.contention import contended
+from kpbench.core.layout import PROGRESS_FILE
+from kpbench.core.version import code_version
+from kpbench.train.run import tf_config
 from specs import run_inputs
 
 
@@ -51,7 +51,7 @@ def _our_processes(marker):
 
 
 def test_wait_estimate_is_kept_as_measured_and_flagged_when_unresolved():
-    from kpbench.step_times import wait_estimate
+    from kpbench.train.step_times import wait_estimate
 
     steps = [{"step_s": [9.0, 1.0, 1.2, 1.1], "compute_step_s": [0.7, 0.6, 0.8]},
              {"step_s": [9.0, 1.0, 1.0, 1.3], "compute_step_s": [0.9, 0.9, 0.9]}]

@@ -46,7 +46,7 @@ def test_gpu_benchmark_runs_kpbench_training_and_compares_with_the_t4(tmp_path):
     run_record = json.loads((tmp_path / "run.json").read_text())
     assert run_record["training"]["jit_compile"] is True
     # the folder is a measured row for kpbench predict: the run and its model's description
-    from kpbench.predict import _measured_models
+    from kpbench.forecast.predict import _measured_models
 
     assert list(_measured_models([tmp_path / "run.json"], [run_record])) == ["reference_cnn"]
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from kpbench.contention import contended, cpu_ticks, parse_gpu_processes, process_ticks, summarise
+from kpbench.core.contention import contended, cpu_ticks, parse_gpu_processes, process_ticks, summarise
 
 STAT = """cpu  300 10 100 1000 50 5 5 20 40 0
 cpu0 100 10 50 500 25 0 5 10 40 0
@@ -59,7 +59,7 @@ def test_another_process_on_the_gpu_is_foreign_and_contends():
 def test_the_run_schema_admits_every_honest_contention_record_and_rejects_a_malformed_one():
     import jsonschema
 
-    from kpbench.records import RUN_SCHEMA
+    from kpbench.core.run_reader import RUN_SCHEMA
 
     schema = RUN_SCHEMA["properties"]["contention"]
     measured = summarise([_sample(0, 100, 200, 50), _sample(10, 119, 220, 66)], 0.1, 1.0, gpu_foreign=[])

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from kpbench.costs import cluster_usd_per_hour, projected_train_s, run_cost_usd
+from kpbench.core.billing import cluster_usd_per_hour, projected_train_s, run_cost_usd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def _row(name, backend="ec2", **fields):
 
 
 def test_plan_charges_boot_plus_workload_at_the_expected_throughput():
-    from kpbench.costs import plan
+    from kpbench.core.billing import plan
 
     result = plan([_row("gpu", measured_as="study gpu", workers=2)], WORKLOAD, 6000, AWS,
                   measured={"study gpu": 1000.0})
@@ -49,7 +49,7 @@ def test_plan_charges_boot_plus_workload_at_the_expected_throughput():
 
 
 def test_plan_charges_the_lifetime_cap_when_throughput_is_unknown_and_skips_the_rest():
-    from kpbench.costs import plan
+    from kpbench.core.billing import plan
 
     rows = [_row("unknown"), _row("slow"), _row("old", ec2_catalogue="retired"), _row("here", backend="local")]
     result = plan(rows, {**WORKLOAD, "max_train_images": 500}, 6000, AWS, measured={"slow": 1.0})
@@ -79,7 +79,7 @@ def test_plan_command_refuses_a_matrix_over_budget(tmp_path):
 
 
 def test_plan_charges_every_repeat():
-    from kpbench.costs import plan
+    from kpbench.core.billing import plan
 
     once = plan([_row("gpu")], WORKLOAD, 6000, AWS, measured={"gpu": 1000.0})
     thrice = plan([_row("gpu")], WORKLOAD, 6000, AWS, measured={"gpu": 1000.0}, repeats=3)
@@ -88,7 +88,7 @@ def test_plan_charges_every_repeat():
 
 
 def test_plan_and_runs_pay_for_the_volume_and_the_public_address_of_every_machine():
-    from kpbench.costs import ec2_usd_per_hour, plan
+    from kpbench.core.billing import ec2_usd_per_hour, plan
 
     aws = {**AWS, "volume_gb": 100, "prices": {"ebs_gp3_usd_per_gb_month": 0.08, "public_ipv4_usd_per_hour": 0.005}}
     extras = 100 * 0.08 / 720 + 0.005  # gp3 per GB and 30-day month, prorated; IPv4 per hour
@@ -99,7 +99,7 @@ def test_plan_and_runs_pay_for_the_volume_and_the_public_address_of_every_machin
 
 
 def test_billing_is_per_second_with_a_one_minute_minimum():
-    from kpbench.costs import billed_seconds
+    from kpbench.core.billing import billed_seconds
 
     assert billed_seconds(5) == 60 and billed_seconds(0) == 60
     assert billed_seconds(60.2) == 61 and billed_seconds(3600) == 3600
@@ -128,7 +128,9 @@ def test_plan_names_the_vcpu_quota_to_raise_before_anything_launches(monkeypatch
     import boto3
     from botocore.stub import Stubber
 
-    from kpbench import KpbenchError, aws, cli
+    from kpbench import KpbenchError
+    from kpbench.backends.aws import api
+    from kpbench.cli import main
 
     client = boto3.client("service-quotas", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
     stub = Stubber(client)
@@ -138,12 +140,12 @@ def test_plan_names_the_vcpu_quota_to_raise_before_anything_launches(monkeypatch
     stub.add_response("get_service_quota", {"Quota": {"QuotaCode": "L-1216C47A", "Value": 64.0}},
                       {"ServiceCode": "ec2", "QuotaCode": "L-1216C47A"})
     stub.activate()
-    monkeypatch.setattr(aws, "client", lambda boto, name: client)
-    monkeypatch.setattr(aws, "session", lambda config: None)
+    monkeypatch.setattr(api, "client", lambda boto, name: client)
+    monkeypatch.setattr(api, "session", lambda config: None)
     out = REPO / "results" / "never-written-plan.json"
     monkeypatch.chdir(REPO)
     with pytest.raises(KpbenchError) as refused:
-        args = cli.build_parser().parse_args(["plan", "--configfile", "config/config.yaml", "config/aws.yaml",
+        args = main.build_parser().parse_args(["plan", "--configfile", "config/config.yaml", "config/aws.yaml",
                                               str(REPO / "tests" / "data" / "two-repeats.yaml"), "--out", str(out)])
         args.func(args)
     message = str(refused.value)

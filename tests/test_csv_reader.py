@@ -10,12 +10,18 @@ import pytest
 
 import kpbench
 from csv_edit import read_rows, set_field, write_rows
-from kpbench.cli import main
-from kpbench.csv_reader import (DataError, load_test_csv, load_training_csv, parse_images, parse_targets,
-                                read_kaggle_csv)
-from kpbench.fast_reader import read_fast
-from kpbench.kaggle_format import TEST_COLUMNS, TRAINING_COLUMNS
-from kpbench.preprocess import preprocess
+from kpbench.cli.main import main
+from kpbench.data.csv_reader import (
+    DataError,
+    load_test_csv,
+    load_training_csv,
+    parse_images,
+    parse_targets,
+    read_kaggle_csv,
+)
+from kpbench.data.fast_reader import read_fast
+from kpbench.data.kaggle_format import TEST_COLUMNS, TRAINING_COLUMNS
+from kpbench.data.preprocess import preprocess
 
 
 def _drop_column(rows, name):

@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from kpbench import original
-from kpbench.csv_reader import load_training_csv
-from kpbench.forward_fill import invented_labels, measure
-from kpbench.io import read_json, write_json
-from kpbench.synthetic import missing_label_mask, write_synthetic_csvs
+from kpbench.analysis.forward_fill import invented_labels, measure
+from kpbench.core.files import read_json, write_json
+from kpbench.data.csv_reader import load_training_csv
+from kpbench.data.synthetic import missing_label_mask, write_synthetic_csvs
+from kpbench.model import original_study
 
 
 def test_rows_come_in_the_real_files_blocks_and_forward_fill_leaves_no_blank():
@@ -18,10 +18,10 @@ def test_rows_come_in_the_real_files_blocks_and_forward_fill_leaves_no_blank():
     complete = mask.all(axis=1)
     assert abs(int(complete.sum()) - 2140) <= 10
     assert np.flatnonzero(complete).max() < np.flatnonzero(~complete).min()
-    assert not np.isnan(original.forward_fill(np.where(mask, 1.0, np.nan))).any()
+    assert not np.isnan(original_study.forward_fill(np.where(mask, 1.0, np.nan))).any()
     # The old random order started with a partial row: forward fill then leaves NaN at the top.
     shuffled = mask[np.random.default_rng(1).permutation(len(mask))]
-    assert np.isnan(original.forward_fill(np.where(shuffled, 1.0, np.nan))).any()
+    assert np.isnan(original_study.forward_fill(np.where(shuffled, 1.0, np.nan))).any()
 
 
 def test_truth_file_matches_the_csv_wherever_it_has_a_value(raw_dir):
@@ -35,16 +35,16 @@ def test_truth_file_matches_the_csv_wherever_it_has_a_value(raw_dir):
 
 def test_original_procedure_trains_to_a_finite_loss_on_the_embedded_default(tmp_path):
     write_synthetic_csvs(tmp_path, n_train=40, n_test=1, seed=2013)
-    images, targets = original.load_training(tmp_path / "training.csv")
+    images, targets = original_study.load_training(tmp_path / "training.csv")
     assert images.shape == (40, 96, 96, 1) and not np.isnan(targets).any()
-    _, history = original.train(tmp_path / "training.csv", epochs=1, batch_size=8)
+    _, history = original_study.train(tmp_path / "training.csv", epochs=1, batch_size=8)
     assert all(math.isfinite(loss) for loss in history.history["loss"] + history.history["val_loss"])
 
 
 def test_invented_labels_are_counted_and_scored_against_the_truth():
     truth = np.array([[10.0, 10.0], [13.0, 14.0], [20.0, 20.0]])
     mask = np.array([[True, True], [False, False], [True, True]])
-    result = invented_labels(original.forward_fill(np.where(mask, truth, np.nan)), mask, truth)
+    result = invented_labels(original_study.forward_fill(np.where(mask, truth, np.nan)), mask, truth)
     assert result["invented"] == 2 and result["invented_share"] == pytest.approx(2 / 6)
     assert result["invented_error_px"] == pytest.approx(5.0)
     assert result["invented_rmse_px"] == pytest.approx(math.sqrt((9 + 16) / 2))
@@ -54,7 +54,7 @@ def test_invented_labels_are_counted_and_scored_against_the_truth():
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     """The stage on tiny data, against a masked 'run' whose predictions are the truth plus 1 px."""
-    from kpbench.preprocess import load_dataset, preprocess
+    from kpbench.data.preprocess import load_dataset, preprocess
 
     folder = tmp_path_factory.mktemp("ff")
     write_synthetic_csvs(folder, n_train=48, n_test=2, seed=7)
@@ -98,7 +98,7 @@ def test_without_ground_truth_only_the_invented_share_is_written(measured, tmp_p
 
 
 def test_the_paper_section_renders_with_without_and_before_the_measurement(measured, tmp_path):
-    from kpbench.paper import make_environment
+    from kpbench.paper.render import make_environment
     from workflow import REPO
 
     result, folder = measured

@@ -15,7 +15,7 @@ import yaml
 
 from kaggle_stand_in import KEY, TOKEN, fake_kaggle  # noqa: F401  (a fixture)
 from kpbench import KpbenchError
-from kpbench.kaggle_client import download_competition
+from kpbench.data.kaggle_client import download_competition
 
 REPO = Path(__file__).resolve().parents[1]
 COMPETITION = "facial-keypoints-detection"

@@ -1,4 +1,4 @@
-"""The Keras 3 path (kpbench.keras3_path, for GPU machines without TensorFlow) against tf-keras.
+"""The Keras 3 path (kpbench.model.keras3, for GPU machines without TensorFlow) against tf-keras.
 
 CI has no JAX, but TensorFlow's wheel brings Keras 3: its side runs in a subprocess on Keras 3's
 TensorFlow backend, so Keras 3's global state never meets tf-keras's in this process.
@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kpbench.model import MODEL_NAMES, describe_model
-from kpbench.objectives import CENTRE, MAE, PCK, RMSE, masked_mse, pack_targets
-from kpbench.peaks import peak_for, resolve_gpu
+from kpbench.machine.device_peaks import peak_for, resolve_gpu
+from kpbench.model.objectives import CENTRE, MAE, PCK, RMSE, masked_mse, pack_targets
+from kpbench.model.registry import MODEL_NAMES, describe_model
 
 KERAS3_SIDE = """
 import json, sys
 import numpy as np
 import keras
-from kpbench import keras3_path as k3
-from kpbench.model import MODEL_NAMES
+from kpbench.model import keras3 as k3
+from kpbench.model.registry import MODEL_NAMES
 
 data = np.load(sys.argv[1])
 y, prediction = data["y"], data["prediction"]
@@ -49,9 +49,9 @@ def _run(code, *args, **env):
 
 
 def test_the_model_training_and_data_modules_import_without_tensorflow():
-    loaded = _run("import sys, kpbench.model, kpbench.train, kpbench.hardware, kpbench.sources, kpbench.preprocess, "
-                  "kpbench.synthetic, kpbench.inputs, kpbench.cluster, kpbench.callbacks, kpbench.run_record; "
-                  "print(kpbench.model.MODEL_NAMES, "
+    loaded = _run("import sys, kpbench.model.registry, kpbench.train.run, kpbench.machine.detect, kpbench.data.sources, kpbench.data.preprocess, "
+                  "kpbench.data.synthetic, kpbench.train.inputs, kpbench.train.multi_worker, kpbench.train.callbacks, kpbench.train.run_writer; "
+                  "print(kpbench.model.registry.MODEL_NAMES, "
                   "sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')))")
     assert loaded == "('reference_cnn', 'separable_cnn') []"
 

@@ -3,9 +3,9 @@ import pytest
 import tensorflow as tf
 
 from kpbench import KpbenchError
-from kpbench.model import MODEL_NAMES, MODELS, REFERENCE_PARAMETERS, build_model, describe_model, layer_table
-from kpbench.objectives import CENTRE, MAE, PCK, RMSE, masked_mse, pack_targets, to_pixels
-from kpbench.perf_model import layer_costs
+from kpbench.forecast.perf_model import layer_costs
+from kpbench.model.objectives import CENTRE, MAE, PCK, RMSE, masked_mse, pack_targets, to_pixels
+from kpbench.model.registry import MODEL_NAMES, MODELS, REFERENCE_PARAMETERS, build_model, describe_model, layer_table
 
 
 def test_the_registry_names_each_built_in_model_once():
@@ -130,9 +130,9 @@ def test_metrics_are_exact_over_several_batches_in_pixels():
 
 
 def test_the_metrics_table_names_what_keras_logs():
-    """kpbench.metrics maps history columns to Keras' log names; the compiled metrics must carry them."""
-    from kpbench.metrics import METRICS
-    from kpbench.objectives import objectives
+    """kpbench.core.metrics maps history columns to Keras' log names; the compiled metrics must carry them."""
+    from kpbench.core.metrics import METRICS
+    from kpbench.model.objectives import objectives
 
     made = objectives()
     names = {made["RMSE"]().name, made["MAE"]().name, made["PCK"](3.0).name}

@@ -8,10 +8,16 @@ import shutil
 import pytest
 
 from kpbench import KpbenchError
-from kpbench.io import read_json
-from kpbench.keras_log import parse_log, read_log
-from kpbench.original_logs import (distribution_check, extra_layers, instance_of, log_model, read_runs,
-                                   write_parsed)
+from kpbench.analysis.keras_log import parse_log, read_log
+from kpbench.analysis.original_logs import (
+    distribution_check,
+    extra_layers,
+    instance_of,
+    log_model,
+    read_runs,
+    write_parsed,
+)
+from kpbench.core.files import read_json
 from workflow import REPO
 
 LOGS = sorted((REPO / "config" / "original_study_logs").glob("*.log.gz"))
@@ -140,8 +146,8 @@ def test_the_clusters_distribution_cost_is_set_beside_the_alpha_beta_model():
 
 
 def test_the_prediction_calibrates_the_original_rows_on_their_logs():
-    from kpbench.predict import configured_workload, load_inputs, predictions
-    from kpbench.settings import load_config
+    from kpbench.core.settings import load_config
+    from kpbench.forecast.predict import configured_workload, load_inputs, predictions
 
     campaign = sorted((REPO / "campaigns").glob("*/config.yaml"))[-1].parent
     config = load_config([REPO / "config" / "config.yaml", campaign / "config.yaml"])

@@ -1,6 +1,6 @@
 import pytest
 
-from kpbench.paper import Latex, integer, latex_escape, make_environment, num, percent, usd
+from kpbench.paper.render import Latex, integer, latex_escape, make_environment, num, percent, usd
 
 
 def test_command_lines_keep_their_double_hyphens_and_backquotes():

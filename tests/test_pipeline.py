@@ -22,7 +22,7 @@ def test_paper_target_builds_a_pdf_with_pages(tree):
 
 
 def test_a_compute_estimate_above_the_step_time_is_reported_not_fatal(tree):
-    from kpbench.io import read_json
+    from kpbench.core.files import read_json
 
     for repeat in (1, 2):
         wait = read_json(tree / "results" / "runs" / "local-2w" / f"r{repeat}" / "run.json")["cluster"]["wait_estimate"]
@@ -85,7 +85,7 @@ def test_pipeline_benchmark_times_planning_and_a_rebuild(tree):
 def test_local_runs_never_overlap_whatever_cores_snakemake_is_given(tmp_path):
     """Each local training holds every core Snakemake has, so with more cores than the machine no two
     runs (and no other job) are ever timed side by side; each run records when it started and ended."""
-    from kpbench.records import read_run
+    from kpbench.core.run_reader import read_run
 
     root = checkout(tmp_path)
     snakemake(root, "--cores", "4", "results", "--configfile", "tiny.yaml")

@@ -1,4 +1,4 @@
-"""The prediction model (kpbench.predict): counts against hand-computed layers, the roofline on
+"""The prediction model (kpbench.forecast.predict): counts against hand-computed layers, the roofline on
 synthetic devices, leave-one-out that never sees the row it predicts, and the plan's use of it."""
 
 import json
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kpbench import KpbenchError, calibration, peaks, perf_model
-from kpbench.costs import plan
+from kpbench import KpbenchError
+from kpbench.core.billing import plan
+from kpbench.forecast import calibration, perf_model
+from kpbench.machine import device_peaks
 
 REPO = Path(__file__).resolve().parents[1]
 CAMPAIGN = REPO / "campaigns" / "2026-11-25-default-x3"
@@ -57,9 +59,9 @@ def test_roofline_on_synthetic_devices(monkeypatch):
     table = {r["name"]: r for r in perf_model.roofline(costs_rows, flops_s=1e9, bytes_s=1e8)}  # ridge: 10 FLOP/byte
     assert table["dense-math"]["forward_bound"] == "compute" and table["dense-math"]["forward_s"] == pytest.approx(1e-3)
     assert table["copy"]["forward_bound"] == "memory" and table["copy"]["forward_s"] == pytest.approx(1e-2)
-    monkeypatch.setitem(peaks.PEAKS, "Toy GPU", {"fp32": 2.0, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
+    monkeypatch.setitem(device_peaks.PEAKS, "Toy GPU", {"fp32": 2.0, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
                                                  "kind": "datasheet", "source": "test"})
-    flops_s, bytes_s, klass = perf_model.device_peaks(peaks.device_entry("Toy GPU"), 2, "mixed_float16")
+    flops_s, bytes_s, klass = perf_model.device_peaks(device_peaks.device_entry("Toy GPU"), 2, "mixed_float16")
     assert (flops_s, bytes_s, klass) == (4e12, 2e11, "gpu-toy/fp32")  # no faster path: FP32, FP32's class
 
 
@@ -73,7 +75,7 @@ def _synthetic_rows(monkeypatch, measured, models=(MODEL, MODEL, MODEL), devices
     """Rows A, B, C measured on `devices`."""
     # Slow arithmetic against fast memory: the toy layers are compute-bound, so FLOPs set their times.
     for name in set(devices):
-        monkeypatch.setitem(peaks.PEAKS, name, {"fp32": 0.001, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
+        monkeypatch.setitem(device_peaks.PEAKS, name, {"fp32": 0.001, "mixed": None, "mem_gbs": 100, "class": "gpu-toy",
                                                 "kind": "datasheet", "source": "test"})
     reference = {"epochs": 2, "train_images": 128, "validation_images": 16, "batch_size": 4}
     rows = [calibration._row(name, "test", perf_model.machine(device, 1, "float32", 4), seconds, model, reference, 0.0)
@@ -118,7 +120,7 @@ def test_a_machine_held_out_leaves_out_every_row_of_its_device(monkeypatch):
 def test_runs_measured_elsewhere_carry_the_model_they_trained(tmp_path):
     """A measured folder without its model.json, or with another model's, is refused by name; with it,
     the row is modelled with that model and named by device, model and precision."""
-    from kpbench.predict import _measured_models
+    from kpbench.forecast.predict import _measured_models
 
     folder = tmp_path / "m"
     folder.mkdir()
@@ -133,7 +135,7 @@ def test_runs_measured_elsewhere_carry_the_model_they_trained(tmp_path):
     models = _measured_models([SEPARABLE], [run])
     assert set(models) == {"separable_cnn"} and models["separable_cnn"]["trainable_parameters"] < 3e6
     # a model described twice must be described alike (a stale description is refused)
-    from kpbench.predict import _with_measured_models
+    from kpbench.forecast.predict import _with_measured_models
 
     stale = {**models["separable_cnn"], "training_flops_per_image": 1}
     with pytest.raises(KpbenchError, match="describes separable_cnn .* describe it again"):
@@ -143,9 +145,9 @@ def test_runs_measured_elsewhere_carry_the_model_they_trained(tmp_path):
 def test_measured_rows_are_named_apart_and_only_top_level_folders_count(tmp_path):
     """bench/measured/<folder>/run.json are the rows (repeats/ below them are not); two runs of one
     device, model, precision and framework would share a name and are refused, naming it."""
-    from kpbench.layout import MEASURED_RUNS
-    from kpbench.predict import configured_workload, load_inputs, predictions
-    from kpbench.settings import load_config
+    from kpbench.core.layout import MEASURED_RUNS
+    from kpbench.core.settings import load_config
+    from kpbench.forecast.predict import configured_workload, load_inputs, predictions
 
     found = sorted(REPO.glob(MEASURED_RUNS))
     assert SEPARABLE in found and all(p.parent.parent.name == "measured" for p in found)
@@ -161,7 +163,7 @@ def test_measured_rows_are_named_apart_and_only_top_level_folders_count(tmp_path
 
 
 def test_every_framework_has_its_software_label():
-    from kpbench.hardware import FRAMEWORKS
+    from kpbench.machine.detect import FRAMEWORKS
 
     assert set(calibration.SOFTWARE) == set(FRAMEWORKS) and calibration.SOFTWARE["tf"] == calibration.TODAY
 
@@ -180,8 +182,8 @@ def test_each_measured_row_is_modelled_with_the_model_it_trained(monkeypatch):
 
 
 def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated():
-    from kpbench.predict import configured_workload, load_inputs, predictions
-    from kpbench.settings import load_config
+    from kpbench.core.settings import load_config
+    from kpbench.forecast.predict import configured_workload, load_inputs, predictions
 
     config = load_config([REPO / "config" / "config.yaml", CAMPAIGN / "config.yaml"])
     summary, models, reference, runs = load_inputs(config, CAMPAIGN / "results")
@@ -228,7 +230,7 @@ def test_plan_prices_unmeasured_rows_at_the_slow_end_of_the_prediction():
 
 
 def test_predict_command_writes_the_ranked_catalogue(tmp_path, capsys):
-    from kpbench.cli import main
+    from kpbench.cli.main import main
 
     out, table = tmp_path / "p.json", tmp_path / "p.csv"
     assert main(["predict", "--configfile", str(REPO / "config" / "config.yaml"), str(CAMPAIGN / "config.yaml"),
@@ -247,7 +249,7 @@ def test_the_ec2_rows_agree_with_the_dated_catalogue():
     the same machines: a price re-checked in one must be re-checked in the other."""
     import yaml
 
-    from kpbench.predict import read_catalogue
+    from kpbench.forecast.predict import read_catalogue
 
     catalogue = {r["instance_type"]: r for r in read_catalogue(REPO / "config" / "catalogue.csv")}
     rows = yaml.safe_load((REPO / "config" / "aws.yaml").read_text())["instances"]
@@ -269,12 +271,12 @@ def test_the_ec2_rows_agree_with_the_dated_catalogue():
 def test_the_original_clusters_all_reduce_at_their_types_guaranteed_bandwidth():
     """The study's table gives g4dn.xlarge's "up to" 25 Gbit/s; a run-long all-reduce gets the
     guaranteed baseline, which the catalogue gives (5 Gbit/s), and the prediction slows with it."""
-    from kpbench.aggregate import by_instance
-    from kpbench.predict import load_inputs, read_catalogue
-    from kpbench.settings import load_config
+    from kpbench.analysis.aggregate import by_instance
+    from kpbench.core.settings import load_config
+    from kpbench.forecast.predict import load_inputs, read_catalogue
 
     config = load_config([REPO / "config" / "config.yaml", CAMPAIGN / "config.yaml"])
-    from kpbench.records import read_run
+    from kpbench.core.run_reader import read_run
 
     summary, models, reference, run_paths = load_inputs(config, CAMPAIGN / "results")
     runs = [read_run(path) for path in run_paths]

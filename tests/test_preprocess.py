@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 
-from kpbench.csv_reader import load_training_csv
-from kpbench.kaggle_format import KEYPOINTS
-from kpbench.preprocess import load_dataset, split_indices
+from kpbench.data.csv_reader import load_training_csv
+from kpbench.data.kaggle_format import KEYPOINTS
+from kpbench.data.preprocess import load_dataset, split_indices
 
 
 def test_preprocessing_masks_missing_labels_instead_of_filling(raw_dir, dataset):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kpbench import KpbenchError
-from kpbench.campaign import store_campaign
+from kpbench.core.campaign import store_campaign
 from workflow import REPO, planned_jobs, snakemake
 
 CAMPAIGNS = sorted((REPO / "campaigns").glob("*/config.yaml"))
@@ -44,9 +44,9 @@ def test_reviewer_mode_builds_the_paper_without_data_or_training(reviewed):
 
 def test_the_pdf_carries_the_stored_numbers(reviewed):
     root, campaign, _ = reviewed
-    from kpbench.aggregate import by_instance
-    from kpbench.io import read_json
-    from kpbench.scaling import scaling_analysis
+    from kpbench.analysis.aggregate import by_instance
+    from kpbench.analysis.scaling import scaling_analysis
+    from kpbench.core.files import read_json
 
     results = root / campaign / "results"
     summary = by_instance(pd.read_csv(results / "summary.csv"))  # repeats as the tables show them

@@ -5,9 +5,17 @@ import math
 import pandas as pd
 import pytest
 
-from kpbench.collective import sweep_sizes
-from kpbench.scaling import (cluster_fits, fit_alpha_beta, gradient_bytes, measured_speedups, prediction_latency,
-                             predicted_speedup, reference_step_s, ring_allreduce_s)
+from kpbench.analysis.scaling import (
+    cluster_fits,
+    fit_alpha_beta,
+    gradient_bytes,
+    measured_speedups,
+    predicted_speedup,
+    prediction_latency,
+    reference_step_s,
+    ring_allreduce_s,
+)
+from kpbench.train.collective import sweep_sizes
 
 GRAD = gradient_bytes(7_266_494)
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from kpbench import KpbenchError
-from kpbench.cli import build_parser
-from kpbench.settings import launch_settings, load_config, run_spec
+from kpbench.cli.main import build_parser
+from kpbench.core.settings import launch_settings, load_config, run_spec
 from workflow import REPO
 
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
@@ -140,12 +140,39 @@ def test_an_unknown_model_is_named(tmp_path):
         load_config([REPO / "config" / "config.yaml", overlay])
 
 
-def test_the_schema_names_the_registered_backends():
-    """The schema's enum is the one copy of the backend names outside kpbench.layout: kept equal."""
-    from kpbench.layout import BACKENDS
+def test_the_backend_names_are_the_registry_s(tmp_path):
+    """The schema says only that a backend is a string: the names a row may use are those the
+    launchers registered, and a name no launcher registered is refused with the valid ones."""
+    from kpbench.backends import registry
 
     backend = SCHEMA["properties"]["instances"]["items"]["properties"]["backend"]
-    assert backend["enum"] == list(BACKENDS)
+    assert "enum" not in backend
+    kinds = registry.kinds()
+    assert set(kinds) == {"local", "local-cluster", "ec2", "ec2-cluster"}
+    assert {name for name, kind in kinds.items() if kind.rented} == {"ec2", "ec2-cluster"}
+    assert registry.single_worker("ec2-cluster") == "ec2" and registry.single_worker("local-cluster") == "local"
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("instances:\n  - {name: x, backend: gce, usd_per_hour: 1, price_date: 2026-01-01}\n")
+    with pytest.raises(KpbenchError, match=r"instances\.0\.backend: 'gce' is not one of \['ec2', 'ec2-cluster', 'local',"):
+        load_config([REPO / "config" / "config.yaml", overlay])
+
+
+def test_a_launcher_registers_itself_and_a_name_twice_is_refused():
+    from kpbench.backends import registry
+
+    @registry.register("test-only", cluster=False)
+    class Launcher:
+        provider = "somecloud"
+
+    try:
+        kind = registry.kind("test-only")
+        assert kind.launcher is Launcher and kind.rented and kind.machines({"workers": 3}) == 1
+        with pytest.raises(KpbenchError, match="registered twice"):
+            registry.register("test-only", cluster=True)(type("Other", (), {"provider": None}))
+    finally:
+        registry._KINDS.pop("test-only")
+    with pytest.raises(KpbenchError, match="unknown backend 'test-only': one of ec2, ec2-cluster, local"):
+        registry.kind("test-only")
 
 
 def test_measured_as_must_name_a_measured_row_of_the_original_study(tmp_path):

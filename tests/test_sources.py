@@ -4,8 +4,8 @@ import pytest
 
 from csv_edit import read_rows
 from kaggle_stand_in import fake_kaggle  # noqa: F401  (a fixture)
-from kpbench.csv_reader import DataError
-from kpbench.sources import fetch_raw
+from kpbench.data.csv_reader import DataError
+from kpbench.data.sources import fetch_raw
 from workflow import checkout, planned_jobs, snakemake
 
 
@@ -48,7 +48,7 @@ def test_path_source_with_a_missing_file_fails_and_keeps_nothing(raw_dir, tmp_pa
 def test_kaggle_source_downloads_unpacks_and_checks(raw_dir, tmp_path, fake_kaggle, monkeypatch):  # noqa: F811
     fake_kaggle.token_in_env()
     fake_kaggle.competition("facial-keypoints-detection", _kaggle_archive(raw_dir, tmp_path / "built.zip"))
-    monkeypatch.setattr("kpbench.sources.KAGGLE_ROWS", {
+    monkeypatch.setattr("kpbench.data.sources.KAGGLE_ROWS", {
         "training.csv": 60, "test.csv": 6, "IdLookupTable.csv": len(read_rows(raw_dir / "IdLookupTable.csv")) - 1})
     fetch_raw({"source": "kaggle", "competition": "facial-keypoints-detection"}, tmp_path / "raw")
     for name in ("training.csv", "test.csv", "IdLookupTable.csv"):

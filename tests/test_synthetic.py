@@ -3,8 +3,15 @@ import csv
 import numpy as np
 import pandas as pd
 
-from kpbench.kaggle_format import CORE_KEYPOINTS, KEYPOINTS, LOOKUP_COLUMNS, TARGET_COLUMNS, TEST_COLUMNS, TRAINING_COLUMNS
-from kpbench.synthetic import generate_faces, missing_label_mask, write_synthetic_csvs
+from kpbench.data.kaggle_format import (
+    CORE_KEYPOINTS,
+    KEYPOINTS,
+    LOOKUP_COLUMNS,
+    TARGET_COLUMNS,
+    TEST_COLUMNS,
+    TRAINING_COLUMNS,
+)
+from kpbench.data.synthetic import generate_faces, missing_label_mask, write_synthetic_csvs
 
 
 def test_training_csv_has_kaggles_exact_header_and_fields(raw_dir):

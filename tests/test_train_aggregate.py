@@ -8,11 +8,16 @@ import pandas as pd
 import pytest
 
 from kpbench import KpbenchError
-from kpbench.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, run_row, summarise, time_to_target
-from kpbench.kaggle_format import KEYPOINTS
-from kpbench.run_record import (HISTORY_COLUMNS, config_hash, epoch_batches, per_keypoint_rmse,
-                                steady_step_images_per_s)
-from kpbench.train import load_spec, run_training, tf_config
+from kpbench.analysis.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, run_row, summarise, time_to_target
+from kpbench.data.kaggle_format import KEYPOINTS
+from kpbench.train.run import load_spec, run_training, tf_config
+from kpbench.train.run_writer import (
+    HISTORY_COLUMNS,
+    config_hash,
+    epoch_batches,
+    per_keypoint_rmse,
+    steady_step_images_per_s,
+)
 from specs import run_spec
 
 ORIGINAL_CSV = Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
@@ -57,7 +62,7 @@ def test_training_writes_a_complete_timed_run(trained):
     assert performance["training_flops_per_image"] == 3 * 795_703_296
     assert performance["matmul_gflops"] > 0
     # Against the peak of the CPU it measured it ran on, with that peak's origin; blank, never over 1.
-    from kpbench.peaks import mfu
+    from kpbench.machine.device_peaks import mfu
 
     assert stored["hardware"]["cpu"]["logical_cpus"] == stored["hardware"]["cpu_cores"]
     assert performance["peak_origin"] in ("derived", "unknown") and performance["copy_gbs"] > 0
@@ -95,7 +100,7 @@ def test_a_cluster_refuses_keras3_and_a_time_limit(dataset, tmp_path, monkeypatc
 
 
 def test_the_separable_model_trains_and_its_run_counts_its_own_flops(dataset, tmp_path):
-    from kpbench.model import describe_model
+    from kpbench.model.registry import describe_model
 
     run = run_training(_spec(model="separable_cnn", epochs=1, max_train_images=16), dataset / "dataset.npz", tmp_path)
     assert run["workload"]["model"] == "separable_cnn" and len(run["timings"]["epoch_s"]) == 1
@@ -177,8 +182,8 @@ def test_time_to_target_starts_with_training_and_its_cost_prices_init_too(traine
 def test_repeats_become_one_row_per_instance_with_their_spread():
     import pandas as pd
 
-    from kpbench.aggregate import by_instance
-    from kpbench.metrics import REPEATED as REPEATED_COLUMNS
+    from kpbench.analysis.aggregate import by_instance
+    from kpbench.core.metrics import REPEATED as REPEATED_COLUMNS
 
     def row(source, instance, train_s, time_to_target_s=None):
         return {"source": source, "instance": instance, "train_s": train_s, "time_to_target_s": time_to_target_s,
@@ -204,8 +209,8 @@ def test_every_column_comes_from_the_runs_chosen_by_training_time():
     """The fastest run has the best accuracy: dropping it by training time drops its accuracy too."""
     import pandas as pd
 
-    from kpbench.aggregate import by_instance
-    from kpbench.metrics import REPEATED as REPEATED_COLUMNS
+    from kpbench.analysis.aggregate import by_instance
+    from kpbench.core.metrics import REPEATED as REPEATED_COLUMNS
 
     runs = [(1, 10.0, 1.0), (2, 20.0, 3.0), (3, 30.0, 2.0)]  # (repeat, train_s, val_rmse_px)
     summary = pd.DataFrame([{**{c: None for c in REPEATED_COLUMNS}, "source": "kpbench", "instance": "a",
@@ -224,8 +229,8 @@ def test_a_runs_peak_is_its_measured_devices_times_how_many_it_ran_on():
     """No GPU: the peak is the CPU's as described (every core of the machine); loopback workers share
     one machine, EC2 workers each bring theirs; a GPU row counts its GPUs; a peak below the measured
     matmul is dropped with a note, and a CPU nobody can derive has none."""
-    from kpbench.machine_description import describe_cpu
-    from kpbench.run_record import machine_peak
+    from kpbench.machine.description import describe_cpu
+    from kpbench.train.run_writer import machine_peak
 
     text = (Path(__file__).parent / "data" / "hardware" / "epyc" / "cpuinfo").read_text()
     epyc = {"cpu_cores": 1, "gpu_count": 0, "cpu": describe_cpu({"cpuinfo": text})}

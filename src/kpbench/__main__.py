@@ -1,5 +1,5 @@
 import sys
 
-from kpbench.cli import main
+from kpbench.cli.main import main
 
 sys.exit(main())

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import requests
 import six  # noqa: F401  (kaggle 2.2.5 imports it without declaring it)
-
 from kagglesdk import get_access_token_from_env
 
 

@@ -1,0 +1,266 @@
+"""`python -m kpbench <stage>`: the commands the Snakemake rules call, one per stage.
+
+Heavy imports (TensorFlow above all) happen inside the command that needs them, so `figures` and
+`paper` run in a second and `train` can time its own imports.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kpbench import KpbenchError
+from kpbench.cli import cloud
+
+
+def _fetch(args):
+    from kpbench.data.sources import fetch_raw
+
+    fetch_raw(json.loads(args.data_config), args.out)
+
+
+def _preprocess(args):
+    from kpbench.data.preprocess import preprocess
+
+    stats = preprocess(args.raw, args.dataset, args.stats, args.samples, args.validation_fraction, args.seed)
+    print(f"{stats['rows']} training rows ({stats['complete_rows']} complete): "
+          f"{stats['train_rows']} train, {stats['validation_rows']} validation, {stats['test_rows']} test")
+
+
+def _describe_model(args):
+    from kpbench.core.files import write_json
+    from kpbench.model.registry import describe_model
+
+    description = describe_model(args.model)
+    write_json(args.out, description)
+    print(f"{description['name']}: {description['parameters']:,} parameters")
+
+
+def _train(args):
+    from kpbench.backends.launch import run_instance
+    from kpbench.core.files import read_json
+    from kpbench.train.run import load_spec
+
+    try:
+        launch = read_json(args.launch)
+    except (OSError, ValueError) as exc:
+        raise KpbenchError(f"{args.launch}: cannot read the launch settings: {exc}") from None
+    run = run_instance(load_spec(args.spec), launch, args.dataset, args.out)
+    t, m = run["timings"], run["metrics"]
+    print(f"{run['instance']['name']}: init {t['init_s']:.1f} s, train {t['train_s']:.1f} s, "
+          f"{t['images_per_s']:.1f} img/s, validation RMSE {m['val_rmse_px']:.3f} px")
+
+
+def _worker(args):
+    from kpbench.backends.run_lock import die_with_launcher
+    from kpbench.train.run import load_spec, run_training
+
+    die_with_launcher()
+    run_training(load_spec(args.spec), args.dataset, args.out, args.backup_dir)
+
+
+def _forward_fill(args):
+    from kpbench.analysis.forward_fill import measure
+
+    result = measure(args.training, args.out, args.source, args.truth, args.dataset, args.run)
+    if result:
+        models = result["models"]
+        print(f"forward fill invents {100 * result['invented_share']:.1f} % of the labels, "
+              f"{result['invented_error_px']:.2f} px off on average; validation RMSE on blank keypoints: "
+              f"forward-filled {models['forward_filled']['blank_rmse_px']:.2f} px, "
+              f"masked {models['masked']['blank_rmse_px']:.2f} px")
+
+
+def _aggregate(args):
+    from kpbench.analysis.aggregate import summarise
+    from kpbench.core.files import read_json
+
+    reference = json.loads(args.reference)
+    reference["training_flops_per_image"] = read_json(args.original_model)["training_flops_per_image"]
+    frame = summarise(args.runs, args.original, reference, args.out, args.target_rmse)
+    print(f"{len(frame)} rows written to {args.out}")
+
+
+def _analyse(args):
+    from kpbench.analysis.analyse import analyse
+    from kpbench.core.files import write_json
+
+    result = analyse(args.summary, args.runs, args.model, json.loads(args.settings))
+    write_json(args.out, result)
+    print(f"fastest {result['fastest']}, cheapest {result['cheapest']}; "
+          f"{len(result['code_versions']['versions'])} code version(s)")
+
+
+def _figures(args):
+    from kpbench.paper.figures import render_all
+
+    render_all(args.analysis, args.samples, args.histories, args.predictions_files, args.out,
+               forward_fill_path=args.forward_fill, predictions_path=args.predictions,
+               original_epochs_path=args.original_epochs)
+
+
+def _original_logs(args):
+    from kpbench.analysis.original_logs import write_parsed
+
+    for run in write_parsed(args.logs, args.epochs, args.runs):
+        print(f"{run['instance']}: {run['epochs']} epochs, steady step {run['step_s']['median'] * 1000:.0f} ms")
+
+
+def _paper(args):
+    from kpbench.paper.render import build_context, render
+
+    context = build_context(args.analysis, args.stats, args.model, json.loads(args.settings),
+                            forward_fill_path=args.forward_fill, predictions_path=args.predictions,
+                            original_runs_path=args.original_runs, original_epochs_path=args.original_epochs)
+    for path in render(args.templates, args.out, context):
+        print(path)
+
+
+def _store_campaign(args):
+    from kpbench.core.campaign import store_campaign
+
+    folder = store_campaign(args.results, args.configfile, args.out)
+    print(f"stored campaign in {folder}; rebuild its paper with:\n"
+          f"  snakemake --cores 1 paper --configfile {folder}/config.yaml")
+
+
+def _remote_worker(args):
+    from kpbench.backends.aws.instance import remote_worker
+
+    remote_worker(args.bucket, args.prefix, args.workdir)
+
+
+def _data_commands(commands):
+    """fetch, preprocess, describe-model: the data and the model."""
+    p = commands.add_parser("fetch", help="write the raw Kaggle-format CSVs for the configured source")
+    p.add_argument("--data-config", required=True, help="the config's data section as JSON")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_fetch)
+
+    p = commands.add_parser("preprocess", help="raw CSVs → masked arrays, statistics and sample faces")
+    p.add_argument("--raw", required=True, type=Path)
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--stats", required=True, type=Path)
+    p.add_argument("--samples", required=True, type=Path)
+    p.add_argument("--validation-fraction", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.set_defaults(func=_preprocess)
+
+    p = commands.add_parser("describe-model", help="layer table, parameters and FLOPs of a registered model")
+    p.add_argument("--model", required=True, help="its name in kpbench.model.registry.MODELS (workloads.<name>.model)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_describe_model)
+
+
+def _training_commands(commands):
+    """train, worker, forward-fill: the timed runs."""
+    p = commands.add_parser("train", help="one instance's timed run, through its backend")
+    p.add_argument("--spec", required=True, help="run spec as JSON, or @file")
+    p.add_argument("--launch", required=True, type=Path, help="launch settings (limits, aws) as a JSON file")
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_train)
+
+    p = commands.add_parser("worker", help="one training process (started by a backend)")
+    p.add_argument("--spec", required=True, help="run spec as JSON, or @file")
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--backup-dir", type=Path, help="checkpoint folder to resume an interrupted run from")
+    p.set_defaults(func=_worker)
+
+    p = commands.add_parser("forward-fill", help="what the original study's forward fill costs, against the truth")
+    p.add_argument("--training", required=True, type=Path, help="training.csv")
+    p.add_argument("--source", required=True, help="the data source (only synthetic has a ground truth)")
+    p.add_argument("--truth", type=Path, help="truth.npz of the synthetic faces; without it, no training")
+    p.add_argument("--dataset", type=Path, help="dataset.npz (with --truth)")
+    p.add_argument("--run", type=Path, help="run.json of the masked run to compare with (with --truth)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_forward_fill)
+
+
+def _analysis_commands(commands):
+    """aggregate, analyse, figures, paper: from results to the paper."""
+    p = commands.add_parser("aggregate", help="run.json files + original study → summary.csv")
+    p.add_argument("--runs", nargs="+", required=True, type=Path)
+    p.add_argument("--original", required=True, type=Path)
+    p.add_argument("--reference", required=True, help="the original study's workload as JSON")
+    p.add_argument("--target-rmse", type=float, help="validation RMSE target in pixels (time-to-target)")
+    p.add_argument("--original-model", required=True, type=Path,
+                   help="the original study's model description (its FLOPs per image, for its rows' MFU)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_aggregate)
+
+    p = commands.add_parser("analyse", help="summary + runs → analysis.json, which figures and paper read")
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--runs", nargs="+", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path, help="results/model.json (gradient bytes)")
+    p.add_argument("--settings", required=True, help="the configuration's analysis section, as JSON")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_analyse)
+
+    p = commands.add_parser("figures", help="the paper's figures from the analysis")
+    p.add_argument("--analysis", required=True, type=Path)
+    p.add_argument("--samples", required=True, type=Path)
+    p.add_argument("--histories", nargs="+", required=True, type=Path, help="every run's history.csv")
+    p.add_argument("--predictions-files", nargs="+", required=True, type=Path, help="every run's predictions.npz")
+    p.add_argument("--forward-fill", nargs="?", type=Path,
+                   help="results/forward_fill.json (absent from campaigns stored before it existed)")
+    p.add_argument("--predictions", type=Path, help="predictions.json of `kpbench predict`")
+    p.add_argument("--original-epochs", type=Path, help="config/original_study_epochs.csv (rule original_logs)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_figures)
+
+    p = commands.add_parser("original-logs", help="the original study's console logs as tables")
+    p.add_argument("--logs", nargs="+", required=True, type=Path, help="its Keras logs (gzip or plain)")
+    p.add_argument("--epochs", required=True, type=Path, help="the per-epoch table to write (CSV)")
+    p.add_argument("--runs", required=True, type=Path, help="the per-run facts to write (JSON)")
+    p.set_defaults(func=_original_logs)
+
+    p = commands.add_parser("paper", help="render the LaTeX sources from the analysis")
+    p.add_argument("--analysis", required=True, type=Path)
+    p.add_argument("--stats", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--forward-fill", nargs="?", type=Path,
+                   help="results/forward_fill.json (absent from campaigns stored before it existed)")
+    p.add_argument("--predictions", type=Path, help="predictions.json of `kpbench predict`")
+    p.add_argument("--original-runs", type=Path, help="config/original_study_runs.json (rule original_logs)")
+    p.add_argument("--original-epochs", type=Path, help="config/original_study_epochs.csv (rule original_logs)")
+    p.add_argument("--settings", required=True, help="configuration the text cites, as JSON")
+    p.add_argument("--templates", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_paper)
+
+
+def _campaign_commands(commands):
+    """remote-worker (on an EC2 instance), store-campaign."""
+    p = commands.add_parser("remote-worker", help="the training run on an EC2 instance (started by its user data)")
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--workdir", required=True, type=Path)
+    p.set_defaults(func=_remote_worker)
+
+    p = commands.add_parser("store-campaign", help="keep finished results as a campaign reviewers can rebuild")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--configfile", type=Path, nargs="+", default=[Path("config/config.yaml")],
+                   help="the configuration the results were made with, overlays last")
+    p.add_argument("--out", type=Path, required=True, help="e.g. campaigns/2026-11-25-default")
+    p.set_defaults(func=_store_campaign)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kpbench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_data_commands, _training_commands, _analysis_commands, cloud.add_commands,
+                _campaign_commands):
+        add(commands)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KpbenchError as exc:
+        print(f"kpbench {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

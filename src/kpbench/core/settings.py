@@ -1,0 +1,195 @@
+"""The one path from configuration files to validated settings, for the Snakefile and every command.
+
+Defaults live only in config/schema.yaml: validation fills them in, and code reads validated keys
+without defaults of its own. What defines a measurement (`run_spec`, hashed into a run's
+config_hash and a rerun trigger) is kept apart from how a run is launched (`launch_settings`: limits
+and AWS plumbing, which never rerun a finished run).
+"""
+
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+from kpbench import REPO_ROOT, KpbenchError
+
+SCHEMA = REPO_ROOT / "config" / "schema.yaml"
+CATALOGUE = SCHEMA.with_name("catalogue.csv")
+
+
+def merged_config(paths):
+    """The configuration as Snakemake sees it: later files override earlier ones, key by key."""
+    def merge(base, overlay):
+        for key, value in overlay.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    config = {}
+    for path in paths:
+        try:
+            merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            raise KpbenchError(f"{path}: cannot read the configuration: {exc}") from None
+    return config
+
+
+def _filling_validator(schema):
+    """A JSON-schema validator that fills each absent property with its default before descending
+    into it (an object's default {} then gets its own properties' defaults), as Snakemake's
+    `validate(..., set_default=True)` does; jsonschema alone, so GPU machines without Snakemake can
+    load the configuration too."""
+    import jsonschema
+
+    base = jsonschema.validators.validator_for(schema)
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, declared, instance, subschema):
+        if isinstance(instance, dict):
+            for key, child in declared.items():
+                if "default" in child:
+                    instance.setdefault(key, copy.deepcopy(child["default"]))
+        yield from check_properties(validator, declared, instance, subschema)
+
+    return jsonschema.validators.extend(base, {"properties": properties})(schema)
+
+
+def validated(config, schema=SCHEMA, launching=True):
+    """Check `config` against the schema (filling in its defaults, in place) and across fields;
+    `launching=False` for commands that only plan (no bucket needed to price a campaign)."""
+    from kpbench.backends import registry
+
+    rules = yaml.safe_load(Path(schema).read_text())
+    # The backend names are the registry's: the schema says only that one is a string.
+    rules["properties"]["instances"]["items"]["properties"]["backend"]["enum"] = list(registry.kinds())
+    error = next(iter(sorted(_filling_validator(rules).iter_errors(config), key=lambda e: list(e.path))), None)
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise KpbenchError(f"configuration: {where}: {error.message}")
+    check(config, launching)
+    return config
+
+
+def load_config(paths, schema=SCHEMA, launching=True):
+    """Merged from `paths` (later files win), validated, with the schema's defaults filled in."""
+    return validated(merged_config(paths), schema, launching)
+
+
+def check(config, launching=True):
+    """What the schema cannot say: names that must exist or be unique, settings one backend needs."""
+    from kpbench.model.registry import MODEL_NAMES
+
+    workload = config["workload"]
+    if workload not in config["workloads"]:
+        raise KpbenchError(f"config: workload '{workload}' is not one of {', '.join(config['workloads'])}")
+    for name, profile in config["workloads"].items():
+        if profile["model"] not in MODEL_NAMES:
+            raise KpbenchError(f"config: workloads.{name}.model '{profile['model']}' is not one of "
+                               f"{', '.join(MODEL_NAMES)}")
+    names = [row["name"] for row in config["instances"]]
+    if len(set(names)) != len(names):
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        raise KpbenchError(f"config: instance names must be unique ({', '.join(duplicates)} repeated)")
+    rented = [row for row in trained_instances(config) if _kind(row).rented]
+    for row in rented:
+        if not row.get("instance_type"):
+            raise KpbenchError(f"config: instance {row['name']} (backend {row['backend']}) needs instance_type")
+    _check_measured_as(config)
+    _price_stand_ins(config)
+    on_aws = [row for row in rented if _kind(row).provider == "aws"]
+    if launching and on_aws and not config["aws"]["bucket"]:
+        raise KpbenchError(f"config: instance(s) {', '.join(row['name'] for row in on_aws)} run on EC2 and need "
+                           "aws.bucket (an S3 bucket for code, data and results); see config/aws.yaml")
+
+
+def _price_stand_ins(config):
+    """Local rows with `stand_in` take the price of the catalogue type that stands in for this machine
+    (kpbench.machine.stand_in), described as every run describes it (kpbench.machine.description)."""
+    rows = [row for row in config["instances"] if row.get("stand_in") and not _kind(row).rented]
+    if not rows:
+        return
+    from kpbench.machine.description import describe_cpu, read_sources
+    from kpbench.machine.stand_in import stand_in_price
+
+    cpu = describe_cpu(read_sources())
+    for row in rows:
+        vcpus = cpu["logical_cpus"] or int(row.get("vcpus") or 1)
+        row["usd_per_hour"], row["price_date"], row["price_source"] = stand_in_price(row, cpu, vcpus, CATALOGUE)
+
+
+def _check_measured_as(config):
+    """Each `measured_as` names a measured row of the original study's table."""
+    import csv
+
+    wanted = {row["name"]: row["measured_as"] for row in config["instances"] if row.get("measured_as")}
+    if not wanted:
+        return
+    path = config["original_study"]["csv"]
+    try:
+        with open(path, newline="") as handle:
+            measured = [r["instance"] for r in csv.DictReader(handle) if r.get("status") == "measured"]
+    except (OSError, KeyError) as exc:
+        raise KpbenchError(f"config: original_study.csv {path} cannot be read for measured_as ({exc})") from None
+    for name, row in wanted.items():
+        if row not in measured:
+            raise KpbenchError(f"config: instance {name}: measured_as '{row}' is not a measured row of {path} "
+                               f"({', '.join(measured)})")
+
+
+def _kind(row):
+    from kpbench.backends import registry
+
+    return registry.kind(row["backend"])
+
+
+def retired(row):
+    """A retired EC2 type stays in the matrix as the original study's record, but is never launched
+    or priced."""
+    return row.get("ec2_catalogue") == "retired"
+
+
+def trained_instances(config):
+    """The instance rows that run."""
+    return [row for row in config["instances"] if not retired(row)]
+
+
+def rented_instances(config):
+    """The names of the trained rows whose machines a cloud rents (their runs only wait here)."""
+    return [row["name"] for row in trained_instances(config) if _kind(row).rented]
+
+
+def workload(config):
+    """The configured workload profile, with its name."""
+    return {"name": config["workload"], **config["workloads"][config["workload"]]}
+
+
+def images_trained(profile, available, cap="max_train_images"):
+    """The images a workload profile trains on (`cap="max_val_images"`: validates on): its cap where
+    it sets one, never more than there are."""
+    return min(int(profile.get(cap) or available), int(available))
+
+
+def run_spec(config, instance, repeat):
+    """Everything that defines one run's measurement: a change to it reruns that run (and only that
+    one); each repeat trains with its own seed."""
+    rows = {row["name"]: row for row in trained_instances(config)}
+    spec = {
+        "instance": rows[instance],
+        "workload": workload(config),
+        "training": {**config["training"], "seed": config["training"]["seed"] + int(repeat) - 1},
+        "repeat": int(repeat),
+        "data": {"source": config["data"]["source"], **config["preprocess"]},
+    }
+    return spec
+
+
+def launch_settings(config):
+    """How runs are launched and watched: never part of a run's identity."""
+    return {"limits": config["limits"], "aws": config["aws"]}
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True)

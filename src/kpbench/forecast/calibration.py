@@ -1,0 +1,269 @@
+"""Calibration and its validation: the performance model's efficiency per device class from every
+measured row (ours, the original study's, bench/measured/), and leave-one-out over those rows beside
+the naive peak-ratio baseline. kpbench.forecast.predict applies it to the catalogue."""
+
+import math
+import statistics
+
+from kpbench import KpbenchError
+from kpbench.analysis.scaling import cluster_fits, prediction_latency
+from kpbench.backends import registry
+from kpbench.core import billing
+from kpbench.core.layout import SOURCE_ORIGINAL, original_instance_type
+from kpbench.core.run_reader import run_model
+from kpbench.forecast.perf_model import device_peaks, ideal_epoch_s, machine, predict_seconds
+from kpbench.machine.detect import FRAMEWORKS
+from kpbench.machine.device_peaks import checked, float32_peak, mfu, resolve_hardware
+from kpbench.model.registry import REFERENCE_MODEL
+
+# The software the catalogue's predictions are for: this pipeline's, as its own runs measure it;
+# runs measured elsewhere name their framework (kpbench.machine.detect.FRAMEWORKS) in their software record.
+TODAY = "kpbench, tf-keras"
+SOFTWARE = {framework: TODAY if framework == "tf" else f"kpbench, {framework}" for framework in FRAMEWORKS}
+
+def _geomean(values):
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def _kind(klass):
+    return klass.split("-")[0].split("/")[0]
+
+
+def calibrate(rows, klass, stack=None):
+    """Efficiency for a device class from measured single-machine rows: the class's own rows
+    (measured with `stack`, the software the prediction is for, where there are any), else the
+    same kind (CPU or GPU) in the same precision mode, else the same kind, else every row; each
+    level prefers rows of the same software. Returns (efficiency, level, the rows used)."""
+    kind, mode = _kind(klass), klass.split("/")[1]
+    levels = (("class", lambda r: r["class"] == klass),
+              ("kind and precision", lambda r: _kind(r["class"]) == kind and r["class"].endswith("/" + mode)),
+              ("kind", lambda r: _kind(r["class"]) == kind),
+              ("all", lambda r: True))
+    for level, keep in levels:
+        used = [r for r in rows if r["single"] and keep(r)]
+        same = [r for r in used if r["origin"] == stack]
+        if same:
+            used, level = same, f"{level}, same software"
+        if used:
+            return _geomean([r["efficiency"] for r in used]), level, [r["name"] for r in used]
+    raise KpbenchError("no measured single-machine row to calibrate on")
+
+
+def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=None, logged=None):
+    """Every measured row as the model sees it: its measured seconds for the reference workload
+    (ours projected from the steady step rate and validation rate, as the summary does; the original
+    study's as _original_measurement says) and its ideal seconds, each for the model it trained.
+    The original study's clusters all-reduce over their type's guaranteed bandwidth (`baseline_gbps`,
+    from the catalogue): its table gives the "up to" burst, which an instance sustains only while
+    its network credits last (AWS EC2 User Guide, "Amazon EC2 instance network bandwidth")."""
+    fits = cluster_fits(runs)
+    latency, _ = prediction_latency(fits)
+    sweeps = {f["instance"]: f["bandwidth_bytes_s"] for f in fits if f["bandwidth_resolved"]}
+    ours = {run["instance"]["name"]: run for run in runs}
+    rows = []
+    for record in summary.to_dict("records"):
+        if record["status"] != "measured" or _absent(record.get("projected_train_s")):
+            continue
+        workers = int(record["workers"] or 1)
+        if record["source"] == SOURCE_ORIGINAL:
+            gpus = int(record["gpus"] or 0)
+            device = record["gpu_model"] if gpus else f"{record['instance']} CPU"
+            link = (baseline_gbps or {}).get(original_instance_type(record["instance"])) or (
+                None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
+            m = machine(device, max(gpus // workers, 1), "float32", int(record["vcpus"]), workers, link_gbps=link)
+            seconds, model = _original_measurement(record, (logged or {}).get(record["instance"]), models, reference)
+            origin = "original study (2019 software)"
+        else:
+            run = ours[record["instance"]]
+            entry, count = measured_device(run)
+            loopback = not registry.kind(run["instance"]["backend"]).rented  # workers sharing this machine
+            m = machine(entry["device"], count, record["precision"] or "float32", run["hardware"]["cpu_cores"], workers,
+                        share=1.0 / workers if loopback else 1.0, bandwidth_bytes_s=sweeps.get(record["instance"]),
+                        link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]),
+                        entry=entry)
+            seconds, origin, model = float(record["projected_train_s"]), TODAY, _model_of(run, models)
+        rows.append(_row(record["instance"], origin, m, seconds, model, reference, latency))
+    for run in extra_runs:
+        hardware, timings = run["hardware"], run["timings"]
+        validation = timings.get("validation_s") or []
+        seconds = billing.projected_train_s(
+            timings["train_step_images_per_s"], reference["train_images"], reference["epochs"],
+            statistics.median(validation) * reference["validation_images"] / run["workload"]["validation_images"]
+            if validation else 0.0)
+        entry, count = measured_device(run)
+        m = machine(entry["device"], count, run["performance"]["precision"], hardware["cpu_cores"], entry=entry)
+        framework = (run.get("software") or {}).get("framework") or "tf"
+        if framework not in SOFTWARE:
+            raise KpbenchError(f"a measured run of {run['instance']['name']} names framework {framework!r}; "
+                               f"known: {', '.join(SOFTWARE)}")
+        name = (f"{', '.join(hardware['gpu_names']) or hardware['cpu_model'] + ' CPU'}: {run_model(run)}, "
+                f"{run['performance']['precision']}, {framework}")
+        rows.append(_row(name, SOFTWARE[framework], m, seconds, _model_of(run, models), reference, latency))
+    names = [row["name"] for row in rows]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise KpbenchError(f"measured rows must be named apart; more than one is named {', '.join(twice)} "
+                           "(two runs measured elsewhere on one device, model, precision and framework: keep one, "
+                           "the others as its repeats)")
+    return rows, latency
+
+
+def _original_measurement(record, facts, models, reference):
+    """An original-study row's measured seconds and model: its steady epochs and its log's model where
+    its log was parsed, else its published training time and the reference CNN."""
+    if not facts:
+        return float(record["train_s"]), models[REFERENCE_MODEL]
+    return facts["steady_epoch_s"] * reference["epochs"], logged_model(facts, models)
+
+
+def logged_model(facts, models):
+    """The model an original-study log summarises: the reference CNN where its layers are the
+    reference's (type, output shape and parameters, layer by layer; Keras named them differently),
+    else a model of its own (the study's clusters trained one more Dense layer)."""
+    from kpbench.analysis.original_logs import log_model
+
+    described = log_model(facts, f"{facts['instance']} (its log's model)")
+    reference = models[REFERENCE_MODEL]["layers"]
+    def shape(layers):
+        return [(layer["type"], list(layer["output_shape"]), layer["parameters"]) for layer in layers]
+
+    same = shape(described["layers"]) == shape(reference)
+    return models[REFERENCE_MODEL] if same else described
+
+
+def measured_device(run):
+    """A run of ours as the model sees its device, and how many units (GPUs or logical CPUs): its peaks
+    where kpbench.machine.device_peaks resolves them soundly, else a device of its own whose roof is what the run
+    measured (its matmul FLOP/s; its copy bandwidth, or compute alone where none was recorded). A CPU's
+    memory roof is always the measured copy bandwidth where there is one."""
+    hardware, performance = run["hardware"], run["performance"]
+    entry = resolve_hardware(hardware)
+    units, matmul, copy = entry["units"], performance.get("matmul_gflops"), performance.get("copy_gbs")
+    roof = float32_peak(entry)
+    if not roof or checked(roof * units, matmul)[1]:
+        if not matmul:
+            raise KpbenchError(f"the run of {run['instance']['name']} has neither a sound peak for "
+                               f"{entry['device']!r} nor a measured matmul to stand for one")
+        # A mixed-precision run keeps to the mixed-precision class, against the one roof measured (FP32).
+        mixed = matmul / 1e3 / units if performance.get("precision", "float32") != "float32" else None
+        entry = {**entry, "fp32": matmul / 1e3 / units, "tf32": None, "mixed": mixed, "kind": "measured",
+                 "source": f"its own measured matmul, {matmul:.0f} GFLOP/s ({entry['kind']} peak: {entry['source']})"}
+    if copy and (entry["class"] == "cpu" or not entry.get("mem_gbs")):
+        entry = {**entry, "mem_gbs": copy / units}
+    return entry, units
+
+
+def _absent(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _model_of(run, models):
+    """The description of the model a run trained."""
+    return models[run_model(run)]
+
+
+def _row(name, origin, m, seconds, model, reference, latency):
+    device_s, _, allreduce_s, detail = ideal_epoch_s(m, model["layers"], reference, model["trainable_parameters"],
+                                                     latency)
+    single = m["workers"] == 1 and m["replicas"] == 1
+    flops_s, _, _ = device_peaks(m["entry"], m["per_replica"] * m["replicas"], m["precision"])
+    images_per_s = reference["train_images"] * reference["epochs"] / seconds
+    sound = m["entry"]["kind"] not in ("measured", "unknown")  # a measured roof is no peak: no MFU against it
+    return {"name": name, "origin": origin, "machine": m, "single": single, "class": detail["class"],
+            "measured_s": seconds, "ideal_s": reference["epochs"] * (device_s + allreduce_s),
+            "efficiency": reference["epochs"] * device_s / seconds if single else None,
+            "peak_flops_s": flops_s, "images_per_s": images_per_s,
+            "model": model["name"], "described": model, "flops_per_image": model["training_flops_per_image"],
+            "mfu": mfu(images_per_s * model["training_flops_per_image"] / 1e9, flops_s / 1e12) if sound else None}
+
+
+def naive_seconds(target, others):
+    """What a user would do without the model: take the other measured single-machine rows of the
+    same kind (CPU or GPU), scale each by the ratio of datasheet peak FLOP/s (and by the workers)
+    and of the models' FLOPs per image, and take the median."""
+    refs = [r for r in others if r["single"] and _kind(r["class"]) == _kind(target["class"])] or \
+           [r for r in others if r["single"]]
+    return statistics.median(r["measured_s"] * r["peak_flops_s"] / target["peak_flops_s"]
+                             * target["flops_per_image"] / r["flops_per_image"] for r in refs)
+
+
+def leave_one_out(rows, models, reference, latency):
+    """Each measured row predicted from a calibration that never saw it, beside the naive baseline;
+    single-machine rows calibrate, clusters are only predicted. Twice: without the row, and without
+    every row of its device (`machine_out_*`: a device nobody has measured, as most of the catalogue's
+    are). A device is the name a row records for its CPU or GPUs (kpbench.machine.detect's model name for
+    ours, the catalogue's for the original study's)."""
+    results = []
+    for index, target in enumerate(rows):
+        others = rows[:index] + rows[index + 1:]
+        elsewhere = [r for r in others if r["machine"]["device"] != target["machine"]["device"]]
+        held_out = _predicted(target, others, models, reference, latency)
+        machine_out = _predicted(target, elsewhere, models, reference, latency)
+        results.append({
+            "name": target["name"], "origin": target["origin"], "class": target["class"],
+            "device": target["machine"]["device"], "group": "single machine" if target["single"] else "cluster",
+            "model": target["model"], "flops_per_image": target["flops_per_image"],
+            "measured_s": target["measured_s"], "images_per_s": target["images_per_s"], "mfu": target["mfu"],
+            "efficiency": target["efficiency"], **held_out,
+            **{f"machine_out_{key}": value for key, value in machine_out.items()}})
+    return results
+
+
+def _predicted(target, others, models, reference, latency):
+    """The target's time from a calibration on `others` alone, and the naive estimate from them."""
+    if not any(r["single"] for r in others):
+        raise KpbenchError(f"no single-machine row besides those of {target['machine']['device']!r} to "
+                           f"predict {target['name']} from")
+    efficiency, level, used = calibrate(others, target["class"], target["origin"])
+    assert target["name"] not in used
+    model = target["described"]
+    predicted, detail = predict_seconds(target["machine"], model["layers"], reference, model["trainable_parameters"],
+                                        efficiency, latency)
+    naive = naive_seconds(target, others)
+    return {"calibrated_efficiency": efficiency, "calibrated_from": level, "calibration_rows": used,
+            "predicted_s": predicted, "error": predicted / target["measured_s"] - 1,
+            "naive_s": naive, "naive_error": naive / target["measured_s"] - 1,
+            "allreduce_modelled": detail["allreduce_modelled"]}
+
+
+def error_summary(results):
+    """Median and worst absolute percentage error, model against naive, per group and per class kind,
+    with the row held out and with its whole device held out."""
+    groups = {}
+    for r in results:
+        kind = _kind(r["class"]).upper()
+        for key in (r["group"], f"{r['group']}: {kind}"):
+            groups.setdefault(key, []).append(r)
+    summary = []
+    for key, members in groups.items():
+        entry = {"group": key, "rows": len(members)}
+        for prefix in ("", "machine_out_"):
+            model = [abs(r[f"{prefix}error"]) for r in members]
+            naive = [abs(r[f"{prefix}naive_error"]) for r in members]
+            entry.update({f"{prefix}median": statistics.median(model), f"{prefix}worst": max(model),
+                          f"{prefix}naive_median": statistics.median(naive), f"{prefix}naive_worst": max(naive)})
+        summary.append(entry)
+    return summary
+
+
+def band_for(results, klass):
+    """The error band a catalogue prediction carries, as a factor f (the truth within [t / f, t × f]):
+    the worst ratio of predicted to measured time, either way, with the row's whole device held out
+    (as for most catalogue machines, whose devices nobody here measured), among the single-machine
+    rows of the same kind (CPU or GPU); of all of them where a kind has none. A ratio, not a
+    percentage, because the worst misses are underpredictions by several times."""
+    kind = _kind(klass)
+    ratios = [(_kind(r["class"]), abs(math.log(r["machine_out_predicted_s"] / r["measured_s"])))
+              for r in results if r["group"] == "single machine"]
+    return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))
+
+
+def device_spread(results, klass):
+    """How far apart the devices of one class are: the largest over the smallest of their efficiencies
+    (each device's geometric mean over its single-machine rows); None with fewer than two devices."""
+    by_device = {}
+    for r in results:
+        if r["group"] == "single machine" and r["class"] == klass:
+            by_device.setdefault(r["device"], []).append(r["efficiency"])
+    means = [_geomean(values) for values in by_device.values()]
+    return max(means) / min(means) if len(means) > 1 else None

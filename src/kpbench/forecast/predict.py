@@ -1,0 +1,236 @@
+"""Predict before you rent: time and cost of the configured workload on every machine of the dated
+catalogue (config/catalogue.csv), validated by leave-one-out against every measured row.
+
+The model (kpbench.forecast.perf_model, calibrated by kpbench.forecast.calibration), per training image:
+  * every layer's forward and backward FLOPs and bytes moved (activations, weights, gradients),
+    counted from the model's layer table (results/model.json), and the optimiser's update;
+  * a roofline per layer: max(FLOPs / peak FLOP/s, bytes / memory bandwidth) against the device's
+    datasheet (or derived) peak for the precision used (kpbench.machine.device_peaks);
+  * one achieved-efficiency factor per device class (CPU, GPU by generation, and precision mode),
+    calibrated as the geometric mean of ideal/measured time over the measured single-machine rows;
+  * the host-side input pipeline as its own term (copying each batch, overlapped by prefetch);
+  * several replicas add a ring all-reduce of the float32 gradients (kpbench.analysis.scaling) over the
+    row's link at its guaranteed bandwidth, at the latency the cluster runs measured.
+
+Validation holds each measured row out, calibrates on the rest and predicts it, then again with every
+row of its device held out (a device nobody measured, as most catalogue machines'); the naive
+baseline a user would otherwise use scales the other measured rows by the ratio of datasheet peak
+FLOP/s.
+"""
+
+import csv
+import statistics
+from pathlib import Path
+
+from kpbench import KpbenchError
+from kpbench.analysis.original_logs import distribution_check, read_runs
+from kpbench.core import billing
+from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, SOURCE_OURS
+from kpbench.core.run_reader import run_model
+from kpbench.core.settings import images_trained
+from kpbench.forecast.calibration import (
+    TODAY,
+    band_for,
+    calibrate,
+    device_spread,
+    error_summary,
+    leave_one_out,
+    measured_rows,
+)
+from kpbench.forecast.perf_model import device_peaks, layer_costs, machine, predict_seconds, roofline
+from kpbench.machine.device_peaks import device_entry, mfu
+from kpbench.model.registry import REFERENCE_MODEL
+
+CATALOGUE_COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
+                     "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
+
+
+def read_catalogue(path):
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = set(CATALOGUE_COLUMNS) - set(rows[0] if rows else {})
+    if missing:
+        raise KpbenchError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    number = lambda v: float(v) if v not in ("", None) else None  # noqa: E731
+    return [{**row, "vcpus": int(row["vcpus"]), "devices": int(row["devices"]),
+             "interconnect_gbps": number(row["interconnect_gbps"]), "network_gbps": number(row["network_gbps"]),
+             "usd_per_hour": number(row["usd_per_hour"])} for row in rows]
+
+
+def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, epochs_to_target, latency,
+                      training_flops_per_image):
+    """Every catalogue row: predicted images/s, time and cost of the workload and to the quality
+    target, with the band [t / f, t × f] from the leave-one-out errors (band_for)."""
+    out = []
+    for entry in catalogue:
+        m = machine(entry["device"], entry["devices"], precision, entry["vcpus"],
+                    link_gbps=entry["interconnect_gbps"] or entry["network_gbps"])
+        efficiency, level, _ = calibrate(rows, device_peaks(m["entry"], 1, precision)[2], TODAY)
+        seconds, detail = predict_seconds(m, layers, workload, parameters, efficiency, latency)
+        band = band_for(results, detail["class"])
+        per_epoch = seconds / workload["epochs"]
+        to_target = per_epoch * epochs_to_target if epochs_to_target else None
+        price = entry["usd_per_hour"]
+        images_per_s = workload["train_images"] * workload["epochs"] / seconds
+        peak_flops_s = device_peaks(m["entry"], m["per_replica"] * m["replicas"], precision)[0]
+        out.append({
+            "instance_type": entry["instance_type"], "status": entry["status"], "device": entry["device"],
+            "devices": entry["devices"], "vcpus": entry["vcpus"], "class": detail["class"],
+            "calibrated_from": level, "efficiency": efficiency, "host_bound": detail["host_bound"],
+            "images_per_s": images_per_s, "mfu": mfu(images_per_s * training_flops_per_image / 1e9, peak_flops_s / 1e12),
+            "train_s": seconds, "train_s_low": seconds / band, "train_s_high": seconds * band,
+            "band": band, "usd_per_hour": price, "cost_usd": billing.run_cost_usd(seconds, price),
+            "cost_usd_high": billing.run_cost_usd(seconds * band, price),
+            "time_to_target_s": to_target, "cost_to_target_usd": billing.run_cost_usd(to_target, price),
+            "cost_to_target_usd_high": billing.run_cost_usd(to_target * band if to_target else None, price),
+            "region": entry["region"], "price_date": entry["price_date"], "price_source": entry["price_source"],
+            "spec_source": entry["spec_source"], "spec_date": entry["spec_date"]})
+    for row in out:
+        row["pareto"] = row["status"] == "current" and not any(
+            o["status"] == "current" and o["train_s"] <= row["train_s"] and o["cost_usd"] <= row["cost_usd"]
+            and (o["train_s"] < row["train_s"] or o["cost_usd"] < row["cost_usd"]) for o in out)
+    return out
+
+
+def epochs_to_target(summary):
+    """Median epochs to the quality target over our single-worker runs of the configured workload
+    (None when none reached it); clusters train a larger global batch and are left out."""
+    ours = summary[(summary["source"] == SOURCE_OURS) & (summary["workers"].fillna(1).astype(int) == 1)]
+    reached = ours["epochs_to_target"].dropna().astype(float)
+    return float(statistics.median(reached)) if len(reached) else None
+
+
+def configured_workload(config):
+    """The configured workload in the model's terms: its images capped at the original study's."""
+    original = config["original_study"]
+    workload = config["workloads"][config["workload"]]
+    return {"name": config["workload"], "model": workload["model"], "epochs": int(workload["epochs"]), "batch_size": int(workload["batch_size"]),
+            "train_images": images_trained(workload, original["train_images"]),
+            "validation_images": images_trained(workload, original["validation_images"], cap="max_val_images")}
+
+
+def _description(path, name):
+    """A model description from its file where there is one, else made from the model (TensorFlow)."""
+    from kpbench.core.files import read_json
+
+    if path is not None and Path(path).is_file():
+        return read_json(path)
+    from kpbench.model.registry import describe_model
+
+    return describe_model(name)
+
+
+def load_inputs(config, results_dir, model_path=None, summary_path=None, original_model_path=None):
+    """The summary (the original study's rows alone where nothing has run yet), the model
+    descriptions (the configured model's and the original study's, made from the models where
+    results hold none) and our run.json paths; the results folder's unless paths are given."""
+    from kpbench.analysis.aggregate import SUMMARY_COLUMNS, load_summary, original_rows
+
+    results_dir = Path(results_dir)
+    name = config["workloads"][config["workload"]]["model"]
+    models = {name: _description(model_path or results_dir / "model.json", name)}
+    if REFERENCE_MODEL not in models:
+        models[REFERENCE_MODEL] = _description(original_model_path or results_dir / "original_model.json",
+                                               REFERENCE_MODEL)
+    original = config["original_study"]
+    reference = {k: original[k] for k in ("epochs", "train_images", "validation_images", "batch_size")}
+    summary_path = Path(summary_path or results_dir / "summary.csv")
+    if summary_path.is_file():
+        summary = load_summary(summary_path)
+        runs = sorted(str(p) for p in results_dir.glob(f"{RUN_DIR.format(instance='*', repeat='*')}/run.json"))
+    else:
+        import pandas as pd
+
+        summary = pd.DataFrame(original_rows(original["csv"], {**reference, "price_date": None}),
+                               columns=SUMMARY_COLUMNS)
+        runs = []
+    return summary, models, reference, runs
+
+
+def _measured_models(paths, runs):
+    """The model descriptions beside runs measured elsewhere, by model name: each folder keeps the
+    description of the model it trained, so that no model is rebuilt (nor TensorFlow needed) here."""
+    from kpbench.core.files import read_json
+
+    found = {}
+    for path, run in zip(paths, runs):
+        description = Path(path).with_name(MEASURED_MODEL_FILE)
+        if not description.is_file():
+            raise KpbenchError(f"{path}: no {MEASURED_MODEL_FILE} beside it (kpbench describe-model --model "
+                               f"{run_model(run)} --out {description})")
+        model = read_json(description)
+        if model.get("name") != run_model(run):
+            raise KpbenchError(f"{description}: describes {model.get('name')!r}, but {path} trained {run_model(run)!r}")
+        found[run_model(run)] = model
+    return found
+
+
+def _with_measured_models(models, paths, runs):
+    """`models` and the descriptions kept beside runs measured elsewhere; a model described twice
+    must be described alike (parameters and FLOPs), or the rows would be modelled inconsistently."""
+    merged = dict(models)
+    for path, run in zip(paths, runs):
+        name = run_model(run)
+        description = _measured_models([path], [run])[name]
+        kept = merged.setdefault(name, description)
+        facts = ("trainable_parameters", "training_flops_per_image")
+        if [kept[k] for k in facts] != [description[k] for k in facts]:
+            raise KpbenchError(f"{Path(path).with_name(MEASURED_MODEL_FILE)} describes {name} with "
+                               f"{description['trainable_parameters']:,} parameters and "
+                               f"{description['training_flops_per_image']:,} FLOPs per image; the model it is "
+                               f"compared with has {kept['trainable_parameters']:,} and "
+                               f"{kept['training_flops_per_image']:,}: describe it again with this code")
+    return merged
+
+
+def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
+                precision="float32", original_logs=None):
+    """Everything `kpbench predict`, `plan`, the figures and the paper show (predictions.json), for
+    the workload's model; measured rows are modelled with the model each of them trained, the
+    original study's as its logs show (`original_logs`: config/original_study_runs.json)."""
+    from kpbench.analysis.aggregate import by_instance
+    from kpbench.core.run_reader import read_run
+
+    models = {key: {**description, "name": key} for key, description in models.items()}  # older files: other names
+    model = models[workload["model"]]
+    layers, parameters = model["layers"], model["trainable_parameters"]
+    runs = [read_run(p) for p in run_paths]
+    extra_runs = [read_run(p) for p in extra_run_paths]
+    models = _with_measured_models(models, extra_run_paths, extra_runs)
+    machines = read_catalogue(catalogue_path)
+    baseline_gbps = {entry["instance_type"]: entry["network_gbps"] for entry in machines if entry["network_gbps"]}
+    logged = read_runs(original_logs) if original_logs and Path(original_logs).is_file() else {}
+    rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference, baseline_gbps, logged)
+    results = leave_one_out(rows, models, reference, latency)
+    target_epochs = epochs_to_target(summary)
+    catalogue = predict_catalogue(machines, rows, results, layers, parameters, workload,
+                                  precision, target_epochs, latency, model["training_flops_per_image"])
+    rooflines = {}
+    for device, count in (("AMD EPYC Zen 4 vCPU", 2), ("Tesla T4", 1)):
+        flops_s, bytes_s, _ = device_peaks(device_entry(device), count, "float32")
+        rooflines[device] = {"devices": count, "flops_s": flops_s, "bytes_s": bytes_s,
+                             "layers": roofline(layer_costs(layers, int(workload["batch_size"])), flops_s, bytes_s)}
+    return {"workload": workload, "reference": reference, "precision": precision, "software": TODAY,
+            "device_spread": {klass: spread for klass in sorted({r["class"] for r in results})
+                              if (spread := device_spread(results, klass)) is not None},
+            "epochs_to_target": target_epochs, "latency_s": latency, "validation": results,
+            "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
+            "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths],
+            "original_logs": str(original_logs) if logged else None,
+            "distribution": distribution_check(logged, baseline_gbps, latency)}
+
+
+def ranked(catalogue, key):
+    """Current rows ranked by `key` (rows without it last), for `kpbench predict`."""
+    return sorted((r for r in catalogue if r["status"] == "current"),
+                  key=lambda r: (r[key] is None, r[key] or 0.0))
+
+
+def write_csv(catalogue, path):
+    from kpbench.core.files import atomic_path
+
+    columns = list(catalogue[0])
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(catalogue)

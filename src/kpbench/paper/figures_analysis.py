@@ -1,0 +1,186 @@
+"""The analysis figures: scaling and the all-reduce, forward fill, and the predictions for machines
+nobody has rented yet."""
+
+import numpy as np
+
+from kpbench.core.layout import SOURCE_ORIGINAL, SOURCE_OURS
+from kpbench.paper.plotting import COLOURS, note, plt, save
+
+
+def scaling(analysis, out_path):
+    """Predicted speedup over one worker against workers, per network bandwidth, with the measured
+    cluster speedups (ours and the original study's) as points."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    most = max(analysis["workers"])
+    ax.plot([1, most], [1, most], color="black", linewidth=0.6, linestyle=":", label="ideal, one machine per worker")
+    for index, prediction in enumerate(analysis["predictions"]):
+        workers = [1, *map(int, prediction["speedups"])]
+        ax.plot(workers, [1.0, *prediction["speedups"].values()], color=f"C{index}", linewidth=1.0, marker=".",
+                label=f"model, {prediction['gbps']:g} Gbit/s")
+    if any(m["loopback"] for m in analysis["measured"]):
+        ax.axhline(1.0, color="black", linewidth=0.6, linestyle="-.", label="ideal, workers sharing one machine")
+    for source, marker in ((SOURCE_OURS, "o"), (SOURCE_ORIGINAL, "s")):
+        points = [m for m in analysis["measured"] if m["source"] == source and m["speedup"] is not None]
+        if points:
+            ax.scatter([m["workers"] for m in points], [m["speedup"] for m in points], marker=marker, s=28,
+                       c=COLOURS[source], edgecolors="black", linewidths=0.4, zorder=3,
+                       label=f"measured, {source}")
+            for m in points:  # ours labelled above their points, the original study's below
+                ax.annotate(m["instance"], (m["workers"], m["speedup"]),
+                            xytext=(5, 3) if source == SOURCE_OURS else (5, -9),
+                            textcoords="offset points", fontsize=6)
+    ax.set_xlabel("workers")
+    ax.set_ylabel("speedup over one worker")
+    ax.set_xticks([1, *analysis["workers"]])
+    ax.set_ylim(0, most + 0.5)
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(frameon=False, fontsize=6, loc="upper left")
+    save(fig, out_path)
+
+
+def allreduce(analysis, out_path):
+    """The measured all-reduce sweep of every cluster run, log–log: time per call and bus bandwidth
+    against message size, one line per run, with each run's physical reference (this machine's
+    memory copy for loopback clusters, the link for networked ones) as a dashed line."""
+    if not analysis["fits"]:
+        return note("no cluster run measured an all-reduce sweep", out_path)
+
+    def column(rows, name, scale):
+        return np.array([np.nan if row.get(name) is None else row[name] * scale for row in rows], dtype=float)
+
+    fig, (time_ax, bandwidth_ax) = plt.subplots(1, 2, figsize=(6.4, 2.6))
+    for index, fit in enumerate(analysis["fits"]):
+        colour, label = f"C{index}", f"{fit['instance']} r{fit['repeat']}"
+        rows = [row for row in fit["sweep"] if row["median_s"] and row["median_s"] > 0]
+        size_mb = column(rows, "bytes", 1e-6)
+        median, low, high = (column(rows, name, 1e3) for name in ("median_s", "p10_s", "p90_s"))
+        spread = np.nan_to_num(np.vstack([median - low, high - median]))
+        time_ax.errorbar(size_mb, median, yerr=spread, fmt="-o", ms=2, linewidth=0.9, elinewidth=0.5,
+                         color=colour, label=label)
+        bandwidth_ax.plot(size_mb, column(rows, "busbw_bytes_s", 1e-9), "-o", ms=2, linewidth=0.9,
+                          color=colour, label=label)
+        if fit["reference_bytes_s"]:
+            bandwidth_ax.axhline(fit["reference_bytes_s"] / 1e9, color=colour, linestyle="--", linewidth=0.6,
+                                 label=f"{fit['reference_kind']}, {label}")
+    for ax in (time_ax, bandwidth_ax):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("message size (MB)")
+        ax.grid(True, which="major", linewidth=0.3, alpha=0.5)
+    time_ax.set_ylabel("time per all-reduce (ms)")
+    bandwidth_ax.set_ylabel("bus bandwidth (GB/s)")
+    bandwidth_ax.legend(frameon=False, fontsize=5.5)
+    save(fig, out_path)
+
+
+FORWARD_FILL_SERIES = (("invented", "forward-filled labels", "#bbbbbb"),
+                       ("forward_filled", "model trained on them (MSE)", "#ff7f0e"),
+                       ("masked", "kpbench's masked model", COLOURS[SOURCE_OURS]))
+
+
+def forward_fill(result, out_path):
+    """Validation RMSE against the true keypoints: on the coordinates the CSV labels and on those it
+    leaves blank, for the forward-filled and the masked model (left); per keypoint on the blanks,
+    with the forward-filled labels themselves beside them (right)."""
+    if not result or not result.get("ground_truth"):
+        return note("no ground truth: forward fill's cost is measured on synthetic faces only", out_path)
+    models, per_keypoint = result["models"], {"invented": result["validation"]["invented_rmse_per_keypoint_px"]}
+    per_keypoint.update({name: models[name]["blank_rmse_per_keypoint_px"] for name in models})
+    names = [name for name, value in per_keypoint["masked"].items() if value is not None]
+    fig, (overall, by_keypoint) = plt.subplots(1, 2, figsize=(7.0, 2.6), gridspec_kw={"width_ratios": [1, 3.2]})
+    width = 0.38
+    for offset, (name, label, colour) in zip((-width / 2, width / 2), FORWARD_FILL_SERIES[1:]):
+        values = [models[name]["labelled_rmse_px"], models[name]["blank_rmse_px"]]
+        overall.bar(np.arange(2) + offset, [np.nan if v is None else v for v in values], width, color=colour,
+                    label=label)
+    overall.set_xticks(np.arange(2), ["labelled", "blank in CSV"])
+    overall.set_ylabel("validation RMSE vs truth (px)")
+    width = 0.27
+    for offset, (name, label, colour) in zip((-width, 0.0, width), FORWARD_FILL_SERIES):
+        values = [per_keypoint[name][k] for k in names]
+        by_keypoint.bar(np.arange(len(names)) + offset, [np.nan if v is None else v for v in values], width,
+                        color=colour, label=label)
+    by_keypoint.set_xticks(np.arange(len(names)), [k.replace("_", " ") for k in names], rotation=40, ha="right",
+                           fontsize=6)
+    by_keypoint.set_ylabel("RMSE on blank keypoints (px)")
+    by_keypoint.legend(frameon=False, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    save(fig, out_path)
+
+
+def predicted_measured(result, out_path):
+    """Leave-one-out: each measured row's training time predicted without it and without every row
+    of its device, against the measurement, beside the naive peak-ratio baseline; log-log with the
+    diagonal."""
+    if not result:
+        note("no predictions", out_path)
+        return
+    rows = result["validation"]
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    for key, marker, label, colour in (("predicted_s", "o", "model, row held out", COLOURS[SOURCE_OURS]),
+                                       ("machine_out_predicted_s", "^", "model, device held out", "#d95f02"),
+                                       ("naive_s", "x", "naive peak ratio", "#888888")):
+        for group, fill in (("single machine", True), ("cluster", False)):
+            chosen = [r for r in rows if r["group"] == group]
+            style = ({"color": colour} if marker == "x" else
+                     {"facecolors": colour if fill else "none", "edgecolors": colour})
+            ax.scatter([r["measured_s"] for r in chosen], [r[key] for r in chosen], marker=marker, s=22,
+                       label=f"{label}, {group}", **style)
+    for r in rows:
+        ax.annotate(r["name"], (r["measured_s"], r["predicted_s"]), fontsize=5, xytext=(3, 2),
+                    textcoords="offset points")
+    values = [v for r in rows for v in (r["measured_s"], r["predicted_s"], r["machine_out_predicted_s"], r["naive_s"])]
+    low, high = min(values) / 2, max(values) * 2
+    ax.plot([low, high], [low, high], color="black", linewidth=0.6, linestyle="--")
+    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high),
+           xlabel="measured training time of the original study's workload (s)",
+           ylabel="predicted, leave-one-out (s)")
+    ax.legend(frameon=False, loc="upper left", fontsize=6)
+    save(fig, out_path)
+
+
+def rent_pareto(result, out_path):
+    """Predicted cost against time of the configured workload on today's catalogue, with the bands,
+    and the Pareto front joined."""
+    rows = [r for r in (result or {}).get("catalogue", []) if r["status"] == "current" and r["cost_usd"]]
+    if not rows:
+        note("no predictions", out_path)
+        return
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    # Neighbours in time get labels above and below in turn, so close points stay readable.
+    for rank, r in enumerate(sorted(rows, key=lambda r: r["train_s"])):
+        ax.errorbar(r["train_s"], r["cost_usd"], xerr=[[r["train_s"] - r["train_s_low"]],
+                                                       [r["train_s_high"] - r["train_s"]]],
+                    fmt="o", markersize=3, color=COLOURS[SOURCE_OURS] if r["pareto"] else "#888888",
+                    elinewidth=0.5, capsize=0)
+        ax.annotate(r["instance_type"], (r["train_s"], r["cost_usd"]), fontsize=5,
+                    xytext=(3, 3 if rank % 2 == 0 else -7), textcoords="offset points")
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["train_s"])
+    ax.plot([r["train_s"] for r in front], [r["cost_usd"] for r in front], "--", color=COLOURS[SOURCE_OURS],
+            linewidth=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="predicted training time (s)", ylabel="predicted cost (USD)")
+    save(fig, out_path)
+
+
+def roofline(result, out_path):
+    """The reference model's layers on each device's roofline: arithmetic intensity (FLOP/byte,
+    forward and backward together) against attainable FLOP/s, compute-bound layers filled."""
+    if not result:
+        note("no predictions", out_path)
+        return
+    devices = result["rooflines"]
+    fig, axes = plt.subplots(1, len(devices), figsize=(3.4 * len(devices), 3.0), sharey=False)
+    for ax, (device, roof) in zip(np.atleast_1d(axes), devices.items()):
+        layers = [layer for layer in roof["layers"] if layer["forward_s"] + layer["backward_s"] > 0]
+        intensity = np.array([layer["intensity"] for layer in layers])
+        ridge = roof["flops_s"] / roof["bytes_s"]
+        grid = np.logspace(np.log10(min(intensity.min(), ridge) / 2), np.log10(max(intensity.max(), ridge) * 2), 100)
+        ax.plot(grid, np.minimum(roof["flops_s"], grid * roof["bytes_s"]) / 1e9, color="black", linewidth=0.8)
+        attainable = np.minimum(roof["flops_s"], intensity * roof["bytes_s"]) / 1e9
+        compute = intensity >= ridge
+        ax.scatter(intensity[compute], attainable[compute], s=14, color=COLOURS[SOURCE_OURS], label="compute-bound")
+        ax.scatter(intensity[~compute], attainable[~compute], s=14, facecolors="none",
+                   edgecolors=COLOURS[SOURCE_OURS], label="memory-bound")
+        ax.set(xscale="log", yscale="log", xlabel="FLOP per byte moved", ylabel="attainable GFLOP/s",
+               title=f"{device} x {roof['devices']}")
+        ax.legend(frameon=False, loc="lower right")
+    save(fig, out_path)
