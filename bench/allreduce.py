@@ -31,7 +31,7 @@ def worker(args):
     from kpbench.train import collective
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    largest = args.largest_bytes or collective.gradient_bytes(build_model(REFERENCE_MODEL, "float32"))
+    largest = args.largest_bytes or collective.gradient_bytes(collective.trainable_parameters(build_model(REFERENCE_MODEL, "float32")))
     result = collective.measure(strategy, largest, timed_calls=args.calls)
     Path(args.out).write_text(json.dumps(result))
 

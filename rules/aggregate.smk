@@ -4,7 +4,7 @@
 rule aggregate:
     input:
         runs=RUN_JSONS,
-        histories=RUN_FILES["history.csv"],
+        histories=RUN_FILES[layout.HISTORY_CSV],
         original=config["original_study"]["csv"],
         original_model=ORIGINAL_MODEL,
     output:

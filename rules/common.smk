@@ -30,10 +30,13 @@ LAUNCH = "results/launch.json"
 REPEATS = range(1, config["repeats"] + 1)
 RUN_DIR = layout.run_dir(RESULTS, "{instance}", "{repeat}")
 RUN_FILES = {name: expand(f"{RUN_DIR}/{name}", instance=INSTANCES, repeat=REPEATS) for name in layout.RUN_FILES}
-RUN_JSONS = RUN_FILES["run.json"]
+RUN_JSONS = RUN_FILES[layout.RUN_JSON]
 FIGURE_FILES = expand("paper/build/figures/{name}.pdf", name=layout.FIGURES)
 # The description of the model the original study trained (its rows' FLOPs), ours where it is the same.
 ORIGINAL_MODEL = f"{RESULTS}/{'' if workload(config)['model'] == REFERENCE_MODEL else 'original_'}model.json"
+# Runs measured outside the pipeline (bench/measured/), each with its model's description.
+MEASURED_ELSEWHERE = sorted(str(p) for p in Path().glob(layout.MEASURED_RUNS))
+MEASURED_MODELS = [str(Path(p).with_name(layout.MEASURED_MODEL_FILE)) for p in MEASURED_ELSEWHERE]
 # Only synthetic faces come with their true keypoints (data/raw/truth.npz).
 SYNTHETIC = config["data"]["source"] == "synthetic"
 # What forward fill costs (rules/forward_fill.smk); a campaign stored before it was measured has none.

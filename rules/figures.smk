@@ -5,8 +5,8 @@ rule render_figures:
     input:
         analysis=ANALYSIS,
         samples=f"{RESULTS}/dataset/samples.npz",
-        histories=RUN_FILES["history.csv"],
-        predictions=RUN_FILES["predictions.npz"],
+        histories=RUN_FILES[layout.HISTORY_CSV],
+        predictions=RUN_FILES[layout.KEYPOINTS_FILE],
         forward_fill=FORWARD_FILL,
         predicted=f"{PREDICTIONS}.json",
         original_epochs="config/original_study_epochs.csv",

@@ -1,6 +1,8 @@
 # LaTeX sources rendered from templates and results, then compiled with latexmk.
 from pathlib import Path
 
+from kpbench.core.version import code_label, code_version
+
 TEMPLATES = sorted(str(p) for p in Path("paper/templates").rglob("*.tex.j2"))
 TEX_FILES = [
     str(Path("paper/build") / Path(t).relative_to("paper/templates").with_suffix(""))
@@ -16,6 +18,8 @@ PAPER_SETTINGS = as_json(
         "original_study": config["original_study"],
         "analysis": config["analysis"],
         "limits": {"max_foreign_cpu_share": config["limits"]["max_foreign_cpu_share"]},
+        # The paper names the commit that built it: a new commit re-renders it.
+        "commit": code_label({"code": code_version()}),
     }
 )
 

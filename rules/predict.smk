@@ -2,8 +2,6 @@
 # the model's layers, the measured rows (ours, the original study's, bench/measured/) and their
 # leave-one-out validation (kpbench.forecast.predict). Reviewer mode predicts from the campaign's results.
 
-MEASURED_ELSEWHERE = sorted(str(p) for p in Path().glob(layout.MEASURED_RUNS))
-MEASURED_MODELS = [str(Path(p).with_name(layout.MEASURED_MODEL_FILE)) for p in MEASURED_ELSEWHERE]
 
 
 rule predict:

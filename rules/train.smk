@@ -20,11 +20,17 @@ rule launch_settings:
         "echo {params.launch:q} > {output} 2> {log}"
 
 
+# The plan runs before any EC2 run (they wait for it), so it prices from what was measured before this
+# campaign: the original study's rows and logs, and the runs measured elsewhere.
 rule plan:
     input:
         model="results/model.json",
         original_model=ORIGINAL_MODEL,
         catalogue="config/catalogue.csv",
+        original=config["original_study"]["csv"],
+        original_logs="config/original_study_runs.json",
+        measured=MEASURED_ELSEWHERE,
+        measured_models=MEASURED_MODELS,
     output:
         "results/plan.json",
     params:
@@ -37,7 +43,8 @@ rule plan:
         "benchmarks/plan.tsv"
     shell:
         "python -m kpbench plan --settings {params.settings:q} --model {input.model} --original-model {input.original_model}"
-        " --catalogue {input.catalogue}"
+        " --catalogue {input.catalogue} --original-logs {input.original_logs} --measured {input.measured}"
+        " --without-results"
         " --out {output} 2>&1 | tee {log}"
 
 

@@ -25,11 +25,11 @@ import botocore.exceptions
 import pytest
 
 from kpbench import KpbenchError
+from kpbench.backends import registry
 from kpbench.backends.aws import account, api, bucket, bucket_keys, provision
 from kpbench.backends.launch import run_instance
 from kpbench.backends.local import free_ports
 from kpbench.core import run_reader
-from kpbench.backends import registry
 from kpbench.core.layout import RUN_FILES
 from kpbench.core.version import code_version
 from specs import run_inputs

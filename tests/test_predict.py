@@ -244,30 +244,6 @@ def test_predict_command_writes_the_ranked_catalogue(tmp_path, capsys):
     assert json.loads(out.read_text())["validation"]
 
 
-def test_the_ec2_rows_agree_with_the_dated_catalogue():
-    """config/aws.yaml's instance rows and config/catalogue.csv state price, vCPUs, network and GPU of
-    the same machines: a price re-checked in one must be re-checked in the other."""
-    import yaml
-
-    from kpbench.forecast.predict import read_catalogue
-
-    catalogue = {r["instance_type"]: r for r in read_catalogue(REPO / "config" / "catalogue.csv")}
-    rows = yaml.safe_load((REPO / "config" / "aws.yaml").read_text())["instances"]
-    current = [r for r in rows if r["ec2_catalogue"] == "current"]
-    assert len(current) >= 5
-    for row in current:
-        entry = catalogue[row["instance_type"]]
-        assert entry["status"] == "current", row["name"]
-        assert row["usd_per_hour"] == pytest.approx(entry["usd_per_hour"]), row["name"]
-        assert (row["vcpus"], row["network_gbps"]) == (entry["vcpus"], entry["network_gbps"]), row["name"]
-        if row["gpus"]:
-            assert row["gpu_model"] == entry["device"] and row["gpus"] == entry["devices"], row["name"]
-        assert row["price_date"] == entry["price_date"], row["name"]
-    # the local rows name no price of their own: a stand-in follows this machine (tests/test_any_machine.py)
-    local = {r["name"]: r for r in yaml.safe_load((REPO / "config" / "config.yaml").read_text())["instances"]}
-    assert all(row["stand_in"] == "nearest" and row["usd_per_hour"] is None for row in local.values())
-
-
 def test_the_original_clusters_all_reduce_at_their_types_guaranteed_bandwidth():
     """The study's table gives g4dn.xlarge's "up to" 25 Gbit/s; a run-long all-reduce gets the
     guaranteed baseline, which the catalogue gives (5 Gbit/s), and the prediction slows with it."""

@@ -8,14 +8,13 @@ import pytest
 from kpbench.analysis.scaling import (
     cluster_fits,
     fit_alpha_beta,
-    gradient_bytes,
     measured_speedups,
     predicted_speedup,
     prediction_latency,
     reference_step_s,
     ring_allreduce_s,
 )
-from kpbench.train.collective import sweep_sizes
+from kpbench.train.collective import gradient_bytes, sweep_sizes
 
 GRAD = gradient_bytes(7_266_494)
 

@@ -197,3 +197,34 @@ def test_measured_as_with_an_unreadable_study_table_is_named(tmp_path):
                                        "instances": [r for r in config["instances"] if r.get("measured_as")]}))
     with pytest.raises(KpbenchError, match="original_study.csv .*missing.csv cannot be read for measured_as"):
         load_config([REPO / "config" / "config.yaml", REPO / "config" / "aws.yaml", overlay], launching=False)
+
+
+def test_an_ec2_row_takes_its_machine_facts_from_the_catalogue_only(tmp_path):
+    """config/aws.yaml names types; vCPUs, GPUs, network and price are config/catalogue.csv's, the one
+    copy: filled in on validation, and a row that restates one differently is refused by name."""
+    from kpbench.core.catalogue import MACHINE_FACTS, read_catalogue
+
+    rows = yaml.safe_load((REPO / "config" / "aws.yaml").read_text())["instances"]
+    assert rows and not {key for row in rows for key in row} & set(MACHINE_FACTS)
+    config = load_config([REPO / "config" / "config.yaml", REPO / "config" / "aws.yaml"], launching=False)
+    catalogue = {r["instance_type"]: r for r in read_catalogue()}
+    ec2 = [row for row in config["instances"] if row["backend"].startswith("ec2")]
+    assert len(ec2) == len(rows)
+    for row in ec2:
+        entry = catalogue[row["instance_type"]]
+        assert (row["usd_per_hour"], row["vcpus"], row["network_gbps"], row["price_date"], row["ec2_catalogue"]) == (
+            entry["usd_per_hour"], entry["vcpus"], entry["network_gbps"], entry["price_date"], entry["status"])
+        assert (row["gpus"], row["gpu_model"]) == ((0, None) if row.get("peak_device") else (entry["devices"], entry["device"]))
+    assert next(row for row in ec2 if row["name"] == "c5.4xlarge")["peak_device"] == "c5.4xlarge CPU"
+    assert next(row for row in ec2 if row["name"] == "g4dn.xlarge")["gpu_model"] == "Tesla T4"
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("instances:\n  - {name: t4, backend: ec2, instance_type: g4dn.xlarge, usd_per_hour: 0.71}\n")
+    with pytest.raises(KpbenchError, match=r"instance t4: usd_per_hour 0.71 differs from catalogue.csv's 0.526"):
+        load_config([REPO / "config" / "config.yaml", overlay], launching=False)
+    overlay.write_text("instances:\n  - {name: x, backend: ec2, instance_type: z9.huge}\n")
+    with pytest.raises(KpbenchError, match="instance x: instance_type z9.huge is not in catalogue.csv"):
+        load_config([REPO / "config" / "config.yaml", overlay], launching=False)
+    overlay.write_text("instances:\n  - {name: mine, backend: local}\n")
+    with pytest.raises(KpbenchError, match="instance mine needs usd_per_hour and price_date"):
+        load_config([REPO / "config" / "config.yaml", overlay], launching=False)

@@ -10,12 +10,12 @@ import pytest
 from kpbench import KpbenchError
 from kpbench.analysis.aggregate import SOURCE_ORIGINAL, SOURCE_OURS, run_row, summarise, time_to_target
 from kpbench.data.kaggle_format import KEYPOINTS
+from kpbench.model.objectives import per_keypoint_rmse
 from kpbench.train.run import load_spec, run_training, tf_config
 from kpbench.train.run_writer import (
     HISTORY_COLUMNS,
     config_hash,
     epoch_batches,
-    per_keypoint_rmse,
     steady_step_images_per_s,
 )
 from specs import run_spec

@@ -8,7 +8,7 @@ from kpbench import KpbenchError
 from kpbench.core import billing
 from kpbench.core.contention import contended
 from kpbench.core.files import atomic_path
-from kpbench.core.layout import SOURCE_ORIGINAL, SOURCE_OURS, original_instance_type
+from kpbench.core.layout import HISTORY_CSV, SOURCE_ORIGINAL, SOURCE_OURS, original_instance_type
 from kpbench.core.metrics import METRICS, REPEATED
 from kpbench.core.run_reader import finished, read_run
 from kpbench.machine.device_peaks import device_entry, mfu, peak_for
@@ -45,8 +45,7 @@ def run_row(run, reference, history=None, target_rmse_px=None):
     instance, timings, workload = run["instance"], run["timings"], run["workload"]
     usd_per_hour = run["cost"]["usd_per_hour"]
     performance = run["performance"]
-    projected = billing.projected_train_s(timings.get("train_step_images_per_s"), reference["train_images"],
-                                        reference["epochs"], _validation_s(run, reference))
+    projected = billing.projected_run_train_s(run, reference)
     return {
         "source": SOURCE_OURS, "instance": instance["name"], "backend": instance["backend"],
         "status": "measured" if finished(run) else "failed", "ec2_catalogue": instance.get("ec2_catalogue", "n/a"),
@@ -78,17 +77,6 @@ def stall_s(timings):
     if timings.get("train_s") is None or not epochs:
         return None
     return timings["train_s"] - sum(epochs)
-
-
-def _validation_s(run, reference):
-    """Seconds per epoch of validating the original study's held-out images at this run's measured
-    validation rate (the median epoch's, so a stalled one does not count)."""
-    import statistics
-
-    seconds, images = run["timings"].get("validation_s"), run["workload"].get("validation_images")
-    if not seconds or not images:
-        return 0.0
-    return statistics.median(seconds) * reference["validation_images"] / images
 
 
 def _to_target(run, history, target_rmse_px, usd_per_hour):
@@ -149,7 +137,7 @@ def original_rows(path, reference):
 def summarise(run_paths, original_csv, reference, out_path, target_rmse_px=None):
     """Write the summary: our runs in the order given (each with the history.csv beside its
     run.json), then the original study's rows."""
-    rows = [run_row(read_run(path), reference, pd.read_csv(Path(path).parent / "history.csv"), target_rmse_px)
+    rows = [run_row(read_run(path), reference, pd.read_csv(Path(path).parent / HISTORY_CSV), target_rmse_px)
             for path in run_paths]
     rows += original_rows(original_csv, reference)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -18,6 +18,7 @@ from kpbench.core.files import read_json
 from kpbench.core.layout import SOURCE_OURS
 from kpbench.core.metrics import METRICS
 from kpbench.core.run_reader import read_run
+from kpbench.core.version import code_label
 from kpbench.machine.device_peaks import mfu
 
 
@@ -34,14 +35,6 @@ def plain(value):
     if value is pd.NA or value is pd.NaT:
         return None
     return value
-
-
-def code_label(run):
-    """The code version a run was made by, as the paper prints it."""
-    code = run.get("code") or {}
-    if not code.get("commit"):
-        return "not recorded"
-    return code["commit"][:12] + ("-dirty" if code.get("dirty") else "")
 
 
 def run_marks(run, majority_code=None):

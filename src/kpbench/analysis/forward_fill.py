@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from kpbench.core.files import read_json, write_json
+from kpbench.core.layout import KEYPOINTS_FILE
 from kpbench.core.run_reader import run_model
 from kpbench.data.csv_reader import load_training_csv
 from kpbench.data.preprocess import load_dataset
+from kpbench.model.objectives import per_keypoint_rmse, rmse_px
 
 
 def invented_labels(filled, mask, truth=None):
@@ -34,20 +36,13 @@ def invented_labels(filled, mask, truth=None):
         error = filled - truth
         both = invented[:, 0::2] & invented[:, 1::2]
         result["invented_error_px"] = float(np.hypot(error[:, 0::2], error[:, 1::2])[both].mean())
-        result["invented_rmse_px"] = rmse(filled, truth, invented)
+        result["invented_rmse_px"] = rmse_px(filled, truth, invented)
     return result
 
 
-def rmse(predicted_px, true_px, where):
-    """Root mean squared error over the coordinates `where` marks, in pixels; None if there are none."""
-    return float(np.sqrt(np.mean(np.square(predicted_px - true_px)[where]))) if where.any() else None
-
-
 def _scores(predicted_px, true_px, mask):
-    from kpbench.train.run_writer import per_keypoint_rmse
-
-    return {"blank_rmse_px": rmse(predicted_px, true_px, ~mask),
-            "labelled_rmse_px": rmse(predicted_px, true_px, mask),
+    return {"blank_rmse_px": rmse_px(predicted_px, true_px, ~mask),
+            "labelled_rmse_px": rmse_px(predicted_px, true_px, mask),
             "blank_rmse_per_keypoint_px": per_keypoint_rmse(true_px, predicted_px, ~mask)}
 
 
@@ -87,7 +82,7 @@ def measure(training_csv, out_path, source, truth_path=None, dataset_path=None, 
     with np.load(truth_path) as archive:
         truth = archive["keypoints"]
     run = read_json(run_path)
-    with np.load(Path(run_path).parent / "predictions.npz") as archive:
+    with np.load(Path(run_path).parent / KEYPOINTS_FILE) as archive:
         train_index, val_index = archive["train_index"], archive["val_index"]
         masked_px = archive["val_predicted_px"]
     data = load_dataset(dataset_path)

@@ -114,8 +114,9 @@ def distribution_check(logged, baseline_gbps, latency_s):
     the same type's single-machine step, both as Keras's per-step figure, validation included), beside
     the ring all-reduce the α–β model predicts for its float32 gradients over the type's guaranteed
     bandwidth at the measured latency."""
-    from kpbench.analysis.scaling import BYTES_PER_GRADIENT, ring_allreduce_s
+    from kpbench.analysis.scaling import ring_allreduce_s
     from kpbench.core.layout import original_instance_type
+    from kpbench.train.collective import gradient_bytes
 
     out = []
     for facts in sorted(logged.values(), key=lambda f: f["workers"]):
@@ -124,11 +125,11 @@ def distribution_check(logged, baseline_gbps, latency_s):
         if facts["workers"] < 2 or not single or not gbps:
             continue
         measured = facts["step_s"]["median"] - single["step_s"]["median"]
-        gradient_bytes = facts["parameters"]["trainable"] * BYTES_PER_GRADIENT
-        predicted = ring_allreduce_s(facts["workers"], gradient_bytes, gbps * 1e9 / 8, latency_s)
+        grad_bytes = gradient_bytes(facts["parameters"]["trainable"])
+        predicted = ring_allreduce_s(facts["workers"], grad_bytes, gbps * 1e9 / 8, latency_s)
         out.append({"instance": facts["instance"], "workers": facts["workers"], "link_gbps": gbps,
                     "step_s": facts["step_s"]["median"], "single_step_s": single["step_s"]["median"],
-                    "measured_s": measured, "predicted_s": predicted, "gradient_bytes": gradient_bytes,
+                    "measured_s": measured, "predicted_s": predicted, "gradient_bytes": grad_bytes,
                     "error": predicted / measured - 1 if measured > 0 else None})
     return out
 

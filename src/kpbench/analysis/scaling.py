@@ -16,13 +16,9 @@ import numpy as np
 
 from kpbench.backends import registry
 from kpbench.core.layout import SOURCE_ORIGINAL, SOURCE_OURS, original_instance_type
+from kpbench.train.collective import gradient_bytes
 
-BYTES_PER_GRADIENT = 4  # float32 gradients, whatever the compute precision
 PREDICTED_GBPS = (5.0, 10.0, 25.0, 100.0)  # 5: what a g4dn.xlarge guarantees
-
-
-def gradient_bytes(parameters):
-    return int(parameters) * BYTES_PER_GRADIENT
 
 
 def ring_allreduce_s(workers, grad_bytes, bandwidth_bytes_s, latency_s=0.0):

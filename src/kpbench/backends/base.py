@@ -4,6 +4,7 @@ teardown in `finally`), the collect step's last act, and the progress lines a pe
 import sys
 
 from kpbench.core.files import write_json
+from kpbench.core.layout import RUN_JSON
 from kpbench.train.run_writer import move_run_files
 
 
@@ -47,6 +48,6 @@ class Backend:
         """Record which code made the run (the launcher's, read at launch: an EC2 instance runs the
         launcher's bundle), then move the run's files from `staging` into the run folder."""
         run["code"] = self.code
-        write_json(staging / "run.json", run)
+        write_json(staging / RUN_JSON, run)
         move_run_files(staging, self.out_dir)
         return run

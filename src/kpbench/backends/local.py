@@ -20,7 +20,7 @@ from kpbench.backends.registry import register
 from kpbench.backends.run_lock import launcher_environment
 from kpbench.core.contention import Sampler
 from kpbench.core.files import read_json, write_json
-from kpbench.core.layout import ALLREDUCE_FILE, PROGRESS_FILE, STEPS_FILE
+from kpbench.core.layout import ALLREDUCE_FILE, PROGRESS_FILE, RUN_JSON, STEPS_FILE
 from kpbench.train import collective
 from kpbench.train.run import prepare_backup, tf_config
 from kpbench.train.step_times import merge_step_times
@@ -147,7 +147,7 @@ class LocalProcesses(Backend):
     def collect(self):
         """The chief's files, with every worker's step times merged into run.json."""
         chief = self._worker_dir(0)
-        run = read_json(chief / "run.json")
+        run = read_json(chief / RUN_JSON)
         run["contention"] = self.contention
         if self.workers > 1:
             merge_step_times(run, *([read_json(self._worker_dir(i) / name) for i in range(self.workers)]

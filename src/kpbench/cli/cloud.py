@@ -12,8 +12,8 @@ def _predicted(config, args):
     """The model's predictions for the configured workload, from whatever has been measured so far."""
     from kpbench.forecast.predict import configured_workload, load_inputs, predictions
 
-    summary, models, reference, runs = load_inputs(config, args.results, args.model, args.summary,
-                                                   args.original_model)
+    results = None if args.without_results else args.results
+    summary, models, reference, runs = load_inputs(config, results, args.model, args.summary, args.original_model)
     return predictions(summary, models, args.runs if args.runs is not None else runs, args.measured,
                        args.catalogue, configured_workload(config), reference,
                        config["training"]["precision"], args.original_logs)
@@ -126,6 +126,9 @@ def _cleanup(args):
 def _prediction_inputs(p):
     p.add_argument("--results", type=Path, default=Path("results"),
                    help="results folder (summary.csv, model.json, runs/); the original study's rows alone if empty")
+    p.add_argument("--without-results", action="store_true",
+                   help="read nothing of the results folder: price from the original study's rows and the runs "
+                        "measured elsewhere only (the plan rule's: a campaign's runs come after its plan)")
     p.add_argument("--summary", type=Path, help="summary.csv (default: the results folder's)")
     p.add_argument("--model", type=Path, help="model.json (default: the results folder's, else made from the model)")
     p.add_argument("--original-model", type=Path,

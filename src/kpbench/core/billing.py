@@ -64,6 +64,18 @@ def run_cost_usd(seconds, usd_per_hour):
     return seconds / SECONDS_PER_HOUR * usd_per_hour
 
 
+def projected_run_train_s(run, reference):
+    """A run's training seconds projected to the `reference` workload (the original study's): its steady
+    step rate over the reference's images and epochs, each epoch validating the reference's held-out
+    images at the run's median measured validation rate (a stalled epoch does not count)."""
+    import statistics
+
+    seconds, images = run["timings"].get("validation_s"), run["workload"].get("validation_images")
+    validation = statistics.median(seconds) * reference["validation_images"] / images if seconds and images else 0.0
+    return projected_train_s(run["timings"].get("train_step_images_per_s"), reference["train_images"],
+                             reference["epochs"], validation)
+
+
 def projected_train_s(step_images_per_s, images, epochs, validation_s_per_epoch=0.0):
     """Training seconds for `epochs` passes over `images` at a measured steady-state step rate, each
     followed by a validation pass of `validation_s_per_epoch`; stalls outside the epochs are left out."""

@@ -16,7 +16,10 @@ def original_instance_type(instance_name):
 # Where results live under a results folder (`results/` or a stored campaign's `results/`).
 RUN_DIR = "runs/{instance}/r{repeat}"
 # What a finished run leaves in its folder.
-RUN_FILES = ("run.json", "history.csv", "predictions.npz")
+RUN_JSON = "run.json"  # every timing and measurement of the run
+HISTORY_CSV = "history.csv"  # the per-epoch metrics
+KEYPOINTS_FILE = "predictions.npz"  # validation faces with their predicted keypoints (not the rental forecast)
+RUN_FILES = (RUN_JSON, HISTORY_CSV, KEYPOINTS_FILE)
 # Files each worker writes beside its result: the heartbeat with the last epoch, its step times, and
 # (in a cluster) its all-reduce sweep; the launcher reads them.
 PROGRESS_FILE = "progress.json"
@@ -25,7 +28,7 @@ ALLREDUCE_FILE = "allreduce.json"
 
 # Runs measured outside the pipeline (bench/gpu.py on a lent GPU, other models or precisions), one
 # folder each: its run.json and the description (`kpbench describe-model`) of the model it trained.
-MEASURED_RUNS = "bench/measured/*/run.json"
+MEASURED_RUNS = f"bench/measured/*/{RUN_JSON}"
 MEASURED_MODEL_FILE = "model.json"
 
 

@@ -15,7 +15,6 @@ import yaml
 from kpbench import REPO_ROOT, KpbenchError
 
 SCHEMA = REPO_ROOT / "config" / "schema.yaml"
-CATALOGUE = SCHEMA.with_name("catalogue.csv")
 
 
 def merged_config(paths):
@@ -98,11 +97,35 @@ def check(config, launching=True):
         if not row.get("instance_type"):
             raise KpbenchError(f"config: instance {row['name']} (backend {row['backend']}) needs instance_type")
     _check_measured_as(config)
+    _fill_machine_facts(config)
     _price_stand_ins(config)
     on_aws = [row for row in rented if _kind(row).provider == "aws"]
     if launching and on_aws and not config["aws"]["bucket"]:
         raise KpbenchError(f"config: instance(s) {', '.join(row['name'] for row in on_aws)} run on EC2 and need "
                            "aws.bucket (an S3 bucket for code, data and results); see config/aws.yaml")
+
+
+def _fill_machine_facts(config):
+    """A rented row names its type; what the type is and costs comes from the catalogue, the one copy
+    (a row that restates a fact differently is refused, so two copies cannot drift apart)."""
+    from kpbench.core.catalogue import CATALOGUE, MACHINE_FACTS, machine_facts, read_catalogue
+
+    rows = [row for row in config["instances"] if _kind(row).rented and row.get("instance_type")]
+    by_type = {entry["instance_type"]: entry for entry in read_catalogue(CATALOGUE)} if rows else {}
+    for row in rows:
+        if row["instance_type"] not in by_type:
+            raise KpbenchError(f"config: instance {row['name']}: instance_type {row['instance_type']} is not in "
+                               f"{CATALOGUE.name}, which says what each type is and costs; add its row there")
+        for key, value in machine_facts(by_type[row["instance_type"]]).items():
+            if key in row and row[key] != value:
+                raise KpbenchError(f"config: instance {row['name']}: {key} {row[key]!r} differs from {CATALOGUE.name}'s "
+                                   f"{value!r} for {row['instance_type']}: machine facts are the catalogue's "
+                                   f"({', '.join(MACHINE_FACTS)}); drop it from the row or correct the catalogue")
+            row[key] = value
+    for row in config["instances"]:
+        if "usd_per_hour" not in row or "price_date" not in row:
+            raise KpbenchError(f"config: instance {row['name']} needs usd_per_hour and price_date (null where "
+                               "unknown), or an instance_type of the catalogue")
 
 
 def _price_stand_ins(config):
@@ -111,6 +134,7 @@ def _price_stand_ins(config):
     rows = [row for row in config["instances"] if row.get("stand_in") and not _kind(row).rented]
     if not rows:
         return
+    from kpbench.core.catalogue import CATALOGUE
     from kpbench.machine.description import describe_cpu, read_sources
     from kpbench.machine.stand_in import stand_in_price
 

@@ -25,3 +25,11 @@ def code_version():
     # Only tracked source counts as "dirty": results, logs and builds are untracked or ignored.
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"commit": commit, "dirty": bool(status) if commit else None, "package": __version__}
+
+
+def code_label(run):
+    """The code version a run was made by, as the paper prints it."""
+    code = run.get("code") or {}
+    if not code.get("commit"):
+        return "not recorded"
+    return code["commit"][:12] + ("-dirty" if code.get("dirty") else "")

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from kpbench import KpbenchError
-from kpbench.fast_reader import read_fast
-from kpbench.kaggle_format import (
+from kpbench.data.fast_reader import read_fast
+from kpbench.data.kaggle_format import (
     IMAGE_SIZE,
     KEYPOINTS,
     LOOKUP_COLUMNS,

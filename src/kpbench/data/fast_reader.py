@@ -1,7 +1,7 @@
 """The fast reader: a well-formed Kaggle CSV at memory speed.
 
 The original study spent ≈ 18 s turning training.csv into arrays. A well-formed Kaggle file is read
-here in one pass over its mapped bytes, with every check the careful reader (kpbench.csv_reader)
+here in one pass over its mapped bytes, with every check the careful reader (kpbench.data.csv_reader)
 makes folded into counts that a single fault would change. Anything unexpected (quotes, CR, odd
 spacing, a bad value, bytes that are not text) makes the fast reader decline, and the careful reader
 then names the fault or, for input that is merely unusual, returns the same arrays."""
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from kpbench.kaggle_format import IMAGE_SIZE, PIXELS
+from kpbench.data.kaggle_format import IMAGE_SIZE, PIXELS
 
 ROWS_PER_CHUNK = 16  # ≈ 0.55 MB of pixel text; 16-32 rows measured fastest (work arrays about L2-sized)
 _GAP = np.uint8(250)  # marks bytes outside the Image fields: neither a digit nor a space once shifted

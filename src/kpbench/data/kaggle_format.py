@@ -24,5 +24,5 @@ LOOKUP_COLUMNS = ["RowId", "ImageId", "FeatureName", "Location"]
 RAW_FILES = {"training.csv": TRAINING_COLUMNS, "test.csv": TEST_COLUMNS, "IdLookupTable.csv": LOOKUP_COLUMNS}
 # Row counts of the real competition files; a Kaggle download with other counts is not the dataset.
 KAGGLE_ROWS = {"training.csv": 7049, "test.csv": 1783, "IdLookupTable.csv": 27124}
-# The synthetic source's true keypoints, written beside its CSVs (kpbench.synthetic).
+# The synthetic source's true keypoints, written beside its CSVs (kpbench.data.synthetic).
 TRUTH_FILE = "truth.npz"

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from kpbench import KpbenchError
-from kpbench.csv_reader import check_lookup_csv, load_test_csv, load_training_csv
-from kpbench.io import atomic_path, write_json
-from kpbench.kaggle_format import CORE_KEYPOINTS, IMAGE_SIZE, KEYPOINTS
+from kpbench.core.files import atomic_path, write_json
+from kpbench.data.csv_reader import check_lookup_csv, load_test_csv, load_training_csv
+from kpbench.data.kaggle_format import CORE_KEYPOINTS, IMAGE_SIZE, KEYPOINTS
 
 
 def split_indices(n_rows, validation_fraction, seed):

@@ -7,10 +7,10 @@ import zipfile
 from pathlib import Path
 
 from kpbench import KpbenchError
-from kpbench.csv_reader import DataError, read_kaggle_csv
-from kpbench.kaggle_client import download_competition
-from kpbench.kaggle_format import KAGGLE_ROWS, RAW_FILES, TRUTH_FILE
-from kpbench.synthetic import write_synthetic_csvs
+from kpbench.data.csv_reader import DataError, read_kaggle_csv
+from kpbench.data.kaggle_client import download_competition
+from kpbench.data.kaggle_format import KAGGLE_ROWS, RAW_FILES, TRUTH_FILE
+from kpbench.data.synthetic import write_synthetic_csvs
 
 
 def fetch_raw(data_config, out_dir):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kpbench.kaggle_format import (
+from kpbench.data.kaggle_format import (
     CORE_KEYPOINTS,
     IMAGE_SIZE,
     KEYPOINTS,

@@ -13,7 +13,7 @@ from kpbench.core.layout import SOURCE_ORIGINAL, original_instance_type
 from kpbench.core.run_reader import run_model
 from kpbench.forecast.perf_model import device_peaks, ideal_epoch_s, machine, predict_seconds
 from kpbench.machine.detect import FRAMEWORKS
-from kpbench.machine.device_peaks import checked, float32_peak, mfu, resolve_hardware
+from kpbench.machine.device_peaks import checked, float32_peak, mfu_of_rate, resolve_hardware
 from kpbench.model.registry import REFERENCE_MODEL
 
 # The software the catalogue's predictions are for: this pipeline's, as its own runs measure it;
@@ -84,12 +84,8 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
             seconds, origin, model = float(record["projected_train_s"]), TODAY, _model_of(run, models)
         rows.append(_row(record["instance"], origin, m, seconds, model, reference, latency))
     for run in extra_runs:
-        hardware, timings = run["hardware"], run["timings"]
-        validation = timings.get("validation_s") or []
-        seconds = billing.projected_train_s(
-            timings["train_step_images_per_s"], reference["train_images"], reference["epochs"],
-            statistics.median(validation) * reference["validation_images"] / run["workload"]["validation_images"]
-            if validation else 0.0)
+        hardware = run["hardware"]
+        seconds = billing.projected_run_train_s(run, reference)
         entry, count = measured_device(run)
         m = machine(entry["device"], count, run["performance"]["precision"], hardware["cpu_cores"], entry=entry)
         framework = (run.get("software") or {}).get("framework") or "tf"
@@ -174,7 +170,7 @@ def _row(name, origin, m, seconds, model, reference, latency):
             "efficiency": reference["epochs"] * device_s / seconds if single else None,
             "peak_flops_s": flops_s, "images_per_s": images_per_s,
             "model": model["name"], "described": model, "flops_per_image": model["training_flops_per_image"],
-            "mfu": mfu(images_per_s * model["training_flops_per_image"] / 1e9, flops_s / 1e12) if sound else None}
+            "mfu": mfu_of_rate(images_per_s, model["training_flops_per_image"], flops_s) if sound else None}
 
 
 def naive_seconds(target, others):

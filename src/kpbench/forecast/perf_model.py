@@ -9,9 +9,10 @@ all-reduce of the float32 gradients (kpbench.analysis.scaling). kpbench.forecast
 import math
 
 from kpbench import KpbenchError
-from kpbench.analysis.scaling import BYTES_PER_GRADIENT, ring_allreduce_s
+from kpbench.analysis.scaling import ring_allreduce_s
 from kpbench.data.kaggle_format import IMAGE_SIZE
 from kpbench.machine.device_peaks import device_entry, peak_for
+from kpbench.train.collective import gradient_bytes
 
 # FLOPs per output element of the element-wise layers layer_table counts as zero.
 ELEMENTWISE_FLOPS = {"BatchNormalization": 4, "MaxPooling2D": 3, "Dropout": 1, "Flatten": 0}
@@ -112,7 +113,7 @@ def ideal_epoch_s(m, layers, workload, parameters, latency_s=0.0):
     host_image_s = IMAGE_SIZE * IMAGE_SIZE * 4 * HOST_COPIES / (HOST_COPY_BYTES_S_PER_VCPU * max(m["vcpus"] * m["share"], 1))
     replicas = m["replicas"]
     bandwidth = m["bandwidth_bytes_s"] or (m["link_gbps"] * 1e9 / 8 if m["link_gbps"] else None)
-    allreduce = (ring_allreduce_s(replicas, parameters * BYTES_PER_GRADIENT, bandwidth, latency_s)
+    allreduce = (ring_allreduce_s(replicas, gradient_bytes(parameters), bandwidth, latency_s)
                  if replicas > 1 and bandwidth else 0.0)
     steps = math.ceil(workload["train_images"] / (batch * replicas))
     device_s = (workload["train_images"] * train_image_s + workload["validation_images"] * val_image_s) / replicas

@@ -25,7 +25,8 @@ from pathlib import Path
 from kpbench import KpbenchError
 from kpbench.analysis.original_logs import distribution_check, read_runs
 from kpbench.core import billing
-from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, SOURCE_OURS
+from kpbench.core.catalogue import read_catalogue
+from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, RUN_JSON, SOURCE_OURS
 from kpbench.core.run_reader import run_model
 from kpbench.core.settings import images_trained
 from kpbench.forecast.calibration import (
@@ -38,23 +39,8 @@ from kpbench.forecast.calibration import (
     measured_rows,
 )
 from kpbench.forecast.perf_model import device_peaks, layer_costs, machine, predict_seconds, roofline
-from kpbench.machine.device_peaks import device_entry, mfu
+from kpbench.machine.device_peaks import device_entry, mfu_of_rate
 from kpbench.model.registry import REFERENCE_MODEL
-
-CATALOGUE_COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
-                     "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
-
-
-def read_catalogue(path):
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    missing = set(CATALOGUE_COLUMNS) - set(rows[0] if rows else {})
-    if missing:
-        raise KpbenchError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    number = lambda v: float(v) if v not in ("", None) else None  # noqa: E731
-    return [{**row, "vcpus": int(row["vcpus"]), "devices": int(row["devices"]),
-             "interconnect_gbps": number(row["interconnect_gbps"]), "network_gbps": number(row["network_gbps"]),
-             "usd_per_hour": number(row["usd_per_hour"])} for row in rows]
 
 
 def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, epochs_to_target, latency,
@@ -77,7 +63,7 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
             "instance_type": entry["instance_type"], "status": entry["status"], "device": entry["device"],
             "devices": entry["devices"], "vcpus": entry["vcpus"], "class": detail["class"],
             "calibrated_from": level, "efficiency": efficiency, "host_bound": detail["host_bound"],
-            "images_per_s": images_per_s, "mfu": mfu(images_per_s * training_flops_per_image / 1e9, peak_flops_s / 1e12),
+            "images_per_s": images_per_s, "mfu": mfu_of_rate(images_per_s, training_flops_per_image, peak_flops_s),
             "train_s": seconds, "train_s_low": seconds / band, "train_s_high": seconds * band,
             "band": band, "usd_per_hour": price, "cost_usd": billing.run_cost_usd(seconds, price),
             "cost_usd_high": billing.run_cost_usd(seconds * band, price),
@@ -126,18 +112,23 @@ def load_inputs(config, results_dir, model_path=None, summary_path=None, origina
     results hold none) and our run.json paths; the results folder's unless paths are given."""
     from kpbench.analysis.aggregate import SUMMARY_COLUMNS, load_summary, original_rows
 
-    results_dir = Path(results_dir)
+    results_dir = Path(results_dir) if results_dir else None  # None: price from nothing of ours
     name = config["workloads"][config["workload"]]["model"]
-    models = {name: _description(model_path or results_dir / "model.json", name)}
+
+    def result_file(given, default):
+        return Path(given) if given else (results_dir / default if results_dir else None)
+
+    models = {name: _description(result_file(model_path, "model.json"), name)}
     if REFERENCE_MODEL not in models:
-        models[REFERENCE_MODEL] = _description(original_model_path or results_dir / "original_model.json",
+        models[REFERENCE_MODEL] = _description(result_file(original_model_path, "original_model.json"),
                                                REFERENCE_MODEL)
     original = config["original_study"]
     reference = {k: original[k] for k in ("epochs", "train_images", "validation_images", "batch_size")}
-    summary_path = Path(summary_path or results_dir / "summary.csv")
-    if summary_path.is_file():
+    summary_path = result_file(summary_path, "summary.csv")
+    if summary_path and summary_path.is_file():
         summary = load_summary(summary_path)
-        runs = sorted(str(p) for p in results_dir.glob(f"{RUN_DIR.format(instance='*', repeat='*')}/run.json"))
+        pattern = f"{RUN_DIR.format(instance='*', repeat='*')}/{RUN_JSON}"
+        runs = sorted(str(p) for p in results_dir.glob(pattern)) if results_dir else []
     else:
         import pandas as pd
 

@@ -130,6 +130,11 @@ def checked(peak_tflops, measured_gflops):
     return peak_tflops, None
 
 
+def mfu_of_rate(images_per_s, flops_per_image, peak_flops_s):
+    """MFU of a training rate: images/s at the model's training FLOPs per image, against FLOP/s."""
+    return mfu(images_per_s * flops_per_image / 1e9, peak_flops_s / 1e12)
+
+
 def mfu(achieved_gflops, peak_tflops):
     """Model FLOPs utilisation; None without a peak, and never above 1 (a peak below what was
     achieved is a wrong peak, not an MFU over 100 %)."""

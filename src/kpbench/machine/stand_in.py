@@ -6,10 +6,10 @@ EC2 prices a family's sizes in proportion to their vCPUs (c7a.large to c7a.4xlar
 2, 8, 16 / 2 in config/catalogue.csv), so a per-vCPU price carries to a size the catalogue lacks.
 """
 
-import csv
 import math
 
 from kpbench import KpbenchError
+from kpbench.core.catalogue import read_catalogue
 from kpbench.machine.cpu_peaks import microarchitecture
 from kpbench.machine.device_peaks import PEAKS
 
@@ -17,8 +17,7 @@ NEAREST = "nearest"
 
 
 def _current_cpu_types(catalogue_path):
-    with open(catalogue_path, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["status"] == "current"]
+    rows = [row for row in read_catalogue(catalogue_path) if row["status"] == "current"]
     return [row for row in rows if PEAKS.get(row["device"], {}).get("class") == "cpu" and row["usd_per_hour"]]
 
 

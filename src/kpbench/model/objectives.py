@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from kpbench.data.kaggle_format import IMAGE_SIZE
+from kpbench.data.kaggle_format import IMAGE_SIZE, KEYPOINTS
 
 N_TARGETS = 30
 CENTRE = IMAGE_SIZE / 2.0          # targets are trained as (pixels - 48) / 48, in [-1, 1]
@@ -161,3 +161,18 @@ def compile_model(model, learning_rate, pck_radius_px, jit_compile, keras=None):
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=made["masked_mse"],
                   metrics=[made["RMSE"](), made["MAE"](), made["PCK"](pck_radius_px)], jit_compile=jit_compile)
     return model
+
+
+def rmse_px(predicted_px, true_px, where):
+    """Kaggle's metric in NumPy, as the RMSE metric above sums it over an epoch: root mean squared error
+    over the coordinates `where` marks, in pixels; None if it marks none."""
+    count = np.sum(where)
+    return float(np.sqrt(np.sum(np.square(predicted_px - true_px) * where) / count)) if count else None
+
+
+def per_keypoint_rmse(true_px, predicted_px, mask):
+    """RMSE per keypoint over the rows that carry it, in pixels (x and y pooled, as Kaggle scores)."""
+    squared = np.square(predicted_px - true_px) * mask
+    sums = squared.reshape(len(mask), -1, 2).sum(axis=(0, 2))
+    counts = mask.reshape(len(mask), -1, 2).sum(axis=(0, 2))
+    return {name: (float(np.sqrt(s / c)) if c else None) for name, s, c in zip(KEYPOINTS, sums, counts)}

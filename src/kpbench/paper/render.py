@@ -10,10 +10,9 @@ from pathlib import Path
 import jinja2
 
 from kpbench import KpbenchError
-from kpbench.analysis.analyse import code_label
 from kpbench.core.files import read_json, write_text
 from kpbench.core.layout import SOURCE_ORIGINAL, SOURCE_OURS
-from kpbench.core.version import code_version
+from kpbench.core.version import code_label
 from kpbench.data.kaggle_format import KEYPOINTS
 from kpbench.machine.device_peaks import PEAKS
 
@@ -203,7 +202,7 @@ def build_context(analysis_path, stats_path, model_path, settings, forward_fill_
         "keypoint_rows": keypoint_rows,
         "scaling": analysis["scaling"],
         "code_versions": analysis["code_versions"],
-        "commit": code_label({"code": code_version()}),  # the code that builds the paper
+        "commit": settings["commit"],  # the code that builds the paper (the rule's parameter)
         "peaks": PEAKS,
         "run_peaks": run_peaks(runs),
         "peak_label": peak_label,

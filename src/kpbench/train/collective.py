@@ -29,10 +29,16 @@ def sweep_sizes(largest_bytes, smallest=SMALLEST_BYTES):
     return [*sizes, int(largest_bytes)]
 
 
-def gradient_bytes(model):
-    """Bytes of one step's gradients: one element per trainable weight, in the weight's own dtype
-    (mixed precision keeps float32 weights, so their gradients are float32 too)."""
-    return int(sum(weight.shape.num_elements() * weight.dtype.size for weight in model.trainable_weights))
+BYTES_PER_GRADIENT = 4  # float32: Keras mixed precision keeps float32 weights, so their gradients are too
+
+
+def gradient_bytes(trainable_parameters):
+    """Bytes one step's gradients all-reduce: one float32 element per trainable parameter."""
+    return int(trainable_parameters) * BYTES_PER_GRADIENT
+
+
+def trainable_parameters(model):
+    return int(sum(weight.shape.num_elements() for weight in model.trainable_weights))
 
 
 def memcpy_bytes_per_s(size=MEMCPY_BYTES, repeats=5):

@@ -78,5 +78,5 @@ def self_profile(strategy, model, build, images, packed_targets, batch_size):
 
     start = time.time()
     compute = compute_step_seconds(build, images, packed_targets, batch_size)
-    sweep = collective.measure(strategy, collective.gradient_bytes(model))
+    sweep = collective.measure(strategy, collective.gradient_bytes(collective.trainable_parameters(model)))
     return compute, sweep, time.time() - start

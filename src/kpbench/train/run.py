@@ -14,8 +14,9 @@ from kpbench import KpbenchError
 from kpbench.core.files import write_json
 from kpbench.core.layout import ALLREDUCE_FILE, PROGRESS_FILE, STEPS_FILE
 from kpbench.machine.detect import FRAMEWORKS, process_start_time
+from kpbench.model.objectives import per_keypoint_rmse
 from kpbench.train.callbacks import epoch_journal, epoch_timer, heartbeat, injected_fault, step_timer, time_limit
-from kpbench.train.run_writer import config_hash, history_csv, per_keypoint_rmse, run_record, write_run
+from kpbench.train.run_writer import config_hash, history_csv, run_record, write_run
 
 # What defines a measurement (kpbench.core.settings fills each from the configuration); how it is
 # launched (limits, AWS) travels apart, so a change there never makes a new measurement.

@@ -15,7 +15,7 @@ import numpy as np
 from kpbench.backends import registry
 from kpbench.core import billing
 from kpbench.core.files import write_json
-from kpbench.core.layout import RUN_FILES
+from kpbench.core.layout import HISTORY_CSV, KEYPOINTS_FILE, RUN_FILES, RUN_JSON
 from kpbench.core.metrics import KERAS_COLUMNS, METRICS
 from kpbench.machine.detect import copy_gbs, detect_hardware, matmul_gflops, package_versions
 from kpbench.machine.device_peaks import checked, device_entry, float32_peak, mfu, peak_for, resolve_hardware
@@ -28,16 +28,6 @@ def config_hash(spec):
     comparable runs apart."""
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def per_keypoint_rmse(true_px, predicted_px, mask):
-    """RMSE per keypoint over the rows that carry it, in pixels (x and y pooled, as Kaggle scores)."""
-    from kpbench.data.kaggle_format import KEYPOINTS
-
-    squared = np.square(predicted_px - true_px) * mask
-    sums = squared.reshape(len(mask), -1, 2).sum(axis=(0, 2))
-    counts = mask.reshape(len(mask), -1, 2).sum(axis=(0, 2))
-    return {name: (float(np.sqrt(s / c)) if c else None) for name, s, c in zip(KEYPOINTS, sums, counts)}
 
 
 def epoch_batches(images, batch_size):
@@ -157,7 +147,7 @@ def history_csv(rows):
 
 def move_run_files(staging, out_dir):
     """A run's files from `staging` into its folder, run.json last: run.json marks a whole result."""
-    for name in sorted(RUN_FILES, key=lambda name: name == "run.json"):
+    for name in sorted(RUN_FILES, key=lambda name: name == RUN_JSON):
         (Path(staging) / name).replace(Path(out_dir) / name)
 
 
@@ -167,10 +157,10 @@ def write_run(out_dir, run, history_text, predictions):
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     try:
-        (staging / "history.csv").write_text(history_text)
-        with open(staging / "predictions.npz", "wb") as handle:
+        (staging / HISTORY_CSV).write_text(history_text)
+        with open(staging / KEYPOINTS_FILE, "wb") as handle:
             np.savez_compressed(handle, **predictions)
-        write_json(staging / "run.json", run)
+        write_json(staging / RUN_JSON, run)
         move_run_files(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

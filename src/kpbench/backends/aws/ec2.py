@@ -26,7 +26,7 @@ from kpbench.backends.base import Backend, run_label, say
 from kpbench.backends.registry import register
 from kpbench.core import billing
 from kpbench.core.files import read_json, write_json
-from kpbench.core.layout import ALLREDUCE_FILE, RUN_FILES, STEPS_FILE
+from kpbench.core.layout import ALLREDUCE_FILE, RUN_FILES, RUN_JSON, STEPS_FILE
 from kpbench.train.step_times import merge_step_times
 
 LOG_GRACE_S = 60.0  # how long a finished EC2 run waits for its instances' logs
@@ -191,7 +191,7 @@ class Ec2Instances(Backend):
                     if sha256(staging / name) != manifest["files"][name]["sha256"]:
                         raise KpbenchError(f"result file {name} of run {self.run_id} does not match its "
                                            "manifest (a partial or altered upload); not collected")
-                run = read_json(staging / "run.json")
+                run = read_json(staging / RUN_JSON)
                 if self.workers > 1:
                     merge_step_times(run, *self._per_worker(staging))
                 # The instances are done (and end themselves): their termination closes the bill.

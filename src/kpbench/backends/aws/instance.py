@@ -18,7 +18,7 @@ from kpbench.backends.aws.bucket import Exchange, sha256
 from kpbench.backends.run_lock import launcher_environment
 from kpbench.core.contention import Sampler
 from kpbench.core.files import read_json, write_json
-from kpbench.core.layout import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, STEPS_FILE
+from kpbench.core.layout import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, RUN_JSON, STEPS_FILE
 from kpbench.train.run import tf_config
 
 # The versions the project was tested with (its environment), so an instance trains with what was
@@ -105,9 +105,9 @@ def _upload_result(exchange, out, index, contention, instance_id):
     if (out / ALLREDUCE_FILE).exists():
         exchange.upload(out / ALLREDUCE_FILE, bucket_keys.ALLREDUCE)
     if index == 0:
-        run = read_json(out / "run.json")
+        run = read_json(out / RUN_JSON)
         run["contention"] = contention
-        write_json(out / "run.json", run)
+        write_json(out / RUN_JSON, run)
         files = {name: {"sha256": sha256(out / name), "bytes": (out / name).stat().st_size} for name in RUN_FILES}
         for name in RUN_FILES:
             exchange.upload(out / name, bucket_keys.result(name))

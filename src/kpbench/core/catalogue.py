@@ -1,0 +1,51 @@
+"""The dated machine catalogue (config/catalogue.csv): the one copy of what each EC2 type is (vCPUs,
+devices, network) and costs. `kpbench predict` ranks its rows; an instance row of the configuration
+names a type, and its machine facts are filled in from here (kpbench.core.settings)."""
+
+import csv
+
+from kpbench import REPO_ROOT, KpbenchError
+
+CATALOGUE = REPO_ROOT / "config" / "catalogue.csv"
+COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
+           "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
+# The instance-row fields a catalogue row decides.
+MACHINE_FACTS = ("ec2_catalogue", "vcpus", "gpu_model", "gpus", "network_gbps", "usd_per_hour", "price_date",
+                 "price_source", "peak_device")
+
+
+def _number(value):
+    return float(value) if value not in ("", None) else None
+
+
+def read_catalogue(path=CATALOGUE):
+    """Every row, typed; a missing column or a malformed number is named with the file and line."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = set(COLUMNS) - set(rows[0] if rows else {})
+    if missing:
+        raise KpbenchError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    typed = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            typed.append({**row, "vcpus": int(row["vcpus"]), "devices": int(row["devices"]),
+                          "interconnect_gbps": _number(row["interconnect_gbps"]),
+                          "network_gbps": _number(row["network_gbps"]), "usd_per_hour": _number(row["usd_per_hour"])})
+        except ValueError as error:
+            raise KpbenchError(f"{path}, line {line}: {error}") from None
+    return typed
+
+
+def is_cpu_device(device):
+    """Catalogue devices name a CPU as '<family> vCPU' (priced per vCPU) or '<type> CPU' (the machine)."""
+    return device.endswith(" vCPU") or device.endswith(" CPU")
+
+
+def machine_facts(entry):
+    """An instance row's machine facts for catalogue row `entry`: a GPU type names its GPUs, a CPU
+    type its CPU as the device its peak is read from."""
+    cpu = is_cpu_device(entry["device"])
+    return {"ec2_catalogue": entry["status"], "vcpus": entry["vcpus"], "gpu_model": None if cpu else entry["device"],
+            "gpus": 0 if cpu else entry["devices"], "network_gbps": entry["network_gbps"],
+            "usd_per_hour": entry["usd_per_hour"], "price_date": entry["price_date"],
+            "price_source": entry["price_source"], **({"peak_device": entry["device"]} if cpu else {})}
