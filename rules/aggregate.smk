@@ -9,16 +9,14 @@ rule aggregate:
         original_model=ORIGINAL_MODEL,
     output:
         "results/summary.csv",
-    params:
-        reference=original_reference(),
-        target=config["analysis"]["target_rmse_px"],
-    conda:
-        "../environment.yml"
     log:
         "logs/aggregate.log",
     benchmark:
         "benchmarks/aggregate.tsv"
-    shell:
-        "python -m kpbench aggregate --runs {input.runs} --original {input.original}"
-        " --reference {params.reference:q} --target-rmse {params.target} --original-model {input.original_model}"
-        " --out {output} > {log} 2>&1"
+    conda:
+        "../environment.yml"
+    params:
+        reference=original_reference(),
+        target=config["analysis"]["target_rmse_px"],
+    script:
+        "scripts/stage.py"

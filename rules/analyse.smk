@@ -8,14 +8,13 @@ rule analyse:
         model=f"{RESULTS}/model.json",
     output:
         ANALYSIS,
-    params:
-        settings=as_json({"analysis": config["analysis"]}),
-    conda:
-        "../environment.yml"
     log:
         "logs/analyse.log",
     benchmark:
         "benchmarks/analyse.tsv"
-    shell:
-        "python -m kpbench analyse --summary {input.summary} --runs {input.runs} --model {input.model}"
-        " --settings {params.settings:q} --out {output} > {log} 2>&1"
+    conda:
+        "../environment.yml"
+    params:
+        settings=as_json({"analysis": config["analysis"]}),
+    script:
+        "scripts/stage.py"

@@ -3,7 +3,15 @@ from pathlib import Path
 
 from kpbench.core import layout
 from kpbench.model.registry import REFERENCE_MODEL
-from kpbench.core.settings import as_json, launch_settings, rented_instances, run_spec, trained_instances, validated, workload
+from kpbench.core.settings import (
+    as_json,
+    launch_settings,
+    rented_instances,
+    run_spec,
+    trained_instances,
+    validated,
+    workload,
+)
 
 # One path for every command and this workflow: schema defaults filled in, cross-field checks made.
 validated(config)
@@ -23,25 +31,33 @@ RESULTS = f"{CAMPAIGN}/results" if CAMPAIGN else "results"
 # What is derived from results (analysis, predictions); a campaign's stored results stay untouched.
 DERIVED = "paper/build" if CAMPAIGN else "results"
 ANALYSIS = f"{DERIVED}/analysis.json"
-PREDICTIONS = f"{DERIVED}/predictions"
+# The rental forecast (rule predict), apart from the keypoints a run predicts (its predictions.npz).
+FORECAST = f"{DERIVED}/forecast"
 # How runs are launched (limits, AWS plumbing): read by every train job, never a reason to rerun one.
 LAUNCH = "results/launch.json"
 # Every instance runs `repeats` times, each repeat with its own seed (training.seed + repeat - 1).
 REPEATS = range(1, config["repeats"] + 1)
 RUN_DIR = layout.run_dir(RESULTS, "{instance}", "{repeat}")
-RUN_FILES = {name: expand(f"{RUN_DIR}/{name}", instance=INSTANCES, repeat=REPEATS) for name in layout.RUN_FILES}
+RUN_FILES = {
+    name: expand(f"{RUN_DIR}/{name}", instance=INSTANCES, repeat=REPEATS)
+    for name in layout.RUN_FILES
+}
 RUN_JSONS = RUN_FILES[layout.RUN_JSON]
 FIGURE_FILES = expand("paper/build/figures/{name}.pdf", name=layout.FIGURES)
 # The description of the model the original study trained (its rows' FLOPs), ours where it is the same.
 ORIGINAL_MODEL = f"{RESULTS}/{'' if workload(config)['model'] == REFERENCE_MODEL else 'original_'}model.json"
 # Runs measured outside the pipeline (bench/measured/), each with its model's description.
 MEASURED_ELSEWHERE = sorted(str(p) for p in Path().glob(layout.MEASURED_RUNS))
-MEASURED_MODELS = [str(Path(p).with_name(layout.MEASURED_MODEL_FILE)) for p in MEASURED_ELSEWHERE]
+MEASURED_MODELS = [
+    str(Path(p).with_name(layout.MEASURED_MODEL_FILE)) for p in MEASURED_ELSEWHERE
+]
 # Only synthetic faces come with their true keypoints (data/raw/truth.npz).
 SYNTHETIC = config["data"]["source"] == "synthetic"
 # What forward fill costs (rules/forward_fill.smk); a campaign stored before it was measured has none.
 FORWARD_FILL = [
-    path for path in [f"{RESULTS}/forward_fill.json"] if not CAMPAIGN or Path(path).exists()
+    path
+    for path in [f"{RESULTS}/forward_fill.json"]
+    if not CAMPAIGN or Path(path).exists()
 ]
 
 
@@ -59,7 +75,8 @@ def measurement(wildcards):
 
 def train_threads(wildcards):
     """A local run holds every core Snakemake was given, so nothing else it schedules (another run
-    above all) shares the machine while it is timed; an EC2 run's launcher only waits."""
+    above all) shares the machine while it is timed; an EC2 run's launcher only waits.
+    """
     return 1 if wildcards.instance in RENTED else workflow.cores
 
 
@@ -67,7 +84,11 @@ def launch_input(wildcards):
     """What a run reads about its launch. `ancient`: a newer launch.json, plan or account set-up never
     reruns a finished run. EC2 runs also wait for the plan, which refuses a matrix over budget before
     anything launches, and for the account's set-up (rule aws_setup)."""
-    gates = ["results/plan.json", "results/aws-setup.json"] if wildcards.instance in RENTED else []
+    gates = (
+        ["results/plan.json", "results/aws-setup.json"]
+        if wildcards.instance in RENTED
+        else []
+    )
     return [ancient(path) for path in [LAUNCH, *gates]]
 
 

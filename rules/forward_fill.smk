@@ -10,7 +10,6 @@ FORWARD_FILL_RUN = next(
 
 rule forward_fill:
     input:
-        training="data/raw/training.csv",
         **(
             {
                 "truth": "data/raw/truth.npz",
@@ -21,18 +20,23 @@ rule forward_fill:
             if SYNTHETIC
             else {}
         ),
+        training="data/raw/training.csv",
     output:
         "results/forward_fill.json",
-    params:
-        source=config["data"]["source"],
-    conda:
-        "../environment.yml"
     log:
         "logs/forward_fill.log",
     benchmark:
         "benchmarks/forward_fill.tsv"
+    conda:
+        "../environment.yml"
+    params:
+        source=config["data"]["source"],
     # It trains for minutes: as in the train rule, stderr (one line per epoch) reaches the terminal too.
     shell:
         ": > {log}; python -m kpbench forward-fill --training {input.training} --source {params.source:q}"
-        + (" --truth {input.truth} --dataset {input.dataset} --run {input.run}" if SYNTHETIC else "")
+        + (
+            " --truth {input.truth} --dataset {input.dataset} --run {input.run}"
+            if SYNTHETIC
+            else ""
+        )
         + " --out {output} 2>&1 >> {log} | tee -a {log} >&2"

@@ -1,6 +1,8 @@
 # The original study's own console logs, parsed into tracked tables (kpbench.analysis.original_logs): every
 # epoch of its six runs and each run's facts, which the paper and the prediction's calibration read.
-ORIGINAL_LOGS = sorted(str(p) for p in Path("config/original_study_logs").glob("*.log.gz"))
+ORIGINAL_LOGS = sorted(
+    str(p) for p in Path("config/original_study_logs").glob("*.log.gz")
+)
 
 
 # `ancient`: the logs are facts that never change, so a checkout's file times (which git sets in no
@@ -11,12 +13,12 @@ rule original_logs:
     output:
         epochs="config/original_study_epochs.csv",
         runs="config/original_study_runs.json",
-    conda:
-        "../environment.yml"
     log:
         "logs/original_logs.log",
     benchmark:
         "benchmarks/original_logs.tsv"
+    conda:
+        "../environment.yml"
     shell:
         "python -m kpbench original-logs --logs {input.logs} --epochs {output.epochs} --runs {output.runs}"
         " > {log} 2>&1"

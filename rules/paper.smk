@@ -3,9 +3,10 @@ from pathlib import Path
 
 from kpbench.core.version import code_label, code_version
 
-TEMPLATES = sorted(str(p) for p in Path("paper/templates").rglob("*.tex.j2"))
+TEMPLATE_DIR, BUILD_DIR = "paper/templates", "paper/build"
+TEMPLATES = sorted(str(p) for p in Path(TEMPLATE_DIR).rglob("*.tex.j2"))
 TEX_FILES = [
-    str(Path("paper/build") / Path(t).relative_to("paper/templates").with_suffix(""))
+    str(Path(BUILD_DIR) / Path(t).relative_to(TEMPLATE_DIR).with_suffix(""))
     for t in TEMPLATES
 ]
 PAPER_SETTINGS = as_json(
@@ -31,38 +32,35 @@ rule render_tex:
         stats=f"{RESULTS}/dataset/stats.json",
         model=f"{RESULTS}/model.json",
         forward_fill=FORWARD_FILL,
-        predicted=f"{PREDICTIONS}.json",
+        forecast=f"{FORECAST}.json",
         original_runs="config/original_study_runs.json",
         original_epochs="config/original_study_epochs.csv",
     output:
         TEX_FILES,
-    params:
-        settings=PAPER_SETTINGS,
-    conda:
-        "../environment.yml"
     log:
         "logs/render_tex.log",
     benchmark:
         "benchmarks/render_tex.tsv"
-    shell:
-        "python -m kpbench paper --analysis {input.analysis} --stats {input.stats} --model {input.model}"
-        " --forward-fill {input.forward_fill} --predictions {input.predicted} --settings {params.settings:q}"
-        " --original-runs {input.original_runs} --original-epochs {input.original_epochs}"
-        " --templates paper/templates"
-        " --out paper/build > {log} 2>&1"
+    conda:
+        "../environment.yml"
+    params:
+        settings=PAPER_SETTINGS,
+    script:
+        "scripts/stage.py"
 
 
 rule compile_pdf:
     input:
-        TEX_FILES,
-        FIGURE_FILES,
+        main=f"{BUILD_DIR}/paper.tex",
+        sections=TEX_FILES,
+        figures=FIGURE_FILES,
     output:
-        report("paper/build/paper.pdf", category="Paper"),
-    conda:
-        "../environment.yml"
+        report(f"{BUILD_DIR}/paper.pdf", category="Paper"),
     log:
         "logs/compile_pdf.log",
     benchmark:
         "benchmarks/compile_pdf.tsv"
+    conda:
+        "../environment.yml"
     shell:
-        "latexmk -pdf -interaction=nonstopmode -halt-on-error -cd paper/build/paper.tex > {log} 2>&1"
+        "latexmk -pdf -interaction=nonstopmode -halt-on-error -cd {input.main} > {log} 2>&1"

@@ -3,7 +3,6 @@
 # leave-one-out validation (kpbench.forecast.predict). Reviewer mode predicts from the campaign's results.
 
 
-
 rule predict:
     input:
         summary=f"{RESULTS}/summary.csv",
@@ -16,16 +15,21 @@ rule predict:
         original=config["original_study"]["csv"],
         original_logs="config/original_study_runs.json",
     output:
-        json=f"{PREDICTIONS}.json",
-        csv=f"{PREDICTIONS}.csv",
-    params:
-        settings=as_json({key: config[key] for key in ("workload", "workloads", "training", "original_study")}),
-    conda:
-        "../environment.yml"
+        json=f"{FORECAST}.json",
+        csv=f"{FORECAST}.csv",
     log:
         "logs/predict.log",
     benchmark:
         "benchmarks/predict.tsv"
+    conda:
+        "../environment.yml"
+    params:
+        settings=as_json(
+            {
+                key: config[key]
+                for key in ("workload", "workloads", "training", "original_study")
+            }
+        ),
     shell:
         "python -m kpbench predict --settings {params.settings:q} --summary {input.summary}"
         " --model {input.model} --original-model {input.original_model} --runs {input.runs} --measured {input.measured}"

@@ -1,21 +1,33 @@
 # One training run per configured instance, and the model description the paper's layer table uses.
 
 # What the plan and the account's set-up read: a change elsewhere (the paper's title) replans nothing.
-PLAN_SETTINGS = as_json({key: config[key] for key in
-                         ("instances", "workload", "workloads", "training", "original_study", "aws", "repeats")})
+PLAN_SETTINGS = as_json(
+    {
+        key: config[key]
+        for key in (
+            "instances",
+            "workload",
+            "workloads",
+            "training",
+            "original_study",
+            "aws",
+            "repeats",
+        )
+    }
+)
 
 
 rule launch_settings:
     output:
         LAUNCH,
-    params:
-        launch=as_json(launch_settings(config)),
-    conda:
-        "../environment.yml"
     log:
         "logs/launch_settings.log",
     benchmark:
         "benchmarks/launch_settings.tsv"
+    conda:
+        "../environment.yml"
+    params:
+        launch=as_json(launch_settings(config)),
     shell:
         "echo {params.launch:q} > {output} 2> {log}"
 
@@ -33,14 +45,14 @@ rule plan:
         measured_models=MEASURED_MODELS,
     output:
         "results/plan.json",
-    params:
-        settings=PLAN_SETTINGS,
-    conda:
-        "../environment.yml"
     log:
         "logs/plan.log",
     benchmark:
         "benchmarks/plan.tsv"
+    conda:
+        "../environment.yml"
+    params:
+        settings=PLAN_SETTINGS,
     shell:
         "python -m kpbench plan --settings {params.settings:q} --model {input.model} --original-model {input.original_model}"
         " --catalogue {input.catalogue} --original-logs {input.original_logs} --measured {input.measured}"
@@ -53,14 +65,14 @@ rule plan:
 rule aws_setup:
     output:
         "results/aws-setup.json",
-    params:
-        aws=as_json(config["aws"]),
-    conda:
-        "../environment.yml"
     log:
         "logs/aws_setup.log",
     benchmark:
         "benchmarks/aws_setup.tsv"
+    conda:
+        "../environment.yml"
+    params:
+        aws=as_json(config["aws"]),
     shell:
         "python -m kpbench aws-setup --aws {params.aws:q} --out {output} 2>&1 | tee {log}"
 
@@ -71,16 +83,16 @@ rule train:
         launch=launch_input,
     output:
         **{name.split(".")[0]: f"{RUN_DIR}/{name}" for name in layout.RUN_FILES},
-    params:
-        spec=measurement,
-        out=RUN_DIR,
-    threads: train_threads
-    conda:
-        "../environment.yml"
     log:
         "logs/train/{instance}/r{repeat}.log",
     benchmark:
         "benchmarks/train/{instance}/r{repeat}.tsv"
+    conda:
+        "../environment.yml"
+    threads: train_threads
+    params:
+        spec=measurement,
+        out=RUN_DIR,
     # The full detail goes to the log; progress lines and errors (stderr) to the log and the terminal.
     shell:
         ": > {log}; python -m kpbench train --spec {params.spec:q} --launch %s --dataset {input.dataset}"
@@ -90,14 +102,14 @@ rule train:
 rule describe_model:
     output:
         "results/model.json",
-    params:
-        model=workload(config)["model"],
-    conda:
-        "../environment.yml"
     log:
         "logs/describe_model.log",
     benchmark:
         "benchmarks/describe_model.tsv"
+    conda:
+        "../environment.yml"
+    params:
+        model=workload(config)["model"],
     shell:
         "python -m kpbench describe-model --model {params.model} --out {output} > {log} 2>&1"
 
@@ -106,13 +118,13 @@ rule describe_model:
 rule describe_original_model:
     output:
         "results/original_model.json",
-    params:
-        model=REFERENCE_MODEL,
-    conda:
-        "../environment.yml"
     log:
         "logs/describe_original_model.log",
     benchmark:
         "benchmarks/describe_original_model.tsv"
+    conda:
+        "../environment.yml"
+    params:
+        model=REFERENCE_MODEL,
     shell:
         "python -m kpbench describe-model --model {params.model} --out {output} > {log} 2>&1"

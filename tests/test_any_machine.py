@@ -177,7 +177,7 @@ def _mfus(results, derived):
     """Every MFU a table or figure of the paper prints, from the files they are drawn from."""
     summary = pd.read_csv(results / "summary.csv")["mfu"].dropna().tolist()
     runs = [run["performance"]["mfu"] for run in read_json(derived / "analysis.json")["runs"]]
-    predicted = read_json(derived / "predictions.json")
+    predicted = read_json(derived / "forecast.json")
     rows = [r["mfu"] for r in predicted["validation"]] + [r["mfu"] for r in predicted["catalogue"]]
     return [value for value in summary + runs + rows if value is not None]
 
@@ -240,7 +240,7 @@ def test_analysis_predict_and_paper_accept_runs_on_every_description(group, tree
     assert origins == expected
     text = _pdf_text(copy)
     assert "Peak GFLOP/s (origin)" in text and "Provenance" in text
-    assert json.loads((copy / "results" / "predictions.json").read_text())["catalogue"]
+    assert json.loads((copy / "results" / "forecast.json").read_text())["catalogue"]
 
 
 def test_a_stored_campaign_with_a_run_on_an_unknown_device_rebuilds_in_reviewer_mode(tmp_path):
@@ -259,6 +259,6 @@ def test_a_stored_campaign_with_a_run_on_an_unknown_device_rebuilds_in_reviewer_
     snakemake(root, "--cores", "1", "paper", "--configfile", f"campaigns/{campaign.name}/config.yaml")
     text = _pdf_text(root)
     assert "Mystery Processor 9000" in text
-    predicted = read_json(root / "paper" / "build" / "predictions.json")
+    predicted = read_json(root / "paper" / "build" / "forecast.json")
     mystery = [r for r in predicted["validation"] if r["device"].startswith("Mystery")]
     assert mystery and all(r["mfu"] is None for r in mystery)  # its own device, calibrated on its measured roof

@@ -71,49 +71,11 @@ def _forward_fill(args):
               f"masked {models['masked']['blank_rmse_px']:.2f} px")
 
 
-def _aggregate(args):
-    from kpbench.analysis.aggregate import summarise
-    from kpbench.core.files import read_json
-
-    reference = json.loads(args.reference)
-    reference["training_flops_per_image"] = read_json(args.original_model)["training_flops_per_image"]
-    frame = summarise(args.runs, args.original, reference, args.out, args.target_rmse)
-    print(f"{len(frame)} rows written to {args.out}")
-
-
-def _analyse(args):
-    from kpbench.analysis.analyse import analyse
-    from kpbench.core.files import write_json
-
-    result = analyse(args.summary, args.runs, args.model, json.loads(args.settings))
-    write_json(args.out, result)
-    print(f"fastest {result['fastest']}, cheapest {result['cheapest']}; "
-          f"{len(result['code_versions']['versions'])} code version(s)")
-
-
-def _figures(args):
-    from kpbench.paper.figures import render_all
-
-    render_all(args.analysis, args.samples, args.histories, args.predictions_files, args.out,
-               forward_fill_path=args.forward_fill, predictions_path=args.predictions,
-               original_epochs_path=args.original_epochs)
-
-
 def _original_logs(args):
     from kpbench.analysis.original_logs import write_parsed
 
     for run in write_parsed(args.logs, args.epochs, args.runs):
         print(f"{run['instance']}: {run['epochs']} epochs, steady step {run['step_s']['median'] * 1000:.0f} ms")
-
-
-def _paper(args):
-    from kpbench.paper.render import build_context, render
-
-    context = build_context(args.analysis, args.stats, args.model, json.loads(args.settings),
-                            forward_fill_path=args.forward_fill, predictions_path=args.predictions,
-                            original_runs_path=args.original_runs, original_epochs_path=args.original_epochs)
-    for path in render(args.templates, args.out, context):
-        print(path)
 
 
 def _store_campaign(args):
@@ -179,56 +141,13 @@ def _training_commands(commands):
 
 
 def _analysis_commands(commands):
-    """aggregate, analyse, figures, paper: from results to the paper."""
-    p = commands.add_parser("aggregate", help="run.json files + original study → summary.csv")
-    p.add_argument("--runs", nargs="+", required=True, type=Path)
-    p.add_argument("--original", required=True, type=Path)
-    p.add_argument("--reference", required=True, help="the original study's workload as JSON")
-    p.add_argument("--target-rmse", type=float, help="validation RMSE target in pixels (time-to-target)")
-    p.add_argument("--original-model", required=True, type=Path,
-                   help="the original study's model description (its FLOPs per image, for its rows' MFU)")
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=_aggregate)
-
-    p = commands.add_parser("analyse", help="summary + runs → analysis.json, which figures and paper read")
-    p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--runs", nargs="+", required=True, type=Path)
-    p.add_argument("--model", required=True, type=Path, help="results/model.json (gradient bytes)")
-    p.add_argument("--settings", required=True, help="the configuration's analysis section, as JSON")
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=_analyse)
-
-    p = commands.add_parser("figures", help="the paper's figures from the analysis")
-    p.add_argument("--analysis", required=True, type=Path)
-    p.add_argument("--samples", required=True, type=Path)
-    p.add_argument("--histories", nargs="+", required=True, type=Path, help="every run's history.csv")
-    p.add_argument("--predictions-files", nargs="+", required=True, type=Path, help="every run's predictions.npz")
-    p.add_argument("--forward-fill", nargs="?", type=Path,
-                   help="results/forward_fill.json (absent from campaigns stored before it existed)")
-    p.add_argument("--predictions", type=Path, help="predictions.json of `kpbench predict`")
-    p.add_argument("--original-epochs", type=Path, help="config/original_study_epochs.csv (rule original_logs)")
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=_figures)
-
+    """original-logs: the original study's logs as tables (the other analysis stages are the
+    workflow's alone: kpbench.cli.rule_stages)."""
     p = commands.add_parser("original-logs", help="the original study's console logs as tables")
     p.add_argument("--logs", nargs="+", required=True, type=Path, help="its Keras logs (gzip or plain)")
     p.add_argument("--epochs", required=True, type=Path, help="the per-epoch table to write (CSV)")
     p.add_argument("--runs", required=True, type=Path, help="the per-run facts to write (JSON)")
     p.set_defaults(func=_original_logs)
-
-    p = commands.add_parser("paper", help="render the LaTeX sources from the analysis")
-    p.add_argument("--analysis", required=True, type=Path)
-    p.add_argument("--stats", required=True, type=Path)
-    p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--forward-fill", nargs="?", type=Path,
-                   help="results/forward_fill.json (absent from campaigns stored before it existed)")
-    p.add_argument("--predictions", type=Path, help="predictions.json of `kpbench predict`")
-    p.add_argument("--original-runs", type=Path, help="config/original_study_runs.json (rule original_logs)")
-    p.add_argument("--original-epochs", type=Path, help="config/original_study_epochs.csv (rule original_logs)")
-    p.add_argument("--settings", required=True, help="configuration the text cites, as JSON")
-    p.add_argument("--templates", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=_paper)
 
 
 def _campaign_commands(commands):

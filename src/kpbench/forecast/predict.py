@@ -176,7 +176,7 @@ def _with_measured_models(models, paths, runs):
 
 def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
                 precision="float32", original_logs=None):
-    """Everything `kpbench predict`, `plan`, the figures and the paper show (predictions.json), for
+    """Everything `kpbench predict`, `plan`, the figures and the paper show (forecast.json), for
     the workload's model; measured rows are modelled with the model each of them trained, the
     original study's as its logs show (`original_logs`: config/original_study_runs.json)."""
     from kpbench.analysis.aggregate import by_instance

@@ -24,14 +24,14 @@ def _run_files(analysis, paths):
 
 
 def render_all(analysis_path, samples_path, history_paths, prediction_paths, out_dir, forward_fill_path=None,
-               predictions_path=None, original_epochs_path=None):
+               forecast_path=None, original_epochs_path=None):
     """Every figure of the paper; our repeated runs appear as olympic means with their spread as error
     bars, and the predictions figure shows the analysis's best run."""
     analysis, out_dir = read_json(analysis_path), Path(out_dir)
     summary = pd.DataFrame(analysis["instances"])
     histories = {key: pd.read_csv(path) for key, path in _run_files(analysis, history_paths).items()}
     best = analysis["best_run"]
-    predicted = read_json(predictions_path) if predictions_path else None
+    predicted = read_json(forecast_path) if forecast_path else None
     logged = pd.read_csv(original_epochs_path) if original_epochs_path else None
     inputs = {
         "sample_faces": samples_path,
