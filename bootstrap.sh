@@ -198,5 +198,9 @@ if [ "$target" = paper ]; then
     snakemake --cores 1 paper
     echo "bootstrap: the paper is at paper/build/paper.pdf"
 else
+    # The code's shape first (seconds): the workflow's lint, its formatting, the Python linter.
+    snakemake --lint
+    snakefmt --check Snakefile rules/
+    ruff check src tests bench rules/scripts
     python -m pytest
 fi

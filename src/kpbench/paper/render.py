@@ -202,7 +202,7 @@ def build_context(analysis_path, stats_path, model_path, settings, forward_fill_
         "keypoint_rows": keypoint_rows,
         "scaling": analysis["scaling"],
         "code_versions": analysis["code_versions"],
-        "commit": settings["commit"],  # the code that builds the paper (the rule's parameter)
+        "commit": settings.get("commit") or "not recorded",  # the code that builds the paper (the rule's parameter)
         "peaks": PEAKS,
         "run_peaks": run_peaks(runs),
         "peak_label": peak_label,
