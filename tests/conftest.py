@@ -8,6 +8,15 @@ from workflow import checkout, snakemake
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Tests over the session's built tree (the tiny pipeline run by Snakemake) are workflow tests.
+BUILT_TREE = {"tree", "finished"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if BUILT_TREE & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.workflow)
+
 
 @pytest.fixture(scope="session")
 def tree(tmp_path_factory):

@@ -15,7 +15,7 @@ def checkout(root):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
     shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
-    shutil.copy(REPO / "tests" / "data" / "tiny.yaml", root / "tiny.yaml")
+    shutil.copy(REPO / "tests" / "fixtures" / "tiny.yaml", root / "tiny.yaml")
     return root
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kpbench import KpbenchError
 from kpbench.cli import cloud
+from kpbench.core.read_trace import trace_reads
 
 
 def _fetch(args):
@@ -177,6 +178,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    trace_reads(args.command)
     try:
         args.func(args)
     except KpbenchError as exc:

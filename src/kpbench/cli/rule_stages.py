@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from kpbench import KpbenchError
+from kpbench.core.read_trace import trace_reads
 
 
 def _optional(paths):
@@ -67,6 +68,7 @@ def run_rule(snakemake):
     """Run the stage of the rule's name with its output and errors in the rule's log; the one-line
     reason of a failure also reaches the terminal, where Snakemake's own report would only point at
     the log."""
+    trace_reads(snakemake.rule)
     terminal = sys.stderr
     with open(snakemake.log[0], "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:

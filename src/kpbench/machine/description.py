@@ -2,7 +2,7 @@
 nvidia-smi. Parsed, never recognised by name: every field a description lacks is None.
 
 Each parser takes the text a command printed, so that recorded descriptions of other machines
-(tests/data/hardware/) go through the same code as this one. `read_sources` reads this machine, or,
+(tests/fixtures/hardware/) go through the same code as this one. `read_sources` reads this machine, or,
 where KPBENCH_HARDWARE names a folder of such recordings, that folder instead: the one point where a
 machine's description is read, so a run can be made to describe a machine it is not on.
 """

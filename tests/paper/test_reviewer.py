@@ -11,6 +11,9 @@ from kpbench import KpbenchError
 from kpbench.core.campaign import store_campaign
 from workflow import REPO, planned_jobs, snakemake
 
+# Runs Snakemake, whole pipelines or real clusters: left out of the fast loop (`-m "not workflow"`).
+pytestmark = pytest.mark.workflow
+
 CAMPAIGNS = sorted((REPO / "campaigns").glob("*/config.yaml"))
 
 

@@ -33,7 +33,7 @@ from kpbench.core import run_reader
 from kpbench.core.layout import RUN_FILES
 from kpbench.core.version import code_version
 from specs import run_inputs
-from workflow import checkout, snakemake
+from workflow import REPO, checkout, snakemake
 
 SECRET_KEY = "kpbench-test-secret-Zq81xV"
 ACCESS_KEY = "AKIAKPBENCHTESTKEY01"
@@ -131,11 +131,15 @@ def aws_config(**overrides):
     return {**config, **overrides}
 
 
+# The harness plays instances on this CPU: the tests rent a CPU type of the catalogue (2 vCPUs), whose
+# facts and price the configuration takes from config/catalogue.csv.
+TEST_TYPE, TEST_TYPE_USD_PER_HOUR = "c7a.large", 0.10264
+
+
 def ec2_spec(backend="ec2", workers=1, limits=None, **aws_overrides):
     """(spec, launch) of a tiny EC2 run."""
     return run_inputs(
-        {"name": f"test-{backend}", "backend": backend, "instance_type": "g4dn.xlarge",
-         "workers": workers, "gpus": 0, "usd_per_hour": 0.526, "price_date": "2025-01-01"},
+        {"name": f"test-{backend}", "backend": backend, "instance_type": TEST_TYPE, "workers": workers},
         {"name": "tiny", "epochs": 2, "batch_size": 4, "max_train_images": 16, "max_val_images": 8},
         training={"learning_rate": 1e-3, "seed": 3, "pck_radius_px": 3.0, "prediction_samples": 2,
                   "peak_matmul_size": 128, "warmup_epochs": 0, "scale_learning_rate": True},
@@ -309,7 +313,7 @@ def policy_action(call):
 
 
 def run_policy_actions():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config/iam/run-policy.json")
+    path = os.path.join(str(REPO), "config/iam/run-policy.json")
     with open(path) as handle:
         statements = json.load(handle)["Statement"]
     return {a for s in statements if s["Effect"] == "Allow" for a in ([s["Action"]] if isinstance(s["Action"], str)
@@ -342,12 +346,12 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
     assert run["contention"]["samples"] >= 2  # sampled on the instance, around its worker
     assert run["code"] == code_version()  # the launcher's: the instance ran the launcher's bundle
     remote = run["remote"]
-    assert len(remote["instance_ids"]) == 1 and remote["instance_type"] == "g4dn.xlarge"
+    assert len(remote["instance_ids"]) == 1 and remote["instance_type"] == TEST_TYPE
     # Per-second billing from "running" to termination, a minute at least; instance, gp3 volume
     # (50 GB at 0.08 USD per GB and 30-day month) and public IPv4 address.
     assert remote["billed_s"] >= 60 and remote["billed_s"] == int(remote["billed_s"])
     assert run["cost"]["hours"] == pytest.approx(remote["billed_s"] / 3600)
-    assert run["cost"]["usd"] == pytest.approx(remote["billed_s"] / 3600 * (0.526 + 50 * 0.08 / 720 + 0.005))
+    assert run["cost"]["usd"] == pytest.approx(remote["billed_s"] / 3600 * (TEST_TYPE_USD_PER_HOUR + 50 * 0.08 / 720 + 0.005))
     (bill,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / ".costs").iterdir()]
     assert bill["outcome"] == "collected" and bill["usd"] == pytest.approx(run["cost"]["usd"])
 
@@ -447,8 +451,7 @@ def test_four_ec2_runs_at_once_through_snakemake_share_one_setup(aws_env, tmp_pa
     (tmp_path / "tree").mkdir()
     tree = checkout(tmp_path / "tree")
     names = [f"ec2-{letter}" for letter in "abcd"]
-    rows = [{"name": name, "backend": "ec2", "instance_type": "g4dn.xlarge", "vcpus": 4, "gpus": 0,
-             "usd_per_hour": 0.526, "price_date": "2025-01-01", "measured_as": "g4dn.xlarge"} for name in names]
+    rows = [{"name": name, "backend": "ec2", "instance_type": TEST_TYPE} for name in names]
     overlay = {"repeats": 1, "instances": rows, "limits": {"stall_timeout_s": 120, "deadline_s": 300},
                "aws": aws_config(boot_timeout_s=60)}
     (tree / "overlay.yaml").write_text(json.dumps(overlay))  # JSON is YAML
@@ -466,8 +469,8 @@ def test_four_ec2_runs_at_once_through_snakemake_share_one_setup(aws_env, tmp_pa
     assert max(log.index("(Rule: aws_setup)"), log.index("(Rule: plan)")) < first_train
     assert log.rindex("rule train:") < first_trained
     assert len((tree / "benchmarks/aws_setup.tsv").read_text().splitlines()) == 2  # header and one run
-    # The plan's quota check counts the four runs at once: 4 x 4 vCPUs of the G and VT quota.
-    assert "vCPU quotas suffice: Running On-Demand G and VT instances 16" in (tree / "logs/plan.log").read_text()
+    # The plan's quota check counts the four runs at once: 4 x 2 vCPUs of the standard quota.
+    assert "vCPU quotas suffice: Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances 8" in (tree / "logs/plan.log").read_text()
     iam = boto3.client("iam")
     assert [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]] == [BUCKET]
     assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == [aws_config()["instance_profile"]]
@@ -499,9 +502,9 @@ def inject(monkeypatch, event, handler):
 
 
 @pytest.mark.parametrize("code, says", [
-    ("VcpuLimitExceeded", "L-DB2E81BA"),
+    ("VcpuLimitExceeded", "L-1216C47A"),  # a C type: the standard quota
     ("InstanceLimitExceeded", "instance limit"),
-    ("InsufficientInstanceCapacity", "no spare g4dn.xlarge capacity"),
+    ("InsufficientInstanceCapacity", f"no spare {TEST_TYPE} capacity"),
     ("Unsupported", "not offered"),
 ])
 def test_launch_refusals_are_explained_and_leave_nothing(aws_env, tiny_dataset, tmp_path, monkeypatch, code, says):
@@ -653,7 +656,7 @@ def test_instance_profile_reaches_only_the_instances_own_folder(aws_env):
         ("s3:PutObject", [f"{folder}/{name}" for name in ("status.json", "log.txt", "steps.json", "allreduce.json",
                                                           "result/*")])]
     # The documented policy (README, config/iam) is the one set-up puts on the role.
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    path = os.path.join(str(REPO),
                         "config/iam/instance-role-policy.json")
     with open(path) as handle:
         assert json.load(handle) == account.instance_role_policy("BUCKET", "PREFIX")
@@ -734,7 +737,7 @@ def test_the_documented_run_policy_is_enough_for_a_run(aws_env, tiny_dataset, tm
     (https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html), so the bucket's ARN is
     added beside the policy's kpbench/* for that action. S3 actions and resources are otherwise
     checked as written."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(REPO)
     with open(os.path.join(root, "config/iam/run-policy.json")) as handle:
         policy = json.loads(handle.read().replace("BUCKET", BUCKET).replace("ACCOUNT", "123456789012"))
     for statement in policy["Statement"]:
@@ -879,7 +882,7 @@ def test_cleanup_command_runs_against_the_config(aws_env, tmp_path):
     overlay.write_text(f"aws:\n  bucket: {BUCKET}\n")
     result = subprocess.run([sys.executable, "-m", "kpbench", "cleanup", "--configfile", "config/config.yaml",
                              str(overlay)], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
+                            cwd=str(REPO))
     assert result.returncode == 0, result.stderr
     assert "terminated 0 instance(s)" in result.stdout
 
@@ -887,7 +890,7 @@ def test_cleanup_command_runs_against_the_config(aws_env, tmp_path):
 def test_aws_matrix_plans_first_and_never_trains_retired_rows(tmp_path):
     """A dry run of the EC2 matrix: one plan job before every current row's training, none for
     the retired types; without a bucket the workflow refuses to start."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(REPO)
     command = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "results", "--configfile",
                "config/aws.yaml"]
     refused = subprocess.run(command, cwd=root, capture_output=True, text=True)
@@ -903,7 +906,7 @@ def test_aws_matrix_plans_first_and_never_trains_retired_rows(tmp_path):
 
 
 def test_an_ec2_row_without_an_instance_type_is_refused(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(REPO)
     overlay = tmp_path / "bad.yaml"
     overlay.write_text("aws: {bucket: b}\ninstances:\n  - {name: gpu, backend: ec2, usd_per_hour: 1.0, "
                        "price_date: '2025-01-01'}\n")
@@ -1164,7 +1167,7 @@ def test_aws_setup_is_idempotent_and_safe_to_race(aws_env, tmp_path):
                        f"  ami: {{ssm_parameter: {AMI_PARAMETER}}}\n")
     result = subprocess.run([sys.executable, "-m", "kpbench", "aws-setup", "--configfile", "config/config.yaml",
                              str(overlay), "--out", str(tmp_path / "setup.json")], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                            cwd=str(REPO))
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "setup.json").read_text())["bucket"] == "kpbench-fresh"
     assert secret_free(result.stdout + result.stderr)
@@ -1222,7 +1225,7 @@ def test_cleanup_looks_in_every_region_it_is_given(aws_env, tmp_path):
     overlay.write_text(f"aws:\n  bucket: {BUCKET}\n")
     result = subprocess.run([sys.executable, "-m", "kpbench", "cleanup", "--configfile", "config/config.yaml",
                              str(overlay), "--region", "eu-west-1"], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                            cwd=str(REPO))
     assert result.returncode == 0, result.stderr
     assert "terminated 1 instance(s)" in result.stdout and "looked in eu-west-1, us-east-1" in result.stdout
     for ec2 in (home, away):

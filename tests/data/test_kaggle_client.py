@@ -17,7 +17,7 @@ from kaggle_stand_in import KEY, TOKEN, fake_kaggle  # noqa: F401  (a fixture)
 from kpbench import KpbenchError
 from kpbench.data.kaggle_client import download_competition
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPETITION = "facial-keypoints-detection"
 
 

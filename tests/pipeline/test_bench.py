@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+import pytest
+
+# Runs Snakemake, whole pipelines or real clusters: left out of the fast loop (`-m "not workflow"`).
+pytestmark = pytest.mark.workflow
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def run(script, *args):

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+# Runs Snakemake, whole pipelines or real clusters: left out of the fast loop (`-m "not workflow"`).
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[2]
 BASH = shutil.which("bash")
 TOOLS = ["bash", "env", "dirname", "cat", "sha256sum", "cut", "sed", "grep", "sort"]
 COMMANDS = ["latexmk", "pdflatex", "kpsewhich", "pdfinfo", "pdftotext", "git"]

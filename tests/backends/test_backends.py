@@ -20,6 +20,9 @@ from kpbench.core.version import code_version
 from kpbench.train.run import tf_config
 from specs import run_inputs
 
+# Runs Snakemake, whole pipelines or real clusters: left out of the fast loop (`-m "not workflow"`).
+pytestmark = pytest.mark.workflow
+
 
 @pytest.fixture(scope="module")
 def cluster_dataset(tmp_path_factory, small_dataset):

@@ -20,7 +20,7 @@ from kpbench.train.run_writer import (
 )
 from specs import run_spec
 
-ORIGINAL_CSV = Path(__file__).resolve().parents[1] / "config" / "original_study.csv"
+ORIGINAL_CSV = Path(__file__).resolve().parents[2] / "config" / "original_study.csv"
 REFERENCE = {"epochs": 100, "train_images": 6344, "validation_images": 705, "batch_size": 64,
              "price_date": "as published",
              "training_flops_per_image": 3 * 795_703_296}
@@ -232,7 +232,7 @@ def test_a_runs_peak_is_its_measured_devices_times_how_many_it_ran_on():
     from kpbench.machine.description import describe_cpu
     from kpbench.train.run_writer import machine_peak
 
-    text = (Path(__file__).parent / "data" / "hardware" / "epyc" / "cpuinfo").read_text()
+    text = (Path(__file__).parents[1] / "fixtures" / "hardware" / "epyc" / "cpuinfo").read_text()
     epyc = {"cpu_cores": 1, "gpu_count": 0, "cpu": describe_cpu({"cpuinfo": text})}
     one = machine_peak({"backend": "local", "workers": 1}, epyc, "float32", 10.0)
     assert one["peak_origin"] == "derived" and one["peak_tflops"] == pytest.approx(1 * 4.4 * 32 / 1e3)

@@ -1,7 +1,7 @@
 """Any machine, not only ours: hardware is read from what a machine's OS and driver print, never
 recognised by its name, and every stage accepts a run on a device no table names.
 
-The descriptions under tests/data/hardware/ are other machines' real /proc/cpuinfo, lscpu, macOS
+The descriptions under tests/fixtures/hardware/ are other machines' real /proc/cpuinfo, lscpu, macOS
 sysctl and nvidia-smi output, copied from public bug reports, test suites and hardware listings;
 SOURCES.md and GPU_SOURCES.md there say where each came from. The one constructed description is
 the CPU with an empty name (EMPTY_NAME below).
@@ -22,7 +22,7 @@ from kpbench.machine.device_peaks import checked, mfu, peak_for, resolve_gpu, re
 from kpbench.train.run_writer import machine_peak
 from workflow import REPO, checkout, snakemake
 
-HARDWARE = REPO / "tests" / "data" / "hardware"
+HARDWARE = REPO / "tests" / "fixtures" / "hardware"
 # Constructed (the issue allows this one): a CPU whose OS gives it no name, as some VMs do.
 EMPTY_NAME = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 999\nmodel name\t: \n"
               "cpu MHz\t\t: 2000.000\nphysical id\t: 0\ncore id\t\t: 0\ncpu cores\t: 1\nsiblings\t: 1\n"

@@ -1,5 +1,6 @@
 """End to end: the real Snakefile on a tiny configuration, in a fresh working tree."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,9 @@ import pandas as pd
 import pytest
 
 from workflow import REPO, checkout, planned_jobs, snakemake
+
+# Runs Snakemake, whole pipelines or real clusters: left out of the fast loop (`-m "not workflow"`).
+pytestmark = pytest.mark.workflow
 
 
 def test_paper_target_builds_a_pdf_with_pages(tree):
@@ -93,6 +97,61 @@ def test_local_runs_never_overlap_whatever_cores_snakemake_is_given(tmp_path):
     assert len(runs) == 4 and all(run["contention"]["samples"] >= 2 and not run["resumed"] for run in runs)
     spans = sorted((run["started_at"], run["finished_at"]) for run in runs)  # whole seconds, rounded down
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+
+
+# Which rule each traced command belongs to (kpbench.core.read_trace names a command by its verb;
+# a rule-only stage by its rule).
+COMMAND_RULES = {"fetch": "fetch_data", "preprocess": "preprocess", "describe-model": "describe_model",
+                 "forward-fill": "forward_fill", "train": "train", "worker": "train", "predict": "predict",
+                 "original-logs": "original_logs"}
+
+
+def _declared(tree):
+    """{rule: every path any of its jobs declares (inputs, outputs, logs)}, from Snakemake's summary."""
+    summary = snakemake(tree, "--detailed-summary", "--cores", "1", "paper", "--configfile", "tiny.yaml").stdout
+    lines = [line.split("\t") for line in summary.splitlines() if "\t" in line]
+    header, rows = lines[0], lines[1:]
+    column = {name: header.index(name) for name in ("output_file", "rule", "log-file(s)", "input-file(s)")}
+    declared = {}
+    for row in rows:
+        paths = declared.setdefault(row[column["rule"]], set())
+        paths.add(row[column["output_file"]])
+        for key in ("log-file(s)", "input-file(s)"):
+            paths |= {path for path in row[column[key]].split(",") if path and path != "-"}
+    return declared
+
+
+def test_every_file_a_step_reads_is_declared_to_its_rule(tree, tmp_path):
+    """Each workflow step notes the tree's files it opens for reading (KPBENCH_READ_TRACE); every one
+    is an input of its rule (or the rule's own output, or under the run folder a training writes), so
+    a change to any of them replans the rule."""
+    copy = Path(shutil.copytree(tree, tmp_path / "tree", symlinks=True))
+    trace = tmp_path / "reads"
+    trace.mkdir()
+    env = {"KPBENCH_READ_TRACE": str(trace)}
+    downstream = ("describe_model", "forward_fill", "aggregate", "analyse", "predict", "render_figures", "render_tex")
+    snakemake(copy, "--cores", "1", "paper", "--forcerun", *downstream, "--configfile", "tiny.yaml", env=env)
+    snakemake(copy, "--cores", "2", "results/runs/local-2w/r1/run.json", "--forcerun", "train",
+              "--configfile", "tiny.yaml", env=env)
+    snakemake(copy, "--cores", "1", "preprocess", "--forcerun", "fetch_data", "--until", "preprocess",
+              "--configfile", "tiny.yaml", env=env)
+    declared = _declared(copy)
+    records = [json.loads(path.read_text()) for path in sorted(trace.glob("*.json"))]
+    steps = {record["step"] for record in records}
+    assert {"fetch", "preprocess", "train", "worker", "predict", "describe-model", "forward-fill", "aggregate",
+            "analyse", "render_figures", "render_tex"} <= steps, steps
+    undeclared = {}
+    for record in records:
+        rule = COMMAND_RULES.get(record["step"], record["step"])
+        allowed = declared[rule]
+        # A training reads what its own workers write into its run folder.
+        own = [path for path in allowed if "/runs/" in path] if rule == "train" else []
+        extra = [path for path in record["reads"] if path not in allowed
+                 and not any(path.startswith(str(Path(o).parent) + "/") for o in own)]
+        if extra:
+            undeclared.setdefault(rule, set()).update(extra)
+    assert not undeclared, undeclared
+    assert any("results/summary.csv" in record["reads"] for record in records if record["step"] == "analyse")
 
 
 # Runs last: it corrupts the tree's data.

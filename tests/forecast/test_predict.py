@@ -12,7 +12,7 @@ from kpbench.core.billing import plan
 from kpbench.forecast import calibration, perf_model
 from kpbench.machine import device_peaks
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CAMPAIGN = REPO / "campaigns" / "2026-11-25-default-x3"
 H200 = REPO / "bench" / "measured" / "2026-11-27-h200-keras3-jax" / "run.json"
 SEPARABLE = REPO / "bench" / "measured" / "2026-11-28-epyc-2core-tf-separable-fp32" / "run.json"

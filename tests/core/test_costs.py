@@ -4,7 +4,7 @@ import pytest
 
 from kpbench.core.billing import cluster_usd_per_hour, projected_train_s, run_cost_usd
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_run_cost_is_hours_times_price():
@@ -146,7 +146,7 @@ def test_plan_names_the_vcpu_quota_to_raise_before_anything_launches(monkeypatch
     monkeypatch.chdir(REPO)
     with pytest.raises(KpbenchError) as refused:
         args = main.build_parser().parse_args(["plan", "--configfile", "config/config.yaml", "config/aws.yaml",
-                                              str(REPO / "tests" / "data" / "two-repeats.yaml"), "--out", str(out)])
+                                              str(REPO / "tests" / "fixtures" / "two-repeats.yaml"), "--out", str(out)])
         args.func(args)
     message = str(refused.value)
     assert "'Running On-Demand G and VT instances' (L-DB2E81BA) in us-east-1 is 8 vCPUs" in message
