@@ -1,4 +1,5 @@
 # Shared settings and helpers: instances are rows of configuration, never copies of code.
+import re
 from pathlib import Path
 
 from kpbench.core import layout
@@ -61,6 +62,11 @@ FORWARD_FILL = [
 ]
 
 
+# A failed command's one-line reason (its log's last line) also reaches the terminal, where Snakemake's
+# own report only points at the log; the full output stays in the log.
+REASON_TO_TERMINAL = " > {log} 2>&1 || (tail -n 1 {log} >&2; exit 1)"
+
+
 def local_copy(wildcards):
     """The zip or folder that data.source: path reads, so that Snakemake sees it change (an unset
     data.path is left to `kpbench fetch`, which says so)."""
@@ -90,6 +96,14 @@ def launch_input(wildcards):
         else []
     )
     return [ancient(path) for path in [LAUNCH, *gates]]
+
+
+def unknown_instance(wildcards):
+    """A run target naming no configured instance, refused while planning with the names there are
+    (without this rule Snakemake says only MissingRuleException)."""
+    raise ValueError(
+        f"no instance named '{wildcards.unknown}' trains here; those that do: {', '.join(INSTANCES)}"
+    )
 
 
 def original_reference():

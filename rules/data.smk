@@ -18,7 +18,8 @@ rule fetch_data:
     params:
         data_config=as_json(config["data"]),
     shell:
-        "python -m kpbench fetch --data-config {params.data_config:q} --out data/raw > {log} 2>&1"
+        "python -m kpbench fetch --data-config {params.data_config:q} --out data/raw%s"
+        % REASON_TO_TERMINAL
 
 
 rule preprocess:
@@ -39,5 +40,5 @@ rule preprocess:
         seed=config["preprocess"]["seed"],
     shell:
         "python -m kpbench preprocess --raw data/raw --dataset {output.dataset} --stats {output.stats}"
-        " --samples {output.samples} --validation-fraction {params.fraction} --seed {params.seed}"
-        " > {log} 2>&1"
+        " --samples {output.samples} --validation-fraction {params.fraction} --seed {params.seed}%s"
+        % REASON_TO_TERMINAL

@@ -34,4 +34,4 @@ rule predict:
         "python -m kpbench predict --settings {params.settings:q} --summary {input.summary}"
         " --model {input.model} --original-model {input.original_model} --runs {input.runs} --measured {input.measured}"
         " --catalogue {input.catalogue} --original-logs {input.original_logs}"
-        " --out {output.json} --csv {output.csv} > {log} 2>&1"
+        " --out {output.json} --csv {output.csv}%s" % REASON_TO_TERMINAL

@@ -99,6 +99,24 @@ rule train:
         " --out {params.out} 2>&1 >> {log} | tee -a {log} >&2" % LAUNCH
 
 
+# Matches only run folders of names no instance row has: the error names the valid ones.
+rule unknown_instance:
+    input:
+        unknown_instance,
+    output:
+        str(Path(layout.run_dir(RESULTS, "{unknown}", "{repeat}"), layout.RUN_JSON)),
+    log:
+        "logs/train/{unknown}/r{repeat}.log",
+    benchmark:
+        "benchmarks/train/{unknown}/r{repeat}.tsv"
+    wildcard_constraints:
+        unknown=r"(?!(?:%s)/)[^/]+" % "|".join(map(re.escape, INSTANCES)),
+    conda:
+        "../environment.yml"
+    shell:
+        "false"
+
+
 rule describe_model:
     output:
         "results/model.json",
@@ -111,7 +129,8 @@ rule describe_model:
     params:
         model=workload(config)["model"],
     shell:
-        "python -m kpbench describe-model --model {params.model} --out {output} > {log} 2>&1"
+        "python -m kpbench describe-model --model {params.model} --out {output}%s"
+        % REASON_TO_TERMINAL
 
 
 # The original study's rows are priced and scored (MFU) with its own CNN, whatever model ours train.
@@ -127,4 +146,5 @@ rule describe_original_model:
     params:
         model=REFERENCE_MODEL,
     shell:
-        "python -m kpbench describe-model --model {params.model} --out {output} > {log} 2>&1"
+        "python -m kpbench describe-model --model {params.model} --out {output}%s"
+        % REASON_TO_TERMINAL

@@ -195,7 +195,7 @@ def test_measured_as_with_an_unreadable_study_table_is_named(tmp_path):
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump({"original_study": {"csv": str(tmp_path / "missing.csv")},
                                        "instances": [r for r in config["instances"] if r.get("measured_as")]}))
-    with pytest.raises(KpbenchError, match="original_study.csv .*missing.csv cannot be read for measured_as"):
+    with pytest.raises(KpbenchError, match="original_study.csv .*missing.csv cannot be read"):
         load_config([REPO / "config" / "config.yaml", REPO / "config" / "aws.yaml", overlay], launching=False)
 
 
@@ -228,3 +228,15 @@ def test_an_ec2_row_takes_its_machine_facts_from_the_catalogue_only(tmp_path):
     overlay.write_text("instances:\n  - {name: mine, backend: local}\n")
     with pytest.raises(KpbenchError, match="instance mine needs usd_per_hour and price_date"):
         load_config([REPO / "config" / "config.yaml", overlay], launching=False)
+
+
+@pytest.mark.parametrize("wrong", ["g4dn.xlarg", "c5.4xlarge", "4x g4dn.xlarge"])  # a typo; no GPU; a cluster
+def test_a_scaling_reference_that_is_no_measured_single_gpu_row_is_refused(wrong):
+    """The paper's scaling predictions start from this row: a name the study's table lacks was once
+    accepted and silently dropped the predictions; now the workflow refuses to start, with the names."""
+    command = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "results",
+               "--config", f'analysis={{"scaling_reference": "{wrong}"}}']
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert (f"analysis.scaling_reference '{wrong}' is not a measured single-GPU row of config/original_study.csv "
+            "(g3s.xlarge, g3.4xlarge, g4dn.xlarge)") in result.stdout + result.stderr

@@ -96,7 +96,7 @@ def check(config, launching=True):
     for row in rented:
         if not row.get("instance_type"):
             raise KpbenchError(f"config: instance {row['name']} (backend {row['backend']}) needs instance_type")
-    _check_measured_as(config)
+    _check_original_rows(config)
     _fill_machine_facts(config)
     _price_stand_ins(config)
     on_aws = [row for row in rented if _kind(row).provider == "aws"]
@@ -144,23 +144,27 @@ def _price_stand_ins(config):
         row["usd_per_hour"], row["price_date"], row["price_source"] = stand_in_price(row, cpu, vcpus, CATALOGUE)
 
 
-def _check_measured_as(config):
-    """Each `measured_as` names a measured row of the original study's table."""
+def _check_original_rows(config):
+    """Each `measured_as` names a measured row of the original study's table, and
+    `analysis.scaling_reference` a measured single-GPU row of it: a typo is refused, not dropped."""
     import csv
 
-    wanted = {row["name"]: row["measured_as"] for row in config["instances"] if row.get("measured_as")}
-    if not wanted:
-        return
     path = config["original_study"]["csv"]
     try:
         with open(path, newline="") as handle:
-            measured = [r["instance"] for r in csv.DictReader(handle) if r.get("status") == "measured"]
-    except (OSError, KeyError) as exc:
-        raise KpbenchError(f"config: original_study.csv {path} cannot be read for measured_as ({exc})") from None
-    for name, row in wanted.items():
-        if row not in measured:
-            raise KpbenchError(f"config: instance {name}: measured_as '{row}' is not a measured row of {path} "
-                               f"({', '.join(measured)})")
+            rows = [r for r in csv.DictReader(handle) if r["status"] == "measured"]
+            single_gpu = [r["instance"] for r in rows if int(r["gpus"]) == 1 and int(r["workers"]) == 1]
+    except (OSError, KeyError, ValueError) as exc:
+        raise KpbenchError(f"config: original_study.csv {path} cannot be read ({exc!r})") from None
+    measured = [r["instance"] for r in rows]
+    for row in config["instances"]:
+        if row.get("measured_as") and row["measured_as"] not in measured:
+            raise KpbenchError(f"config: instance {row['name']}: measured_as '{row['measured_as']}' is not a "
+                               f"measured row of {path} ({', '.join(measured)})")
+    reference = config["analysis"]["scaling_reference"]
+    if reference not in single_gpu:
+        raise KpbenchError(f"config: analysis.scaling_reference '{reference}' is not a measured single-GPU row "
+                           f"of {path} ({', '.join(single_gpu)})")
 
 
 def _kind(row):
