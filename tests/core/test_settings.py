@@ -240,3 +240,11 @@ def test_a_scaling_reference_that_is_no_measured_single_gpu_row_is_refused(wrong
     assert result.returncode != 0
     assert (f"analysis.scaling_reference '{wrong}' is not a measured single-GPU row of config/original_study.csv "
             "(g3s.xlarge, g3.4xlarge, g4dn.xlarge)") in result.stdout + result.stderr
+
+
+def test_a_campaign_that_does_not_exist_is_refused():
+    """Once it said 'Nothing to be done' and left the previous paper in place."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "paper",
+                             "--config", "campaign=campaigns/nope"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "campaign campaigns/nope: no stored campaign there" in result.stdout + result.stderr

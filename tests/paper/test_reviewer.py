@@ -102,3 +102,33 @@ def test_snakemake_report_holds_the_figures_and_the_paper(reviewed):
     for name in ("sample_faces.pdf", "predictions.pdf", "learning_curves.pdf", "time_cost.pdf", "pareto.pdf",
                  "allreduce.pdf", "paper.pdf"):
         assert name in html
+
+
+def _results_copy(tmp_path):
+    """A private copy of the first shipped campaign's results (the default workload, one repeat)."""
+    results = tmp_path / "results"
+    shutil.copytree(REPO / CAMPAIGNS[0].parent / "results", results)
+    return results
+
+
+def test_a_stored_campaign_says_the_workload_its_runs_trained(tmp_path):
+    """Runs of the default workload stored under a configuration that names another: the stored
+    configuration is the runs' (its paper would otherwise print another batch size and epochs)."""
+    overlay = tmp_path / "tiny.yaml"
+    overlay.write_text("workload: tiny\n")
+    base = yaml.safe_load(CAMPAIGNS[0].read_text())
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**base, "campaign": None}))
+    out = store_campaign(_results_copy(tmp_path), [config, overlay], tmp_path / "campaigns" / "derived")
+    assert yaml.safe_load((out / "config.yaml").read_text())["workload"] == "default"
+
+
+def test_a_campaign_whose_runs_another_configuration_made_is_refused(tmp_path):
+    base = yaml.safe_load(CAMPAIGNS[0].read_text())
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**base, "campaign": None,
+                                      "training": {**base["training"], "learning_rate": 0.01}}))
+    with pytest.raises(KpbenchError, match=r"r1/run.json: made with training.learning_rate = 0.001, the "
+                                           r"configuration says 0.01 .*--configfile the runs were made with"):
+        store_campaign(_results_copy(tmp_path), [config], tmp_path / "campaigns" / "c")
+    assert not (tmp_path / "campaigns").exists()

@@ -1,6 +1,7 @@
 """Stored campaigns: finished results plus the configuration that made them, so a reviewer can
 rebuild every figure and the paper without data, credentials or accelerators (reviewer mode)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -8,8 +9,8 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.core.files import atomic_path
-from kpbench.core.layout import RUN_DIR, RUN_FILES
-from kpbench.core.settings import load_config, trained_instances
+from kpbench.core.layout import RUN_DIR, RUN_FILES, RUN_JSON
+from kpbench.core.settings import load_config, run_spec, trained_instances
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
 CAMPAIGN_FILES = ("summary.csv", "model.json", "dataset/stats.json", "dataset/samples.npz")
@@ -29,6 +30,7 @@ def store_campaign(results, config_paths, out):
     missing = [name for name in wanted if not (results / name).is_file()]
     if missing:
         raise KpbenchError(f"{results}: not a finished campaign, missing {', '.join(missing)}")
+    config = described_by_runs(config, results)
     if out.exists():
         raise KpbenchError(f"{out} exists already; campaigns are never overwritten")
     staging = out.with_name(f".{out.name}.partial")
@@ -47,3 +49,49 @@ def store_campaign(results, config_paths, out):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+# The parts of a workload profile a run records as they were asked for (`epochs`: as requested).
+WORKLOAD_KEYS = {"model": "model", "batch_size": "batch_size", "max_train_images": "max_train_images",
+                 "max_val_images": "max_val_images", "epochs": "epochs_requested"}
+# What makes an instance row the machine it is (its price may be re-dated, a stand-in re-priced).
+MACHINE_KEYS = ("backend", "instance_type", "workers", "gpus", "gpu_model", "vcpus", "spot")
+
+
+def described_by_runs(config, results):
+    """`config` (whose runs `results` holds) with the workload its runs trained (a campaign must say what it holds: tiny runs stored
+    under the default configuration would print the default's batch and epochs), checked run by run
+    against the workload profile, training settings and instance row each run recorded."""
+    runs = {}
+    for row in trained_instances(config):
+        for repeat in range(1, config["repeats"] + 1):
+            folder = results / RUN_DIR.format(instance=row["name"], repeat=repeat)
+            try:
+                runs[folder / RUN_JSON] = (row["name"], repeat, json.loads((folder / RUN_JSON).read_text()))
+            except (OSError, ValueError) as error:
+                raise KpbenchError(f"{folder / RUN_JSON}: not a readable run record ({error})") from None
+    names = sorted({run["workload"].get("name") for _, _, run in runs.values()}, key=str)
+    if len(names) != 1 or names[0] not in config["workloads"]:
+        raise KpbenchError(f"{results}: its runs trained workload(s) {', '.join(map(str, names))}; a campaign "
+                           f"holds one of the configuration's ({', '.join(config['workloads'])})")
+    config = {**config, "workload": names[0]}
+    for path, (instance, repeat, run) in runs.items():
+        spec = run_spec(config, instance, repeat)
+        # Older records lack some keys (no `epochs_requested`, no `model`): what one lacks is not compared.
+        recorded = {"workload": {key: run["workload"][field] for key, field in WORKLOAD_KEYS.items()
+                                 if field in run["workload"]},
+                    "training": run["training"],
+                    "instance": {key: run["instance"][key] for key in MACHINE_KEYS if key in run["instance"]}}
+        expected = {"workload": {key: spec["workload"].get(key) for key in WORKLOAD_KEYS},
+                    "training": spec["training"],
+                    "instance": {key: spec["instance"].get(key) for key in MACHINE_KEYS}}
+        for part, values in recorded.items():
+            differing = sorted(key for key in values.keys() & expected[part].keys()
+                               if values[key] != expected[part][key])
+            if differing:
+                key = differing[0]
+                raise KpbenchError(
+                    f"{path}: made with {part}.{key} = {values[key]!r}, the configuration says "
+                    f"{expected[part][key]!r} ({', '.join(differing)} differ); store the campaign with the "
+                    "--configfile the runs were made with")
+    return config

@@ -81,6 +81,10 @@ def check(config, launching=True):
     """What the schema cannot say: names that must exist or be unique, settings one backend needs."""
     from kpbench.model.registry import MODEL_NAMES
 
+    campaign = config.get("campaign")
+    if campaign and not Path(campaign, "results").is_dir():
+        raise KpbenchError(f"config: campaign {campaign}: no stored campaign there (no {campaign}/results); "
+                           "the campaigns are folders of campaigns/")
     workload = config["workload"]
     if workload not in config["workloads"]:
         raise KpbenchError(f"config: workload '{workload}' is not one of {', '.join(config['workloads'])}")
