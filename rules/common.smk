@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 from kpbench.core import layout
+from kpbench.core.files import write_if_changed
 from kpbench.model.registry import REFERENCE_MODEL
 from kpbench.core.settings import (
     as_json,
@@ -87,15 +88,19 @@ def train_threads(wildcards):
 
 
 def launch_input(wildcards):
-    """What a run reads about its launch. `ancient`: a newer launch.json, plan or account set-up never
-    reruns a finished run. EC2 runs also wait for the plan, which refuses a matrix over budget before
-    anything launches, and for the account's set-up (rule aws_setup)."""
-    gates = (
-        ["results/plan.json", "results/aws-setup.json"]
-        if wildcards.instance in RENTED
-        else []
-    )
-    return [ancient(path) for path in [LAUNCH, *gates]]
+    """What a run reads about its launch (launch.json: rules/train.smk writes it). EC2 runs also wait
+    for the plan, which refuses a matrix over budget before anything launches, and for the account's
+    set-up (rule aws_setup). A finished run takes them `ancient`, so a newer one never reruns it; a run
+    still to make takes the gates plainly: Snakemake (9.27, dag.py update_needrun) does not look at a
+    job below a rerunning one when all it takes from it is ancient, and left out the runs a replanned
+    matrix adds."""
+    if wildcards.instance not in RENTED:
+        return [ancient(LAUNCH)]
+    gates = ["results/plan.json", "results/aws-setup.json"]
+    folder = Path(layout.run_dir(RESULTS, wildcards.instance, wildcards.repeat))
+    if all((folder / name).is_file() for name in layout.RUN_FILES):
+        gates = [ancient(path) for path in gates]
+    return [ancient(LAUNCH), *gates]
 
 
 def unknown_instance(wildcards):

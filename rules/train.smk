@@ -17,19 +17,11 @@ PLAN_SETTINGS = as_json(
 )
 
 
-rule launch_settings:
-    output:
-        LAUNCH,
-    log:
-        "logs/launch_settings.log",
-    benchmark:
-        "benchmarks/launch_settings.tsv"
-    conda:
-        "../environment.yml"
-    params:
-        launch=as_json(launch_settings(config)),
-    shell:
-        "echo {params.launch:q} > {output} 2> {log}"
+# How runs are launched (limits, AWS plumbing), written on every call rather than by a rule: a rule
+# would rerun whenever they change, and Snakemake (9.27, dag.py update_needrun) then skips checking the
+# jobs below it whose input from it is ancient, so runs that a configuration switched on in the same
+# call (the EC2 matrix) were planned only by the second call.
+write_if_changed(LAUNCH, as_json(launch_settings(config)) + "\n")
 
 
 # The plan runs before any EC2 run (they wait for it), so it prices from what was measured before this

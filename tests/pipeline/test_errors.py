@@ -37,3 +37,21 @@ def test_a_failed_fetch_puts_its_reason_on_the_terminal(user_tree, tmp_path):
     assert log in result.stderr
     assert not (user_tree / "data" / "raw" / "training.csv").exists()
 
+
+
+@pytest.mark.parametrize("quota_check, planned", [(False, True), (True, False)])
+def test_the_plan_rule_plans_offline_when_told_to(user_tree, tmp_path, quota_check, planned):
+    """The README's overlay plans the EC2 matrix with no credentials (the command's --no-quota-check was
+    unreachable from Snakemake); with the check on, the missing credentials stop the plan, saying so."""
+    overlay = tmp_path / "my-aws.yaml"
+    overlay.write_text(yaml.safe_dump({"aws": {"bucket": "my-bucket", "quota_check": quota_check}}))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "AWS_CONFIG_FILE": str(home / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(home / "none"),
+           "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_EC2_METADATA_DISABLED": "true"}
+    result = snakemake(user_tree, "--cores", "1", "plan", "--configfile", "config/aws.yaml", str(overlay),
+                       check=False, env=env)
+    assert (result.returncode == 0) == planned, result.stderr[-2000:]
+    assert (user_tree / "results" / "plan.json").exists() == planned
+    if planned:
+        assert "4x-g4dn.xlarge" in result.stdout + result.stderr

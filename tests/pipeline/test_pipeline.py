@@ -84,6 +84,10 @@ def test_pipeline_benchmark_times_planning_and_a_rebuild(tree):
                              "--repeats", "1", "--configfile", "tiny.yaml"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "snakemake -n paper" in result.stdout and "rebuild figures + LaTeX + PDF" in result.stdout
+    # Without the tree's overlay the paper would train the default workload: refused, not timed.
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "pipeline.py"), "--tree", str(tree),
+                             "--repeats", "1"], capture_output=True, text=True)
+    assert result.returncode != 0 and "would also run" in result.stderr and "train" in result.stderr
 
 
 def test_local_runs_never_overlap_whatever_cores_snakemake_is_given(tmp_path):
@@ -152,6 +156,29 @@ def test_every_file_a_step_reads_is_declared_to_its_rule(tree, tmp_path):
             undeclared.setdefault(rule, set()).update(extra)
     assert not undeclared, undeclared
     assert any("results/summary.csv" in record["reads"] for record in records if record["step"] == "analyse")
+
+
+EC2 = ("--configfile", "tiny.yaml", "config/aws.yaml", "--config", 'aws={"bucket": "my-bucket"}')
+EC2_RUNS = 6  # config/aws.yaml's current rows, once each
+
+
+def test_switching_to_the_ec2_matrix_plans_every_run_on_the_first_call(tree, tmp_path):
+    """After a local build the first call with the EC2 matrix planned only a rewrite of the launch
+    settings (and ran it, 'done', exit 0); the second planned the matrix."""
+    copy = Path(shutil.copytree(tree, tmp_path / "tree", symlinks=True))
+    jobs = planned_jobs(snakemake(copy, "-n", "--cores", "8", "results", *EC2).stdout)
+    assert jobs.get("train") == EC2_RUNS and jobs.get("plan") == 1 and jobs.get("aws_setup") == 1, jobs
+    assert jobs.get("aggregate") == 1
+
+
+def test_a_replanned_matrix_still_plans_the_runs_it_lacks(tree, tmp_path):
+    """A plan that reruns (a new row, a new budget) must not hide the runs still to make below it."""
+    copy = Path(shutil.copytree(tree, tmp_path / "tree", symlinks=True))
+    for gate in ("plan.json", "aws-setup.json"):
+        (copy / "results" / gate).write_text("{}\n")
+    jobs = planned_jobs(snakemake(copy, "-n", "--cores", "8", "results", "--forcerun", "plan", *EC2).stdout)
+    assert jobs.get("plan") == 1 and jobs.get("train") == EC2_RUNS, jobs
+    assert "aws_setup" not in jobs
 
 
 # Runs last: it corrupts the tree's data.

@@ -73,7 +73,7 @@ def _plan(args):
         raise KpbenchError(f"the plan costs {result['total_usd']:.2f} USD, over aws.budget_usd = "
                            f"{result['budget_usd']:.2f}: nothing launched. Raise the budget, or run fewer "
                            "instances or a smaller workload.")
-    if not args.no_quota_check:
+    if config["aws"]["quota_check"] and not args.no_quota_check:
         _check_quotas(config, result)
     if args.out:
         write_json(args.out, result)

@@ -31,6 +31,13 @@ def write_text(path, text):
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_if_changed(path, text):
+    """Write `text` unless `path` holds it already: an unchanged file keeps its modification time."""
+    path = Path(path)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        write_text(path, text)
+
+
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
