@@ -18,7 +18,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, median_seconds  # noqa: E402
 
-
 # What a rebuild from stored results runs; anything else planned means the tree is not finished.
 REBUILD_JOBS = {"render_figures", "render_tex", "compile_pdf", "paper"}
 
