@@ -159,7 +159,7 @@ def test_every_file_a_step_reads_is_declared_to_its_rule(tree, tmp_path):
 
 
 EC2 = ("--configfile", "tiny.yaml", "config/aws.yaml", "--config", 'aws={"bucket": "my-bucket"}')
-EC2_RUNS = 6  # config/aws.yaml's current rows, once each
+EC2_RUNS = 12  # config/aws.yaml's six current rows, twice each (tiny.yaml: repeats 2)
 
 
 def test_switching_to_the_ec2_matrix_plans_every_run_on_the_first_call(tree, tmp_path):
