@@ -59,9 +59,9 @@ MACHINE_KEYS = ("backend", "instance_type", "workers", "gpus", "gpu_model", "vcp
 
 
 def described_by_runs(config, results):
-    """`config` (whose runs `results` holds) with the workload its runs trained (a campaign must say what it holds: tiny runs stored
-    under the default configuration would print the default's batch and epochs), checked run by run
-    against the workload profile, training settings and instance row each run recorded."""
+    """`config` with the workload the runs in `results` trained (a campaign must say what it holds:
+    tiny runs stored under the default configuration would print the default's batch and epochs),
+    checked run by run against the workload profile, training settings and machine each recorded."""
     runs = {}
     for row in trained_instances(config):
         for repeat in range(1, config["repeats"] + 1):
