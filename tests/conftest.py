@@ -8,8 +8,9 @@ from workflow import checkout, snakemake
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Tests over the session's built tree (the tiny pipeline run by Snakemake) are workflow tests.
-BUILT_TREE = {"tree", "finished"}
+# Tests over a built tree (the tiny pipeline run by Snakemake) or that train on played EC2 instances
+# (the `player` fixture) are workflow tests: the fast loop leaves them out.
+BUILT_TREE = {"tree", "finished", "foreign_tree", "player"}
 
 
 def pytest_collection_modifyitems(items):

@@ -243,6 +243,7 @@ def test_analysis_predict_and_paper_accept_runs_on_every_description(group, tree
     assert json.loads((copy / "results" / "forecast.json").read_text())["catalogue"]
 
 
+@pytest.mark.workflow  # a reviewer rebuild through Snakemake
 def test_a_stored_campaign_with_a_run_on_an_unknown_device_rebuilds_in_reviewer_mode(tmp_path):
     root = tmp_path / "review"
     root.mkdir()
