@@ -248,3 +248,13 @@ def test_a_campaign_that_does_not_exist_is_refused():
                              "--config", "campaign=campaigns/nope"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0
     assert "campaign campaigns/nope: no stored campaign there" in result.stdout + result.stderr
+
+
+def test_a_peak_device_the_peak_table_lacks_is_refused(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"instances": [{"name": "local", "backend": "local", "gpus": 0,
+                                                      "usd_per_hour": None, "price_date": None,
+                                                      "peak_device": "AMD EPYC Zen 9 vCPU"}]}))
+    with pytest.raises(KpbenchError, match="instance local: peak_device 'AMD EPYC Zen 9 vCPU' is not a device of the "
+                                           "peak table .*AMD EPYC Zen 4 vCPU"):
+        load_config([REPO / "config" / "config.yaml", overlay], launching=False)

@@ -102,6 +102,7 @@ def check(config, launching=True):
             raise KpbenchError(f"config: instance {row['name']} (backend {row['backend']}) needs instance_type")
     _check_original_rows(config)
     _fill_machine_facts(config)
+    _check_peak_devices(config)
     _price_stand_ins(config)
     on_aws = [row for row in rented if _kind(row).provider == "aws"]
     if launching and on_aws and not config["aws"]["bucket"]:
@@ -169,6 +170,17 @@ def _check_original_rows(config):
     if reference not in single_gpu:
         raise KpbenchError(f"config: analysis.scaling_reference '{reference}' is not a measured single-GPU row "
                            f"of {path} ({', '.join(single_gpu)})")
+
+
+def _check_peak_devices(config):
+    """A `peak_device` names a device of the peak table (kpbench.machine.device_peaks): a typo once
+    surfaced only when the run, trained, looked it up."""
+    from kpbench.machine.device_peaks import PEAKS
+
+    for row in config["instances"]:
+        if row.get("peak_device") and row["peak_device"] not in PEAKS:
+            raise KpbenchError(f"config: instance {row['name']}: peak_device '{row['peak_device']}' is not a device "
+                               f"of the peak table ({', '.join(sorted(PEAKS))})")
 
 
 def _kind(row):
