@@ -258,14 +258,17 @@ def test_a_second_run_installs_nothing_until_pyproject_changes(machine):
     bin_dir = machine.repo / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     (bin_dir / "activate").write_text(f'PATH="{bin_dir}:$PATH"\n')
-    (bin_dir / "python").write_text(f'#!{BASH}\necho "venv-python $*" >> {machine.log}\n')
-    (bin_dir / "python").chmod(0o755)
+    for tool in ("python", "snakemake", "snakefmt", "ruff"):  # the venv's: each notes its call
+        (bin_dir / tool).write_text(f'#!{BASH}\necho "venv-{tool} $*" >> {machine.log}\n')
+        (bin_dir / tool).chmod(0o755)
     pyproject = machine.repo / "pyproject.toml"
     (machine.repo / ".venv" / ".kpbench-installed").write_text(
         hashlib.sha256(pyproject.read_bytes()).hexdigest() + "\n")
     result = machine.run()
     assert result.returncode == 0, result.stderr
-    assert result.calls[-1] == "venv-python -m pytest"
+    # The code's shape is checked before the tests: the workflow lint, snakefmt, ruff.
+    assert result.calls[-4:] == ["venv-snakemake --lint", "venv-snakefmt --check Snakefile rules/",
+                                 "venv-ruff check src tests bench rules/scripts", "venv-python -m pytest"]
     assert installs(result.calls) == ["venv-python -m pytest"]  # no apt-get, no new venv
     assert not any(c.startswith("df") for c in result.calls)
 
