@@ -29,6 +29,9 @@ def snakemake(tree, *args, check=True, env=None):
 
 
 def planned_jobs(output):
-    """The 'Job stats' table of a dry run, as {rule: count}."""
+    """The 'Job stats' table of a dry run, as {rule: count}; empty when there is nothing to be done."""
+    if "Job stats:" not in output:
+        assert "Nothing to be done" in output, output[-2000:]
+        return {}
     table = output.split("Job stats:", 1)[1].split("total", 1)[0].splitlines()[3:]
     return {line.split()[0]: int(line.split()[1]) for line in table if line.strip()}
