@@ -10,12 +10,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Tests over a built tree (the tiny pipeline run by Snakemake) or that train on played EC2 instances
 # (the `player` fixture) are workflow tests: the fast loop leaves them out.
-BUILT_TREE = {"tree", "finished", "foreign_tree", "player"}
+WORKFLOW_FIXTURES = {"tree", "finished", "foreign_tree", "player"}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if BUILT_TREE & set(getattr(item, "fixturenames", ())):
+        if WORKFLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.workflow)
 
 
