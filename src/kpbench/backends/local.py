@@ -133,11 +133,30 @@ class LocalProcesses(Backend):
             stalled = [i for i, code in enumerate(codes)
                        if code is None and now - self._last_progress(i) > self.stall_timeout_s]
             if stalled:
-                # In a cluster one hung worker stalls all its peers at the next all-reduce.
+                # In a cluster one hung worker stalls all its peers at the next all-reduce: where
+                # each running worker is tells which one hung.
                 raise KpbenchError(f"worker(s) {', '.join(map(str, stalled))} of {self.workers} made no "
                                    f"training progress for {self.stall_timeout_s:.0f} s (hung, or waiting on "
-                                   "a lost peer); stopped")
+                                   "a lost peer); stopped. Where each worker was:\n" + self._stacks())
             time.sleep(0.5)
+
+    def _stacks(self, wait_s=3.0, lines=40):
+        """Each running worker's Python stack, most recent call first, as its SIGUSR1 handler writes
+        it into its log (kpbench.cli.main's worker)."""
+        logs = {}
+        for index, process in enumerate(self.processes):
+            if process.poll() is None:
+                log = self._worker_dir(index) / "worker.log"
+                logs[index] = log.stat().st_size if log.exists() else 0
+                os.kill(process.pid, signal.SIGUSR1)
+        time.sleep(wait_s)
+        parts = []
+        for index, offset in logs.items():
+            with open(self._worker_dir(index) / "worker.log", "rb") as handle:
+                handle.seek(offset)
+                dump = handle.read().decode(errors="replace").splitlines()
+            parts.append(f"--- worker {index}:\n" + ("\n".join(dump[:lines]) or "(no stack written)"))
+        return "\n".join(parts)
 
     def _log_tail(self, index, lines=15):
         path = self._worker_dir(index) / "worker.log"

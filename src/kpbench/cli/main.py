@@ -6,12 +6,13 @@ Heavy imports (TensorFlow above all) happen inside the command that needs them, 
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from kpbench import KpbenchError
 from kpbench.cli import cloud
-from kpbench.core.read_trace import trace_reads
+from kpbench.core.read_trace import trace_reads, write_trace
 
 
 def _fetch(args):
@@ -53,11 +54,23 @@ def _train(args):
 
 
 def _worker(args):
+    """One training process. SIGUSR1 writes every thread's stack into its log (the launcher asks
+    for it when the worker stalls). Once its files are written it ends without interpreter
+    teardown: TensorFlow's collective runtime can block there after a peer has gone
+    (tensorflow/tensorflow#58434), and a worker that trained and wrote everything is done."""
+    import faulthandler
+    import signal
+
     from kpbench.backends.run_lock import die_with_launcher
     from kpbench.train.run import load_spec, run_training
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     die_with_launcher()
     run_training(load_spec(args.spec), args.dataset, args.out, args.backup_dir)
+    write_trace()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _forward_fill(args):

@@ -1,7 +1,8 @@
 """Which files a workflow step reads, for the test that every one of them is declared to the rule
 (`KPBENCH_READ_TRACE=<folder>`): an audit hook notes each file opened for reading inside the working
 tree, except those the process wrote itself first (its own staging), and the list is written to the
-folder when the process ends. Unset, nothing is installed."""
+folder when the process ends (or calls `write_trace`, if it ends without interpreter teardown).
+Unset, nothing is installed."""
 
 import atexit
 import json
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 TRACE_ENV = "KPBENCH_READ_TRACE"
+_writers = []
 
 
 def trace_reads(step):
@@ -35,6 +37,15 @@ def trace_reads(step):
 
     sys.addaudithook(hook)
     atexit.register(write)
+    _writers.append(write)
+
+
+def write_trace():
+    """Write the trace now, for a process about to end by os._exit (which runs no atexit handler)."""
+    while _writers:
+        write = _writers.pop()
+        atexit.unregister(write)
+        write()
 
 
 def _writes(mode, flags):

@@ -115,24 +115,35 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None, max_seconds=None)
     run.strategy = _strategy(run)
     run.out_dir.mkdir(parents=True, exist_ok=True)
     run.keras.utils.set_random_seed(int(spec["training"]["seed"]))
+    _beat(run)
     with _timed(timings, "data_load_s"):
         arrays, feed = _load_data(run, dataset_path)
+    _beat(run)
     with _timed(timings, "model_build_s"):
         model, cluster = _compiled_model(run, feed, len(arrays["x_train"]))
     timings["init_s"] = time.time() - timings["process_start"]
+    _beat(run)
     compute_step_s, timings["profiling_s"] = _self_profile(run, model, arrays)
     fitted = _fit(run, model, feed)
     timings["train_s"] = fitted.pop("train_s")
     timings["wall_s"] = time.time() - timings["process_start"]
     write_json(run.out_dir / STEPS_FILE, {"worker": run.worker_index, "step_s": fitted["step_s"],
                                           "compute_step_s": compute_step_s})
+    _beat(run)
     # Reading batch-norm statistics is itself an all-reduce under MWMS: every worker takes part.
     weights = model.get_weights()
     if run.worker_index != 0:
         return None
+    _beat(run)
     fitted.update(images_per_epoch=feed.get("steps_per_epoch", 0) * cluster["global_batch"] or len(arrays["x_train"]),
                   validation_images=len(arrays["x_val"]), max_seconds=max_seconds)
     return _write_result(run, weights, arrays, cluster, fitted, timings)
+
+
+def _beat(run):
+    """Touch the heartbeat the launcher watches (the training steps touch it too): its stall clock
+    restarts at each phase, so that a slow phase is not taken for a hang, and a hung one still is."""
+    (run.out_dir / PROGRESS_FILE).touch()
 
 
 @contextlib.contextmanager
