@@ -14,6 +14,7 @@ rule predict:
         catalogue="config/catalogue.csv",
         original=config["original_study"]["csv"],
         original_logs="config/original_study_runs.json",
+        setup=SETUP_MEASURED,
     output:
         json=f"{FORECAST}.json",
         csv=f"{FORECAST}.csv",
@@ -26,12 +27,15 @@ rule predict:
     params:
         settings=as_json(
             {
-                key: config[key]
-                for key in ("workload", "workloads", "training", "original_study")
+                **{
+                    key: config[key]
+                    for key in ("workload", "workloads", "training", "original_study")
+                },
+                "aws": {key: config["aws"][key] for key in RENTAL_PRICES},
             }
         ),
     shell:
         "python -m kpbench predict --settings {params.settings:q} --summary {input.summary}"
         " --model {input.model} --original-model {input.original_model} --runs {input.runs} --measured {input.measured}"
-        " --catalogue {input.catalogue} --original-logs {input.original_logs}"
+        " --catalogue {input.catalogue} --original-logs {input.original_logs} --setup {input.setup}"
         " --out {output.json} --csv {output.csv}%s" % REASON_TO_TERMINAL

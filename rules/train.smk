@@ -35,6 +35,7 @@ rule plan:
         original_logs="config/original_study_runs.json",
         measured=MEASURED_ELSEWHERE,
         measured_models=MEASURED_MODELS,
+        setup=SETUP_MEASURED,
     output:
         "results/plan.json",
     log:
@@ -48,7 +49,7 @@ rule plan:
     shell:
         "python -m kpbench plan --settings {params.settings:q} --model {input.model} --original-model {input.original_model}"
         " --catalogue {input.catalogue} --original-logs {input.original_logs} --measured {input.measured}"
-        " --without-results"
+        " --setup {input.setup} --without-results"
         " --out {output} 2>&1 | tee {log}"
 
 

@@ -15,8 +15,15 @@ def checkout(root):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
     shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
+    copy_setup(root)
     shutil.copy(REPO / "tests" / "fixtures" / "tiny.yaml", root / "tiny.yaml")
     return root
+
+
+def copy_setup(root):
+    """The measured set-up every rental is priced with (the predict and plan rules read it)."""
+    (root / "bench" / "measured").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "bench" / "measured" / "setup.json", root / "bench" / "measured")
 
 
 def snakemake(tree, *args, check=True, env=None):

@@ -127,7 +127,7 @@ def aws_config(**overrides):
     config = {"region": "us-east-1", "profile": None, "bucket": BUCKET, "prefix": "kpbench",
               "ami": {"ssm_parameter": AMI_PARAMETER}, "instance_profile": "kpbench-instance",
               "worker_port": 12345, "vpc_id": None, "subnet_id": None, "volume_gb": 50, "max_lifetime_h": 1,
-              "budget_usd": 5, "boot_overhead_s": 600, "launch_timeout_s": 20, "poll_s": 0.3, "keep_s3": False}
+              "budget_usd": 5, "launch_timeout_s": 20, "poll_s": 0.3, "keep_s3": False}
     return {**config, **overrides}
 
 

@@ -27,39 +27,53 @@ def test_projection_scales_throughput_to_a_workload():
     assert projected_train_s(0, 10, 1) is None
 
 
-AWS = {"max_lifetime_h": 4, "boot_overhead_s": 600, "budget_usd": 10}
+AWS = {"max_lifetime_h": 4, "budget_usd": 10}
 WORKLOAD = {"epochs": 100, "batch_size": 64, "max_train_images": None}
 
 
+def _forecast(fixed_s=500.0):
+    """A forecast row for type t1 whose fixed terms (all but training) take `fixed_s` billed seconds."""
+    terms = [{"term": "provision", "s": 7.0, "billed": False, "source": "test"},
+             {"term": "set-up", "s": fixed_s, "billed": True, "source": "test"},
+             {"term": "training", "s": 1.0, "billed": True, "source": "test"}]
+    rental = {"terms": terms, "fixed_s": fixed_s + 7.0, "usd_per_hour": 1.0}
+    return {"t1": {"rental": rental, "train_s": 3000.0, "band": 2.0, "images_per_s": 200.0}}
+
+
 def _row(name, backend="ec2", **fields):
-    return {"name": name, "backend": backend, "usd_per_hour": 1.0, "workers": 1, **fields}
+    return {"name": name, "backend": backend, "instance_type": "t1", "usd_per_hour": 1.0, "workers": 1, **fields}
 
 
 def test_plan_charges_boot_plus_workload_at_the_expected_throughput():
-    from kpbench.core.billing import plan
+    from kpbench.forecast.plan import plan
 
-    result = plan([_row("gpu", measured_as="study gpu", workers=2)], WORKLOAD, 6000, AWS,
+    result = plan([_row("gpu", measured_as="study gpu", workers=2)], WORKLOAD, 6000, AWS, _forecast(),
                   measured={"study gpu": 1000.0})
     (row,) = result["rows"]
     assert row["action"] == "launch (measured 1000 img/s: study gpu)"
-    seconds = 600 + 6000 * 100 / 1000.0
+    # the rental's billed fixed terms (not its unbilled provisioning), then the workload at that rate
+    seconds = 500 + 6000 * 100 / 1000.0
+    assert row["fixed_s"] == 507.0 and row["training_s"] == pytest.approx(600.0)
     assert row["hours"] == pytest.approx(seconds / 3600)
     assert row["usd"] == pytest.approx(seconds / 3600 * 2.0)  # two machines
     assert result["total_usd"] == pytest.approx(row["usd"]) and result["within_budget"]
 
 
 def test_plan_charges_the_lifetime_cap_when_throughput_is_unknown_and_skips_the_rest():
-    from kpbench.core.billing import plan
+    from kpbench.forecast.plan import plan
 
-    rows = [_row("unknown"), _row("slow"), _row("old", ec2_catalogue="retired"), _row("here", backend="local")]
-    result = plan(rows, {**WORKLOAD, "max_train_images": 500}, 6000, AWS, measured={"slow": 1.0})
+    rows = [_row("unknown", instance_type="t2"), _row("slow"), _row("old", ec2_catalogue="retired"), _row("here", backend="local")]
+    result = plan(rows, {**WORKLOAD, "max_train_images": 500}, 6000, AWS, _forecast(), measured={"slow": 1.0})
     unknown, slow, old, here = result["rows"]
     assert unknown["hours"] == slow["hours"] == 4 and "maximum lifetime" in unknown["action"]
     assert old["usd"] is None and "retired" in old["action"]
     assert here["usd"] is None and "no AWS cost" in here["action"]
     assert result["train_images"] == 500
     assert result["total_usd"] == pytest.approx(8.0) and result["within_budget"]
-    assert not plan(rows, WORKLOAD, 6000, {**AWS, "budget_usd": 7.99})["within_budget"]
+    assert not plan(rows, WORKLOAD, 6000, {**AWS, "budget_usd": 7.99}, _forecast(), measured={"slow": 1.0})["within_budget"]
+    # a type the forecast does not price is charged the lifetime too
+    (other,) = plan([_row("other", instance_type="t2")], WORKLOAD, 6000, AWS, _forecast(), measured={"other": 1e3})["rows"]
+    assert other["hours"] == 4 and "no rental model for its type" in other["action"]
 
 
 def test_plan_command_refuses_a_matrix_over_budget(tmp_path):
@@ -79,22 +93,23 @@ def test_plan_command_refuses_a_matrix_over_budget(tmp_path):
 
 
 def test_plan_charges_every_repeat():
-    from kpbench.core.billing import plan
+    from kpbench.forecast.plan import plan
 
-    once = plan([_row("gpu")], WORKLOAD, 6000, AWS, measured={"gpu": 1000.0})
-    thrice = plan([_row("gpu")], WORKLOAD, 6000, AWS, measured={"gpu": 1000.0}, repeats=3)
+    once = plan([_row("gpu")], WORKLOAD, 6000, AWS, _forecast(), measured={"gpu": 1000.0})
+    thrice = plan([_row("gpu")], WORKLOAD, 6000, AWS, _forecast(), measured={"gpu": 1000.0}, repeats=3)
     assert thrice["total_usd"] == pytest.approx(3 * once["total_usd"])
     assert thrice["rows"][0]["runs"] == 3 and thrice["rows"][0]["hours"] == pytest.approx(3 * once["rows"][0]["hours"])
 
 
 def test_plan_and_runs_pay_for_the_volume_and_the_public_address_of_every_machine():
-    from kpbench.core.billing import ec2_usd_per_hour, plan
+    from kpbench.core.billing import ec2_usd_per_hour
+    from kpbench.forecast.plan import plan
 
     aws = {**AWS, "volume_gb": 100, "prices": {"ebs_gp3_usd_per_gb_month": 0.08, "public_ipv4_usd_per_hour": 0.005}}
     extras = 100 * 0.08 / 720 + 0.005  # gp3 per GB and 30-day month, prorated; IPv4 per hour
     assert ec2_usd_per_hour(_row("gpu", workers=2), aws) == pytest.approx(2 * (1.0 + extras))
-    (row,) = plan([_row("gpu", workers=2)], WORKLOAD, 6000, aws, measured={"gpu": 1000.0})["rows"]
-    seconds = 600 + 6000 * 100 / 1000.0
+    (row,) = plan([_row("gpu", workers=2)], WORKLOAD, 6000, aws, _forecast(), measured={"gpu": 1000.0})["rows"]
+    seconds = 500 + 6000 * 100 / 1000.0
     assert row["usd"] == pytest.approx(seconds / 3600 * 2 * (1.0 + extras))
 
 

@@ -125,6 +125,13 @@ def test_a_schema_violation_names_the_field(tmp_path):
         load_config([REPO / "config" / "config.yaml", overlay])
 
 
+def test_the_retired_boot_allowance_is_refused_with_what_replaced_it(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("aws:\n  boot_overhead_s: 900\n")
+    with pytest.raises(KpbenchError, match="aws.boot_overhead_s is no longer a setting.*kpbench.forecast.rental"):
+        load_config([REPO / "config" / "config.yaml", overlay])
+
+
 def test_duplicate_instance_names_are_named(tmp_path):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     overlay = tmp_path / "overlay.yaml"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kpbench import KpbenchError
-from kpbench.core.billing import plan
 from kpbench.forecast import calibration, perf_model
+from kpbench.forecast.plan import plan
 from kpbench.machine import device_peaks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +80,8 @@ def _synthetic_rows(monkeypatch, measured, models=(MODEL, MODEL, MODEL), devices
     reference = {"epochs": 2, "train_images": 128, "validation_images": 16, "batch_size": 4}
     rows = [calibration._row(name, "test", perf_model.machine(device, 1, "float32", 4), seconds, model, reference, 0.0)
             for name, device, seconds, model in zip("ABC", devices, measured, models)]
+    for row in rows:  # rows of a device's efficiency, not of a software's per-step floor (test_rental's)
+        row["floor_bound"] = False
     return rows, reference
 
 
@@ -214,18 +216,21 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
 
 
 def test_plan_prices_unmeasured_rows_at_the_slow_end_of_the_prediction():
-    aws = {"max_lifetime_h": 4, "boot_overhead_s": 600, "budget_usd": 10}
+    aws = {"max_lifetime_h": 4, "budget_usd": 10}
     workload = {"epochs": 10, "batch_size": 64, "max_train_images": None}
     rows = [{"name": "new", "backend": "ec2", "instance_type": "g5.xlarge", "usd_per_hour": 1.0, "workers": 1},
             {"name": "known", "backend": "ec2", "instance_type": "g5.xlarge", "usd_per_hour": 1.0, "workers": 1},
             {"name": "pair", "backend": "ec2-cluster", "instance_type": "g5.xlarge", "usd_per_hour": 1.0,
              "workers": 2}]
-    result = plan(rows, workload, 6000, aws, {"g5.xlarge": {"images_per_s": 1000.0, "band": 2.0}},
-                  measured={"known": 1000.0})  # a finished run of `known`: measured, no band
+    terms = [{"term": "boot", "s": 100.0, "billed": True, "source": "test"},
+             {"term": "training", "s": 60.0, "billed": True, "source": "test"}]
+    forecast = {"g5.xlarge": {"images_per_s": 1000.0, "band": 2.0, "train_s": 60.0,
+                              "rental": {"terms": terms, "fixed_s": 100.0, "usd_per_hour": 1.0}}}
+    result = plan(rows, workload, 6000, aws, forecast, measured={"known": 1000.0})  # a finished run of `known`
     new, known, pair = result["rows"]
-    assert new["hours"] == pytest.approx((600 + 6000 * 10 / 500.0) / 3600)  # 1000 img/s within x2: 500
+    assert new["hours"] == pytest.approx((100 + 6000 * 10 / 500.0) / 3600)  # 1000 img/s within x2: 500
     assert "predicted 1000 img/s" in new["action"] and new["band"] == 2.0
-    assert known["hours"] == pytest.approx((600 + 6000 * 10 / 1000.0) / 3600)
+    assert known["hours"] == pytest.approx((100 + 6000 * 10 / 1000.0) / 3600)
     assert pair["hours"] == 4  # a cluster is not a single machine's prediction: the lifetime cap
 
 

@@ -20,7 +20,7 @@ from kpbench.machine.description import HARDWARE_ENV, describe_cpu, parse_nvidia
 from kpbench.machine.detect import detect_hardware
 from kpbench.machine.device_peaks import checked, mfu, peak_for, resolve_gpu, resolve_hardware
 from kpbench.train.run_writer import machine_peak
-from workflow import REPO, checkout, snakemake
+from workflow import REPO, checkout, copy_setup, snakemake
 
 HARDWARE = REPO / "tests" / "fixtures" / "hardware"
 # Constructed (the issue allows this one): a CPU whose OS gives it no name, as some VMs do.
@@ -251,6 +251,7 @@ def test_a_stored_campaign_with_a_run_on_an_unknown_device_rebuilds_in_reviewer_
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
     shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
+    copy_setup(root)
     campaign = sorted((REPO / "campaigns").glob("*/config.yaml"))[-1].parent
     shutil.copytree(campaign, root / "campaigns" / campaign.name)
     path = sorted((root / "campaigns" / campaign.name / "results" / "runs").glob("local/r*/run.json"))[0]

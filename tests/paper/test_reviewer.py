@@ -9,7 +9,7 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.core.campaign import store_campaign
-from workflow import REPO, planned_jobs, snakemake
+from workflow import REPO, copy_setup, planned_jobs, snakemake
 
 # Runs Snakemake, whole pipelines or real clusters: left out of the fast loop (`-m "not workflow"`).
 pytestmark = pytest.mark.workflow
@@ -29,6 +29,7 @@ def reviewed(tmp_path_factory):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
     shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
+    copy_setup(root)
     config = CAMPAIGNS[0].relative_to(REPO)
     result = snakemake(root, "--cores", "1", "paper", "--configfile", str(config))
     return root, config.parent, result

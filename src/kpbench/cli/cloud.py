@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from kpbench import KpbenchError
-from kpbench.core.layout import MEASURED_MODEL_FILE, MEASURED_RUNS
+from kpbench.core.layout import MEASURED_MODEL_FILE, MEASURED_RUNS, SETUP_MEASURED
 
 
 def _predicted(config, args):
@@ -16,7 +16,7 @@ def _predicted(config, args):
     summary, models, reference, runs = load_inputs(config, results, args.model, args.summary, args.original_model)
     return predictions(summary, models, args.runs if args.runs is not None else runs, args.measured,
                        args.catalogue, configured_workload(config), reference,
-                       config["training"]["precision"], args.original_logs)
+                       config["training"]["precision"], args.original_logs, args.setup, config["aws"])
 
 
 def _predict(args):
@@ -27,27 +27,48 @@ def _predict(args):
     config = load_config(args.configfile, launching=False) if args.configfile else json.loads(args.settings)
     result = _predicted(config, args)
     workload = result["workload"]
+    target = (f"{result['epochs_to_target']:g} epochs to the quality target (our measured runs)"
+              if result["epochs_to_target"] is not None else
+              "no measured run of ours reached the quality target yet, so nothing is priced to it")
     print(f"predicted for the {workload['name']} workload ({workload['train_images']:,} images x "
-          f"{workload['epochs']} epochs, batch {workload['batch_size']}, {result['precision']}); "
-          f"{result['epochs_to_target']} epochs to target (our measured runs); the truth lies within "
-          "[t / band, t x band] in leave-one-out with the device held out")
-    for key, title in (("time_to_target_s", "time to target"), ("cost_to_target_usd", "cost to target")):
+          f"{workload['epochs']} epochs, batch {workload['batch_size']}, {result['precision']}); {target}. "
+          "A rental is provision, boot, set-up, init, first epoch, training and upload, billed per second "
+          "with a 60 s minimum; the training's truth lies within [t / band, t x band] in leave-one-out "
+          "with the device held out")
+    keys = (("cost_usd", "billed cost of the workload"),) + (
+        (("time_to_target_s", "time to target"), ("cost_to_target_usd", "cost to target"))
+        if result["epochs_to_target"] is not None else ())
+    for key, title in keys:
         print(f"\nranked by {title}:")
-        print(f"{'instance':<14} {'device':<32} {'img/s':>9} {'train s':>9} {'band':>6} {'USD':>8} "
-              f"{'to target s':>11} {'USD to target':>13} {'(high)':>9}")
+        print(f"{'instance':<14} {'device':<28} {'img/s':>9} {'rental s':>9} {'fixed s':>8} {'s/epoch':>8} "
+              f"{'band':>6} {'USD':>8} {'(high)':>8} {'to target s':>11} {'USD to target':>13}  dominant term")
         for row in ranked(result["catalogue"], key):
             def fmt(value, spec):
                 return format(value, spec) if value is not None else "-"
-            print(f"{row['instance_type']:<14} {row['device']:<32} {row['images_per_s']:>9.1f} "
-                  f"{row['train_s']:>9.1f} {'x' + format(row['band'], '.2f'):>6} {fmt(row['cost_usd'], '.4f'):>8} "
-                  f"{fmt(row['time_to_target_s'], '.1f'):>11} {fmt(row['cost_to_target_usd'], '.4f'):>13} "
-                  f"{fmt(row['cost_to_target_usd_high'], '.4f'):>9}")
+            print(f"{row['instance_type']:<14} {row['device'][:28]:<28} {row['images_per_s']:>9.1f} "
+                  f"{row['rental_s']:>9.1f} {row['fixed_s']:>8.1f} {row['per_epoch_s']:>8.2f} "
+                  f"{'x' + format(row['band'], '.2f'):>6} {fmt(row['cost_usd'], '.4f'):>8} "
+                  f"{fmt(row['cost_usd_high'], '.4f'):>8} {fmt(row['time_to_target_s'], '.1f'):>11} "
+                  f"{fmt(row['cost_to_target_usd'], '.4f'):>13}  {row['dominant']}")
+    front = [r["instance_type"] for r in result["catalogue"] if r["pareto"]]
+    print(f"\nPareto front (end-to-end time against billed cost): {', '.join(front)}")
+    for change in result["crossovers"]:
+        print(f"cheapest: {change['from']} below about {change['epochs']:.0f} epochs, {change['to']} above")
+    first = result["catalogue"][0]
+    print(f"per-step floor of this software: {first['floor_s'] * 1000:.1f} ms ({first['floor_source']})")
     for error in result["errors"]:
-        for prefix, held_out in (("", "row"), ("machine_out_", "device")):
-            print(f"leave-one-out ({held_out} held out), {error['group']} ({error['rows']} rows): median "
+        for prefix, held_out in (("", "row"), ("machine_out_", "device"), ("stack_out_", "software")):
+            if not error[prefix + "rows"]:
+                continue
+            print(f"leave-one-out ({held_out} held out), {error['group']} ({error[prefix + 'rows']} rows): median "
                   f"{100 * error[prefix + 'median']:.1f} %, worst {100 * error[prefix + 'worst']:.1f} % "
                   f"(naive peak-ratio: {100 * error[prefix + 'naive_median']:.1f} %, "
                   f"{100 * error[prefix + 'naive_worst']:.1f} %)")
+            if error[prefix + "e2e_rows"]:
+                naive = error[prefix + "e2e_naive_median"]
+                print(f"  end to end (init, first epoch, steady epochs; {error[prefix + 'e2e_rows']} rows): median "
+                      f"{100 * error[prefix + 'e2e_median']:.1f} %, worst {100 * error[prefix + 'e2e_worst']:.1f} %"
+                      + (f" (naive: {100 * naive:.1f} %)" if naive is not None else ""))
     if args.out:
         write_json(args.out, result)
     if args.csv:
@@ -56,9 +77,9 @@ def _predict(args):
 
 def _plan(args):
     from kpbench.core import settings
-    from kpbench.core.billing import plan, plan_table
     from kpbench.core.files import write_json
     from kpbench.core.settings import load_config
+    from kpbench.forecast.plan import plan, plan_table
 
     config = load_config(args.configfile, launching=False) if args.configfile else json.loads(args.settings)
     workload = settings.workload(config)
@@ -142,6 +163,9 @@ def _prediction_inputs(p):
     p.add_argument("--original-logs", type=Path, default=Path("config/original_study_runs.json"),
                    help="the original study's runs as its logs show them (rule original_logs); the published "
                         "totals stand in where it is absent")
+    p.add_argument("--setup", type=Path, default=Path(SETUP_MEASURED),
+                   help=f"the measured set-up of a machine: package bytes and install seconds (default: {SETUP_MEASURED}, "
+                        "made by bench/setup.py)")
 
 
 def add_commands(commands):

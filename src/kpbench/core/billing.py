@@ -3,8 +3,6 @@ workload would cost at a measured throughput."""
 
 import math
 
-from kpbench.core.settings import images_trained, retired
-
 SECONDS_PER_HOUR = 3600.0
 # EBS prices storage per GB-month, prorated per second over a 30-day month, as in AWS's own
 # example (https://aws.amazon.com/ebs/pricing/).
@@ -82,64 +80,3 @@ def projected_train_s(step_images_per_s, images, epochs, validation_s_per_epoch=
     if not step_images_per_s:
         return None
     return epochs * (images / step_images_per_s + validation_s_per_epoch)
-
-
-def plan(instances, workload, train_images, aws_config, predicted=None, measured=None, repeats=1):
-    """What running the configured matrix on EC2 should cost: per remote instance, expected hours
-    (boot and set-up, then the workload at its expected throughput, never past the maximum
-    lifetime after which an instance ends itself) × machines × USD/h (instance, gp3 volume and public
-    IPv4 address) × `repeats` runs. The throughput is a measured one where there is one (`measured`,
-    images/s by measured row name: a finished run of this row, else the original study's row it names
-    as `measured_as`); a single machine without one takes kpbench.forecast.predict's prediction for its
-    instance type (`predicted`, by type), budgeted at the slow end of its error band; rows with
-    neither are charged the maximum lifetime, the most they can cost."""
-    from kpbench.backends import registry
-
-    cap_s = float(aws_config["max_lifetime_h"]) * SECONDS_PER_HOUR
-    images = images_trained(workload, train_images)
-    rows = []
-    for instance in instances:
-        row = {"instance": instance["name"], "backend": instance["backend"],
-               "instance_type": instance.get("instance_type"), "machines": int(instance.get("workers", 1)),
-               "usd_per_hour": ec2_usd_per_hour(instance, aws_config), "runs": int(repeats),
-               "hours": None, "usd": None}
-        if retired(instance):
-            row["action"] = "retired from EC2: not launched"
-        elif not registry.kind(instance["backend"]).rented:
-            row["action"] = "runs on this machine: no AWS cost"
-        else:
-            source = next((key for key in (instance["name"], instance.get("measured_as")) if key in (measured or {})),
-                          None)
-            rate = measured[source] if source else None
-            action = f"launch (measured {rate:.0f} img/s: {source})" if rate else "launch"
-            guess = (predicted or {}).get(instance.get("instance_type")) if row["machines"] == 1 else None
-            if not rate and guess:
-                rate = guess["images_per_s"] / guess["band"]
-                row.update(predicted_images_per_s=guess["images_per_s"], band=guess["band"])
-                action = (f"launch (predicted {guess['images_per_s']:.0f} img/s, within x{guess['band']:.2f}: "
-                          "budgeted at the slow end)")
-            seconds = cap_s if not rate else min(
-                cap_s, float(aws_config["boot_overhead_s"]) + images * int(workload["epochs"]) / float(rate))
-            seconds = billed_seconds(seconds)
-            usd = run_cost_usd(seconds, row["usd_per_hour"])
-            row.update(action=action if rate else "launch (no expected throughput: charged the maximum lifetime)",
-                       hours=seconds / SECONDS_PER_HOUR * int(repeats), usd=None if usd is None else usd * int(repeats))
-        rows.append(row)
-    total = sum(row["usd"] for row in rows if row["usd"] is not None)
-    return {"rows": rows, "total_usd": total, "budget_usd": float(aws_config["budget_usd"]),
-            "within_budget": total <= float(aws_config["budget_usd"]), "workload": workload,
-            "train_images": images}
-
-
-def plan_table(result):
-    """The plan as a fixed-width table for the terminal."""
-    lines = [f"{'instance':<16} {'type':<13} {'machines':>8} {'runs':>4} {'USD/h':>8} {'hours':>7} {'USD':>9}  action"]
-    for row in result["rows"]:
-        def number(value, digits):
-            return f"{value:.{digits}f}" if value is not None else "-"
-        lines.append(f"{row['instance']:<16} {row['instance_type'] or '-':<13} {row['machines']:>8} {row.get('runs', 1):>4} "
-                     f"{number(row['usd_per_hour'], 3):>8} {number(row['hours'], 2):>7} {number(row['usd'], 2):>9}"
-                     f"  {row['action']}")
-    lines.append(f"total {result['total_usd']:.2f} USD of a {result['budget_usd']:.2f} USD budget "
-                 f"({result['workload']['epochs']} epochs x {result['train_images']} images)")
-    return "\n".join(lines)

@@ -29,13 +29,15 @@ ALLREDUCE_FILE = "allreduce.json"
 # Runs measured outside the pipeline (bench/gpu.py on a lent GPU, other models or precisions), one
 # folder each: its run.json and the description (`kpbench describe-model`) of the model it trained.
 MEASURED_RUNS = f"bench/measured/*/{RUN_JSON}"
+# What setting a machine up took, as bench/setup.py measured it (kpbench.forecast.rental).
+SETUP_MEASURED = "bench/measured/setup.json"
 MEASURED_MODEL_FILE = "model.json"
 
 
 # The paper's figures (paper/build/figures/<name>.pdf), each drawn by kpbench.paper.figures' function of
 # that name.
 FIGURES = ("sample_faces", "predictions", "learning_curves", "time_cost", "pareto", "scaling", "allreduce",
-           "forward_fill", "predicted_measured", "roofline", "rent_pareto", "original_curves", "original_epoch_times")
+           "forward_fill", "predicted_measured", "roofline", "rent_pareto", "rent_by_size", "original_curves", "original_epoch_times")
 
 
 def run_dir(results, instance, repeat):

@@ -61,6 +61,9 @@ def validated(config, schema=SCHEMA, launching=True):
     `launching=False` for commands that only plan (no bucket needed to price a campaign)."""
     from kpbench.backends import registry
 
+    if "boot_overhead_s" in (config.get("aws") or {}):
+        raise KpbenchError("configuration: aws.boot_overhead_s is no longer a setting: the plan prices boot, "
+                           "set-up and init as kpbench predict does (kpbench.forecast.rental); remove it")
     rules = yaml.safe_load(Path(schema).read_text())
     # The backend names are the registry's: the schema says only that one is a string.
     rules["properties"]["instances"]["items"]["properties"]["backend"]["enum"] = list(registry.kinds())

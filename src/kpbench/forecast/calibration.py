@@ -11,7 +11,9 @@ from kpbench.backends import registry
 from kpbench.core import billing
 from kpbench.core.layout import SOURCE_ORIGINAL, original_instance_type
 from kpbench.core.run_reader import run_model
+from kpbench.forecast.baseline import end_to_end_fixed_s, naive_end_to_end_s, naive_seconds
 from kpbench.forecast.perf_model import device_peaks, ideal_epoch_s, machine, predict_seconds
+from kpbench.forecast.rental import fixed_terms, is_floor_bound, run_fixed_terms, step_floor
 from kpbench.machine.detect import FRAMEWORKS
 from kpbench.machine.device_peaks import checked, float32_peak, mfu_of_rate, resolve_hardware
 from kpbench.model.registry import REFERENCE_MODEL
@@ -33,14 +35,16 @@ def calibrate(rows, klass, stack=None):
     """Efficiency for a device class from measured single-machine rows: the class's own rows
     (measured with `stack`, the software the prediction is for, where there are any), else the
     same kind (CPU or GPU) in the same precision mode, else the same kind, else every row; each
-    level prefers rows of the same software. Returns (efficiency, level, the rows used)."""
+    level prefers rows of the same software. A floor-bound row (kpbench.forecast.rental.is_floor_bound)
+    measures its software's per-step floor, not its device, and calibrates no efficiency. Returns
+    (efficiency, level, the rows used)."""
     kind, mode = _kind(klass), klass.split("/")[1]
     levels = (("class", lambda r: r["class"] == klass),
               ("kind and precision", lambda r: _kind(r["class"]) == kind and r["class"].endswith("/" + mode)),
               ("kind", lambda r: _kind(r["class"]) == kind),
               ("all", lambda r: True))
     for level, keep in levels:
-        used = [r for r in rows if r["single"] and keep(r)]
+        used = [r for r in rows if r["single"] and not r.get("floor_bound") and keep(r)]
         same = [r for r in used if r["origin"] == stack]
         if same:
             used, level = same, f"{level}, same software"
@@ -71,8 +75,10 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
             link = (baseline_gbps or {}).get(original_instance_type(record["instance"])) or (
                 None if _absent(record["network_gbps"]) else float(record["network_gbps"]))
             m = machine(device, max(gpus // workers, 1), "float32", int(record["vcpus"]), workers, link_gbps=link)
-            seconds, model = _original_measurement(record, (logged or {}).get(record["instance"]), models, reference)
+            facts = (logged or {}).get(record["instance"])
+            seconds, model = _original_measurement(record, facts, models, reference)
             origin = "original study (2019 software)"
+            fixed = {key: (facts or {}).get(key) for key in ("init_s", "first_epoch_excess_s")}
         else:
             run = ours[record["instance"]]
             entry, count = measured_device(run)
@@ -82,7 +88,8 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
                         link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]),
                         entry=entry)
             seconds, origin, model = float(record["projected_train_s"]), TODAY, _model_of(run, models)
-        rows.append(_row(record["instance"], origin, m, seconds, model, reference, latency))
+            fixed = run_fixed_terms(run)
+        rows.append(_row(record["instance"], origin, m, seconds, model, reference, latency, fixed))
     for run in extra_runs:
         hardware = run["hardware"]
         seconds = billing.projected_run_train_s(run, reference)
@@ -94,7 +101,8 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
                                f"known: {', '.join(SOFTWARE)}")
         name = (f"{', '.join(hardware['gpu_names']) or hardware['cpu_model'] + ' CPU'}: {run_model(run)}, "
                 f"{run['performance']['precision']}, {framework}")
-        rows.append(_row(name, SOFTWARE[framework], m, seconds, _model_of(run, models), reference, latency))
+        rows.append(_row(name, SOFTWARE[framework], m, seconds, _model_of(run, models), reference, latency,
+                         run_fixed_terms(run)))
     names = [row["name"] for row in rows]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -158,10 +166,11 @@ def _model_of(run, models):
     return models[run_model(run)]
 
 
-def _row(name, origin, m, seconds, model, reference, latency):
+def _row(name, origin, m, seconds, model, reference, latency, fixed=None):
     device_s, _, allreduce_s, detail = ideal_epoch_s(m, model["layers"], reference, model["trainable_parameters"],
                                                      latency)
     single = m["workers"] == 1 and m["replicas"] == 1
+    measured_step_s = seconds / reference["epochs"] / detail["steps"]
     flops_s, _, _ = device_peaks(m["entry"], m["per_replica"] * m["replicas"], m["precision"])
     images_per_s = reference["train_images"] * reference["epochs"] / seconds
     sound = m["entry"]["kind"] not in ("measured", "unknown")  # a measured roof is no peak: no MFU against it
@@ -170,38 +179,36 @@ def _row(name, origin, m, seconds, model, reference, latency):
             "efficiency": reference["epochs"] * device_s / seconds if single else None,
             "peak_flops_s": flops_s, "images_per_s": images_per_s,
             "model": model["name"], "described": model, "flops_per_image": model["training_flops_per_image"],
-            "mfu": mfu_of_rate(images_per_s, model["training_flops_per_image"], flops_s) if sound else None}
-
-
-def naive_seconds(target, others):
-    """What a user would do without the model: take the other measured single-machine rows of the
-    same kind (CPU or GPU), scale each by the ratio of datasheet peak FLOP/s (and by the workers)
-    and of the models' FLOPs per image, and take the median."""
-    refs = [r for r in others if r["single"] and _kind(r["class"]) == _kind(target["class"])] or \
-           [r for r in others if r["single"]]
-    return statistics.median(r["measured_s"] * r["peak_flops_s"] / target["peak_flops_s"]
-                             * target["flops_per_image"] / r["flops_per_image"] for r in refs)
+            "mfu": mfu_of_rate(images_per_s, model["training_flops_per_image"], flops_s) if sound else None,
+            "fixed": fixed or {}, "measured_step_s": measured_step_s,
+            "floor_bound": single and is_floor_bound(detail["train_device_s"] / detail["steps"], measured_step_s)}
 
 
 def leave_one_out(rows, models, reference, latency):
     """Each measured row predicted from a calibration that never saw it, beside the naive baseline;
-    single-machine rows calibrate, clusters are only predicted. Twice: without the row, and without
+    single-machine rows calibrate, clusters are only predicted. Three times: without the row, without
     every row of its device (`machine_out_*`: a device nobody has measured, as most of the catalogue's
-    are). A device is the name a row records for its CPU or GPUs (kpbench.machine.detect's model name for
-    ours, the catalogue's for the original study's)."""
+    are); and without every row of its software (`stack_out_*`, where rows of other software remain: a
+    stack nobody measured). A device is the name a row records for its CPU or GPUs
+    (kpbench.machine.detect's model name for ours, the catalogue's for the original study's)."""
     results = []
     for index, target in enumerate(rows):
         others = rows[:index] + rows[index + 1:]
         elsewhere = [r for r in others if r["machine"]["device"] != target["machine"]["device"]]
+        other_stacks = [r for r in others if r["origin"] != target["origin"]]
         held_out = _predicted(target, others, models, reference, latency)
         machine_out = _predicted(target, elsewhere, models, reference, latency)
+        stack_out = (_predicted(target, other_stacks, models, reference, latency)
+                     if any(r["single"] for r in other_stacks) else {})
         results.append({
             "name": target["name"], "origin": target["origin"], "class": target["class"],
             "device": target["machine"]["device"], "group": "single machine" if target["single"] else "cluster",
             "model": target["model"], "flops_per_image": target["flops_per_image"],
             "measured_s": target["measured_s"], "images_per_s": target["images_per_s"], "mfu": target["mfu"],
-            "efficiency": target["efficiency"], **held_out,
-            **{f"machine_out_{key}": value for key, value in machine_out.items()}})
+            "efficiency": target["efficiency"], "floor_bound_row": target["floor_bound"],
+            "measured_step_s": target["measured_step_s"], "fixed": target["fixed"], **held_out,
+            **{f"machine_out_{key}": value for key, value in machine_out.items()},
+            **{f"stack_out_{key}": value for key, value in stack_out.items()}})
     return results
 
 
@@ -213,18 +220,32 @@ def _predicted(target, others, models, reference, latency):
     efficiency, level, used = calibrate(others, target["class"], target["origin"])
     assert target["name"] not in used
     model = target["described"]
+    floor_s, floor_source = step_floor(others, target["origin"])
     predicted, detail = predict_seconds(target["machine"], model["layers"], reference, model["trainable_parameters"],
-                                        efficiency, latency)
+                                        efficiency, latency, floor_s)
     naive = naive_seconds(target, others)
-    return {"calibrated_efficiency": efficiency, "calibrated_from": level, "calibration_rows": used,
-            "predicted_s": predicted, "error": predicted / target["measured_s"] - 1,
-            "naive_s": naive, "naive_error": naive / target["measured_s"] - 1,
-            "allreduce_modelled": detail["allreduce_modelled"]}
+    result = {"calibrated_efficiency": efficiency, "calibrated_from": level, "calibration_rows": used,
+              "floor_s": floor_s, "floor_source": floor_source, "floor_bound": detail["floor_bound"],
+              "predicted_s": predicted, "error": predicted / target["measured_s"] - 1,
+              "naive_s": naive, "naive_error": naive / target["measured_s"] - 1,
+              "allreduce_modelled": detail["allreduce_modelled"]}
+    measured_fixed = end_to_end_fixed_s(target)
+    if measured_fixed is not None:
+        # End to end (init, first epoch, steady epochs), the fixed part calibrated without the target.
+        fixed = fixed_terms(others, target["origin"])
+        predicted_e2e = predicted + fixed["init_s"]["s"] + fixed["first_epoch_excess_s"]["s"]
+        measured_e2e = target["measured_s"] + measured_fixed
+        naive_e2e = naive_end_to_end_s(target, others)
+        result.update(e2e_measured_s=measured_e2e, e2e_predicted_s=predicted_e2e,
+                      e2e_error=predicted_e2e / measured_e2e - 1, e2e_naive_s=naive_e2e,
+                      e2e_naive_error=None if naive_e2e is None else naive_e2e / measured_e2e - 1)
+    return result
 
 
 def error_summary(results):
     """Median and worst absolute percentage error, model against naive, per group and per class kind,
-    with the row held out and with its whole device held out."""
+    with the row held out, with its whole device held out and with its whole software held out (None
+    where no row of the group could be); end to end too, over the rows that measured their fixed seconds."""
     groups = {}
     for r in results:
         kind = _kind(r["class"]).upper()
@@ -233,11 +254,22 @@ def error_summary(results):
     summary = []
     for key, members in groups.items():
         entry = {"group": key, "rows": len(members)}
-        for prefix in ("", "machine_out_"):
-            model = [abs(r[f"{prefix}error"]) for r in members]
-            naive = [abs(r[f"{prefix}naive_error"]) for r in members]
-            entry.update({f"{prefix}median": statistics.median(model), f"{prefix}worst": max(model),
-                          f"{prefix}naive_median": statistics.median(naive), f"{prefix}naive_worst": max(naive)})
+        for prefix in ("", "machine_out_", "stack_out_"):
+            model = [abs(r[f"{prefix}error"]) for r in members if f"{prefix}error" in r]
+            naive = [abs(r[f"{prefix}naive_error"]) for r in members if f"{prefix}naive_error" in r]
+            entry.update({f"{prefix}rows": len(model),
+                          f"{prefix}median": statistics.median(model) if model else None,
+                          f"{prefix}worst": max(model) if model else None,
+                          f"{prefix}naive_median": statistics.median(naive) if naive else None,
+                          f"{prefix}naive_worst": max(naive) if naive else None})
+            # End to end, over the rows that measured their fixed seconds.
+            e2e = [abs(r[f"{prefix}e2e_error"]) for r in members if r.get(f"{prefix}e2e_error") is not None]
+            e2e_naive = [abs(r[f"{prefix}e2e_naive_error"]) for r in members
+                         if r.get(f"{prefix}e2e_naive_error") is not None]
+            entry.update({f"{prefix}e2e_rows": len(e2e),
+                          f"{prefix}e2e_median": statistics.median(e2e) if e2e else None,
+                          f"{prefix}e2e_worst": max(e2e) if e2e else None,
+                          f"{prefix}e2e_naive_median": statistics.median(e2e_naive) if e2e_naive else None})
         summary.append(entry)
     return summary
 

@@ -116,16 +116,23 @@ def ideal_epoch_s(m, layers, workload, parameters, latency_s=0.0):
     allreduce = (ring_allreduce_s(replicas, gradient_bytes(parameters), bandwidth, latency_s)
                  if replicas > 1 and bandwidth else 0.0)
     steps = math.ceil(workload["train_images"] / (batch * replicas))
-    device_s = (workload["train_images"] * train_image_s + workload["validation_images"] * val_image_s) / replicas
+    train_device_s = workload["train_images"] * train_image_s / replicas
+    device_s = train_device_s + workload["validation_images"] * val_image_s / replicas
     host_s = workload["train_images"] * host_image_s / replicas
-    return device_s, host_s, steps * allreduce, {"class": klass, "table": table,
+    return device_s, host_s, steps * allreduce, {"class": klass, "table": table, "steps": steps,
+                                                  "train_device_s": train_device_s,
                                                   "allreduce_s_per_step": allreduce, "allreduce_modelled":
                                                   replicas == 1 or bandwidth is not None}
 
 
-def predict_seconds(m, layers, workload, parameters, efficiency, latency_s=0.0):
-    """Training seconds of the workload: device time at the class efficiency, overlapped with the
-    input pipeline (prefetch), plus the all-reduce, per epoch."""
+def predict_seconds(m, layers, workload, parameters, efficiency, latency_s=0.0, floor_s=0.0):
+    """Training seconds of the workload: each training step takes the device's time at the class
+    efficiency or the software's per-step floor (dispatch and host work per step), whichever is
+    longer; then validation, overlapped with the input pipeline (prefetch), plus the all-reduce, per epoch."""
     device_s, host_s, allreduce_s, detail = ideal_epoch_s(m, layers, workload, parameters, latency_s)
-    epoch = max(device_s / efficiency, host_s) + allreduce_s
-    return workload["epochs"] * epoch, {**detail, "host_bound": host_s > device_s / efficiency}
+    train_s = detail["train_device_s"] / efficiency
+    floored = max(train_s, detail["steps"] * floor_s)
+    epoch_device = floored + (device_s - detail["train_device_s"]) / efficiency
+    epoch = max(epoch_device, host_s) + allreduce_s
+    return workload["epochs"] * epoch, {**detail, "host_bound": host_s > epoch_device,
+                                        "floor_bound": floored > train_s}

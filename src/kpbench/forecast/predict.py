@@ -12,6 +12,10 @@ The model (kpbench.forecast.perf_model, calibrated by kpbench.forecast.calibrati
   * several replicas add a ring all-reduce of the float32 gradients (kpbench.analysis.scaling) over the
     row's link at its guaranteed bandwidth, at the latency the cluster runs measured.
 
+Each catalogue row is then priced as a whole rental (kpbench.forecast.rental): provision, boot, set-up,
+init, the first epoch's excess, the steady epochs (each step at least the software's measured per-step
+floor), the upload, billed as EC2 bills. The Pareto front is on end-to-end time and billed cost.
+
 Validation holds each measured row out, calibrates on the rest and predicts it, then again with every
 row of its device held out (a device nobody measured, as most catalogue machines'); the naive
 baseline a user would otherwise use scales the other measured rows by the ratio of datasheet peak
@@ -24,11 +28,11 @@ from pathlib import Path
 
 from kpbench import KpbenchError
 from kpbench.analysis.original_logs import distribution_check, read_runs
-from kpbench.core import billing
 from kpbench.core.catalogue import read_catalogue
-from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, RUN_JSON, SOURCE_OURS
+from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, RUN_JSON, SETUP_MEASURED, SOURCE_OURS
 from kpbench.core.run_reader import run_model
 from kpbench.core.settings import images_trained
+from kpbench.forecast import rental
 from kpbench.forecast.calibration import (
     TODAY,
     band_for,
@@ -39,42 +43,57 @@ from kpbench.forecast.calibration import (
     measured_rows,
 )
 from kpbench.forecast.perf_model import device_peaks, layer_costs, machine, predict_seconds, roofline
+from kpbench.forecast.rental import fixed_terms, step_floor
 from kpbench.machine.device_peaks import device_entry, mfu_of_rate
 from kpbench.model.registry import REFERENCE_MODEL
 
 
 def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, epochs_to_target, latency,
-                      training_flops_per_image):
-    """Every catalogue row: predicted images/s, time and cost of the workload and to the quality
-    target, with the band [t / f, t × f] from the leave-one-out errors (band_for)."""
+                      training_flops_per_image, setup, aws):
+    """Every catalogue row: predicted images/s, the steady training time with the band [t / f, t × f]
+    from the leave-one-out errors (band_for), and the whole rental end to end and as EC2 bills it
+    (kpbench.forecast.rental), for the workload and to the quality target. The Pareto front is on
+    the rental's end-to-end time and billed cost."""
+    fixed = fixed_terms(rows, TODAY)
+    floor_s, floor_source = step_floor(rows, TODAY)
     out = []
     for entry in catalogue:
         m = machine(entry["device"], entry["devices"], precision, entry["vcpus"],
                     link_gbps=entry["interconnect_gbps"] or entry["network_gbps"])
         efficiency, level, _ = calibrate(rows, device_peaks(m["entry"], 1, precision)[2], TODAY)
-        seconds, detail = predict_seconds(m, layers, workload, parameters, efficiency, latency)
+        seconds, detail = predict_seconds(m, layers, workload, parameters, efficiency, latency, floor_s)
         band = band_for(results, detail["class"])
         per_epoch = seconds / workload["epochs"]
-        to_target = per_epoch * epochs_to_target if epochs_to_target else None
-        price = entry["usd_per_hour"]
+        priced = rental.rental(entry, workload, seconds, fixed, setup, aws)
+        slow = rental.with_training(priced, seconds * band, workload, priced["usd_per_hour"])
+        target = (rental.with_training(priced, per_epoch * epochs_to_target, workload, priced["usd_per_hour"])
+                  if epochs_to_target else None)
+        target_slow = (rental.with_training(priced, per_epoch * epochs_to_target * band, workload,
+                                            priced["usd_per_hour"]) if epochs_to_target else None)
         images_per_s = workload["train_images"] * workload["epochs"] / seconds
         peak_flops_s = device_peaks(m["entry"], m["per_replica"] * m["replicas"], precision)[0]
         out.append({
             "instance_type": entry["instance_type"], "status": entry["status"], "device": entry["device"],
             "devices": entry["devices"], "vcpus": entry["vcpus"], "class": detail["class"],
             "calibrated_from": level, "efficiency": efficiency, "host_bound": detail["host_bound"],
+            "floor_s": floor_s, "floor_source": floor_source, "floor_bound": detail["floor_bound"],
             "images_per_s": images_per_s, "mfu": mfu_of_rate(images_per_s, training_flops_per_image, peak_flops_s),
-            "train_s": seconds, "train_s_low": seconds / band, "train_s_high": seconds * band,
-            "band": band, "usd_per_hour": price, "cost_usd": billing.run_cost_usd(seconds, price),
-            "cost_usd_high": billing.run_cost_usd(seconds * band, price),
-            "time_to_target_s": to_target, "cost_to_target_usd": billing.run_cost_usd(to_target, price),
-            "cost_to_target_usd_high": billing.run_cost_usd(to_target * band if to_target else None, price),
+            "train_s": seconds, "train_s_low": seconds / band, "train_s_high": seconds * band, "band": band,
+            "rental": priced, "rental_s": priced["wall_s"], "rental_s_low": priced["wall_s"] - seconds + seconds / band,
+            "rental_s_high": slow["wall_s"], "fixed_s": priced["fixed_s"], "per_epoch_s": per_epoch,
+            "dominant": priced["dominant"], "billed_s": priced["billed_s"],
+            "usd_per_hour": entry["usd_per_hour"], "rental_usd_per_hour": priced["usd_per_hour"],
+            "cost_usd": priced["cost_usd"], "cost_usd_high": slow["cost_usd"],
+            "time_to_target_s": target["wall_s"] if target else None,
+            "cost_to_target_usd": target["cost_usd"] if target else None,
+            "cost_to_target_usd_high": target_slow["cost_usd"] if target_slow else None,
             "region": entry["region"], "price_date": entry["price_date"], "price_source": entry["price_source"],
             "spec_source": entry["spec_source"], "spec_date": entry["spec_date"]})
+    current = [r for r in out if r["status"] == "current" and r["cost_usd"] is not None]
     for row in out:
-        row["pareto"] = row["status"] == "current" and not any(
-            o["status"] == "current" and o["train_s"] <= row["train_s"] and o["cost_usd"] <= row["cost_usd"]
-            and (o["train_s"] < row["train_s"] or o["cost_usd"] < row["cost_usd"]) for o in out)
+        row["pareto"] = row in current and not any(
+            o["rental_s"] <= row["rental_s"] and o["cost_usd"] <= row["cost_usd"]
+            and (o["rental_s"] < row["rental_s"] or o["cost_usd"] < row["cost_usd"]) for o in current)
     return out
 
 
@@ -175,10 +194,12 @@ def _with_measured_models(models, paths, runs):
 
 
 def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
-                precision="float32", original_logs=None):
+                precision="float32", original_logs=None, setup_path=SETUP_MEASURED, aws=None):
     """Everything `kpbench predict`, `plan`, the figures and the paper show (forecast.json), for
     the workload's model; measured rows are modelled with the model each of them trained, the
-    original study's as its logs show (`original_logs`: config/original_study_runs.json)."""
+    original study's as its logs show (`original_logs`: config/original_study_runs.json). A rental
+    is priced with the measured set-up (`setup_path`) and the aws settings' volume and address
+    prices (`aws`; none: the instance alone)."""
     from kpbench.analysis.aggregate import by_instance
     from kpbench.core.run_reader import read_run
 
@@ -194,8 +215,12 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference, baseline_gbps, logged)
     results = leave_one_out(rows, models, reference, latency)
     target_epochs = epochs_to_target(summary)
+    setup = rental.read_setup(setup_path)
     catalogue = predict_catalogue(machines, rows, results, layers, parameters, workload,
-                                  precision, target_epochs, latency, model["training_flops_per_image"])
+                                  precision, target_epochs, latency, model["training_flops_per_image"], setup,
+                                  aws or {})
+    sizes = [2 ** k / 8 for k in range(0, 15)]  # 1/8 to 2,048 times the workload's epochs
+    cheapest, changes = rental.crossovers(catalogue, workload, sizes)
     rooflines = {}
     for device, count in (("AMD EPYC Zen 4 vCPU", 2), ("Tesla T4", 1)):
         flops_s, bytes_s, _ = device_peaks(device_entry(device), count, "float32")
@@ -206,6 +231,7 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
                               if (spread := device_spread(results, klass)) is not None},
             "epochs_to_target": target_epochs, "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
+            "setup": setup, "cheapest_by_size": cheapest, "crossovers": changes,
             "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths],
             "original_logs": str(original_logs) if logged else None,
             "distribution": distribution_check(logged, baseline_gbps, latency)}
@@ -220,8 +246,9 @@ def ranked(catalogue, key):
 def write_csv(catalogue, path):
     from kpbench.core.files import atomic_path
 
-    columns = list(catalogue[0])
+    # One line per machine: the rental's terms, one level down, stay in forecast.json.
+    columns = [key for key, value in catalogue[0].items() if not isinstance(value, (dict, list))]
     with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(catalogue)

@@ -45,6 +45,7 @@ def render_all(analysis_path, samples_path, history_paths, prediction_paths, out
         "predicted_measured": predicted,
         "roofline": predicted,
         "rent_pareto": predicted,
+        "rent_by_size": predicted,
         "original_curves": logged,
         "original_epoch_times": logged,
     }

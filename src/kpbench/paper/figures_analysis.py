@@ -138,26 +138,57 @@ def predicted_measured(result, out_path):
     save(fig, out_path)
 
 
+def rent_by_size(result, out_path):
+    """Billed cost of one rental against the workload's size (epochs of its images), log-log, for the
+    machines cheapest at some size and the fastest, with the sizes where the cheapest changes marked:
+    fixed costs decide small workloads, throughput large ones."""
+    from kpbench.forecast.rental import with_training
+
+    result = result or {}
+    by_size, catalogue = result.get("cheapest_by_size") or [], {r["instance_type"]: r for r in result.get("catalogue", [])}
+    if not by_size:
+        note("no predictions", out_path)
+        return
+    workload = result["workload"]
+    current = [r for r in catalogue.values() if r["status"] == "current" and r["cost_usd"] is not None]
+    shown = list(dict.fromkeys([b["instance_type"] for b in by_size] + [min(current, key=lambda r: r["rental_s"])["instance_type"]]))
+    epochs = [b["epochs"] for b in by_size]
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    for name in shown:
+        row = catalogue[name]
+        costs = [with_training(row["rental"], row["train_s"] * e / workload["epochs"], workload,
+                               row["rental"]["usd_per_hour"])["cost_usd"] for e in epochs]
+        ax.plot([e * workload["train_images"] for e in epochs], costs, linewidth=0.9, label=name)
+    for change in result.get("crossovers", []):
+        ax.axvline(change["epochs"] * workload["train_images"], color="#888888", linewidth=0.5, linestyle=":")
+    ax.axvline(workload["epochs"] * workload["train_images"], color="black", linewidth=0.6, linestyle="--")
+    ax.set(xscale="log", yscale="log", xlabel="training images seen (epochs x images)",
+           ylabel="predicted billed cost (USD)")
+    ax.legend(fontsize=5, frameon=False)
+    save(fig, out_path)
+
+
 def rent_pareto(result, out_path):
-    """Predicted cost against time of the configured workload on today's catalogue, with the bands,
-    and the Pareto front joined."""
+    """Predicted billed cost against end-to-end time of one rental for the configured workload on
+    today's catalogue, with the training's bands, and the Pareto front joined."""
     rows = [r for r in (result or {}).get("catalogue", []) if r["status"] == "current" and r["cost_usd"]]
     if not rows:
         note("no predictions", out_path)
         return
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     # Neighbours in time get labels above and below in turn, so close points stay readable.
-    for rank, r in enumerate(sorted(rows, key=lambda r: r["train_s"])):
-        ax.errorbar(r["train_s"], r["cost_usd"], xerr=[[r["train_s"] - r["train_s_low"]],
-                                                       [r["train_s_high"] - r["train_s"]]],
+    for rank, r in enumerate(sorted(rows, key=lambda r: r["rental_s"])):
+        ax.errorbar(r["rental_s"], r["cost_usd"], xerr=[[r["rental_s"] - r["rental_s_low"]],
+                                                        [r["rental_s_high"] - r["rental_s"]]],
                     fmt="o", markersize=3, color=COLOURS[SOURCE_OURS] if r["pareto"] else "#888888",
                     elinewidth=0.5, capsize=0)
-        ax.annotate(r["instance_type"], (r["train_s"], r["cost_usd"]), fontsize=5,
+        ax.annotate(r["instance_type"], (r["rental_s"], r["cost_usd"]), fontsize=5,
                     xytext=(3, 3 if rank % 2 == 0 else -7), textcoords="offset points")
-    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["train_s"])
-    ax.plot([r["train_s"] for r in front], [r["cost_usd"] for r in front], "--", color=COLOURS[SOURCE_OURS],
+    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["rental_s"])
+    ax.plot([r["rental_s"] for r in front], [r["cost_usd"] for r in front], "--", color=COLOURS[SOURCE_OURS],
             linewidth=0.8)
-    ax.set(xscale="log", yscale="log", xlabel="predicted training time (s)", ylabel="predicted cost (USD)")
+    ax.set(xscale="log", yscale="log", xlabel="predicted end-to-end time of the rental (s)",
+           ylabel="predicted billed cost (USD)")
     save(fig, out_path)
 
 
