@@ -547,6 +547,22 @@ def test_instance_that_never_runs_times_out_and_is_terminated(aws_env, tiny_data
     assert [i["State"]["Name"] for i in all_instances()] == ["terminated"]
 
 
+def test_an_instance_that_ends_before_it_is_seen_running_reports_why(aws_env, tiny_dataset, tmp_path, monkeypatch):
+    # EC2 ends a launch it cannot place: "Server.InsufficientInstanceCapacity" (EC2 API Reference, StateReason).
+    def no_capacity(parsed, **_):
+        for reservation in parsed.get("Reservations", []):
+            for instance in reservation["Instances"]:
+                instance["State"] = {"Code": 48, "Name": "terminated"}
+                instance["StateReason"] = {"Code": "Server.InsufficientInstanceCapacity",
+                                           "Message": "Server.InsufficientInstanceCapacity: Insufficient capacity."}
+
+    inject(monkeypatch, "after-call.ec2.DescribeInstances", no_capacity)
+    with pytest.raises(KpbenchError, match=r"(?s)terminated without a result before it was seen running "
+                                           r"\(Server.InsufficientInstanceCapacity.*no log uploaded"):
+        run_instance(*ec2_spec(), tiny_dataset, tmp_path / "out")
+    assert not (tmp_path / "out" / "run.json").exists()
+
+
 def test_no_result_before_the_deadline_ends_the_run(aws_env, tiny_dataset, tmp_path):
     with pytest.raises(KpbenchError, match="no result within 3 s"):
         run_instance(*ec2_spec(limits={"deadline_s": 3}), tiny_dataset, tmp_path / "out")

@@ -99,6 +99,24 @@ def test_the_floor_is_measured_on_floor_bound_rows_of_the_same_software():
     assert rental.is_floor_bound(0.0005, 0.006) and not rental.is_floor_bound(0.02, 0.06)
 
 
+def test_a_slow_cpu_step_is_its_efficiency_and_floor_bound_rows_calibrate_only_alone():
+    from kpbench.forecast.calibration import _row, calibrate
+
+    workload = {**WORKLOAD, "train_images": 640, "validation_images": 64}
+    model = {"layers": LAYERS, "trainable_parameters": 276510, "name": "dense", "training_flops_per_image": 1.0}
+    # Both devices ran their steps 1000 times slower than their peaks allow.
+    slow = {}
+    for name, device, devices in (("cpu", "c5.4xlarge CPU", 16), ("gpu", "NVIDIA A100", 1)):
+        m = perf_model.machine(device, devices, "float32", 16)
+        ideal = perf_model.ideal_epoch_s(m, LAYERS, workload, 276510)[0] * workload["epochs"]
+        slow[name] = _row(name, "tf", m, ideal * 1000, model, workload, 0.0)
+    assert not slow["cpu"]["floor_bound"]  # the CPU dispatches its own steps: slow is its efficiency
+    assert slow["gpu"]["floor_bound"]
+    efficiency, level, used = calibrate([slow["gpu"]], "gpu-ampere/tf32", "tf")
+    assert used == ["gpu"] and "lower bound" in level and efficiency == pytest.approx(1e-3, rel=0.2)
+    assert calibrate([slow["gpu"], slow["cpu"]], "gpu-ampere/tf32", "tf")[2] == ["cpu"]
+
+
 def test_float32_on_ampere_and_newer_runs_against_the_tf32_roof():
     flops, _, klass = perf_model.device_peaks(_gpu("NVIDIA A100")["entry"], 1, "float32")
     assert klass.endswith("/tf32") and flops == pytest.approx(156e12)

@@ -36,20 +36,21 @@ def calibrate(rows, klass, stack=None):
     (measured with `stack`, the software the prediction is for, where there are any), else the
     same kind (CPU or GPU) in the same precision mode, else the same kind, else every row; each
     level prefers rows of the same software. A floor-bound row (kpbench.forecast.rental.is_floor_bound)
-    measures its software's per-step floor, not its device, and calibrates no efficiency. Returns
-    (efficiency, level, the rows used)."""
+    measures its software's per-step floor, not its device: it calibrates only where no other row
+    can, and its efficiency is then a lower bound. Returns (efficiency, level, the rows used)."""
     kind, mode = _kind(klass), klass.split("/")[1]
     levels = (("class", lambda r: r["class"] == klass),
               ("kind and precision", lambda r: _kind(r["class"]) == kind and r["class"].endswith("/" + mode)),
               ("kind", lambda r: _kind(r["class"]) == kind),
               ("all", lambda r: True))
-    for level, keep in levels:
-        used = [r for r in rows if r["single"] and not r.get("floor_bound") and keep(r)]
-        same = [r for r in used if r["origin"] == stack]
-        if same:
-            used, level = same, f"{level}, same software"
-        if used:
-            return _geomean([r["efficiency"] for r in used]), level, [r["name"] for r in used]
+    for floor_bound_too, note in ((False, ""), (True, "; floor-bound rows only: a lower bound")):
+        for level, keep in levels:
+            used = [r for r in rows if r["single"] and (floor_bound_too or not r.get("floor_bound")) and keep(r)]
+            same = [r for r in used if r["origin"] == stack]
+            if same:
+                used, level = same, f"{level}, same software"
+            if used:
+                return _geomean([r["efficiency"] for r in used]), level + note, [r["name"] for r in used]
     raise KpbenchError("no measured single-machine row to calibrate on")
 
 
@@ -181,7 +182,8 @@ def _row(name, origin, m, seconds, model, reference, latency, fixed=None):
             "model": model["name"], "described": model, "flops_per_image": model["training_flops_per_image"],
             "mfu": mfu_of_rate(images_per_s, model["training_flops_per_image"], flops_s) if sound else None,
             "fixed": fixed or {}, "measured_step_s": measured_step_s,
-            "floor_bound": single and is_floor_bound(detail["train_device_s"] / detail["steps"], measured_step_s)}
+            "floor_bound": single and _kind(detail["class"]) != "cpu"
+                           and is_floor_bound(detail["train_device_s"] / detail["steps"], measured_step_s)}
 
 
 def leave_one_out(rows, models, reference, latency):

@@ -142,8 +142,10 @@ class Ec2Instances(Backend):
             states = {i: described[i]["State"]["Name"] for i in self.instance_ids}
             ended = [i for i, s in states.items() if s in ("shutting-down", "terminated", "stopping", "stopped")]
             if ended:
+                # One that boots and fails fast can end between two polls: it may have run, and left a log.
                 reason = described[ended[0]].get("StateReason", {}).get("Message", "no reason given")
-                raise KpbenchError(f"instance {ended[0]} ended before it ran ({states[ended[0]]}: {reason})")
+                raise KpbenchError(f"instance {ended[0]} {states[ended[0]]} without a result before it was "
+                                   f"seen running ({reason}):\n" + self.watch.log(ended[0]))
             if all(s == "running" for s in states.values()):
                 self.running_at = time.time()
                 print(f"all {self.workers} instance(s) running after {self.running_at - self.launched:.0f} s",
