@@ -50,6 +50,8 @@ FIGURE_FILES = expand("paper/build/figures/{name}.pdf", name=layout.FIGURES)
 ORIGINAL_MODEL = f"{RESULTS}/{'' if workload(config)['model'] == REFERENCE_MODEL else 'original_'}model.json"
 # Runs measured outside the pipeline (bench/measured/), each with its model's description.
 MEASURED_ELSEWHERE = sorted(str(p) for p in Path().glob(layout.MEASURED_RUNS))
+# Batch sweeps measured outside the pipeline (bench/batch_sweep.py): a stack's per-step floor on a GPU.
+SWEEPS = sorted(str(p) for p in Path().glob(layout.MEASURED_SWEEPS))
 # What setting a rented machine up takes, as measured (bench/setup.py), and the aws settings that
 # price a machine besides its instance (kpbench.forecast.rental).
 SETUP_MEASURED = layout.SETUP_MEASURED

@@ -15,6 +15,7 @@ rule predict:
         original=config["original_study"]["csv"],
         original_logs="config/original_study_runs.json",
         setup=SETUP_MEASURED,
+        sweeps=SWEEPS,
     output:
         json=f"{FORECAST}.json",
         csv=f"{FORECAST}.csv",
@@ -37,5 +38,5 @@ rule predict:
     shell:
         "python -m kpbench predict --settings {params.settings:q} --summary {input.summary}"
         " --model {input.model} --original-model {input.original_model} --runs {input.runs} --measured {input.measured}"
-        " --catalogue {input.catalogue} --original-logs {input.original_logs} --setup {input.setup}"
+        " --catalogue {input.catalogue} --original-logs {input.original_logs} --setup {input.setup} --sweeps {input.sweeps}"
         " --out {output.json} --csv {output.csv}%s" % REASON_TO_TERMINAL

@@ -36,6 +36,7 @@ rule plan:
         measured=MEASURED_ELSEWHERE,
         measured_models=MEASURED_MODELS,
         setup=SETUP_MEASURED,
+        sweeps=SWEEPS,
     output:
         "results/plan.json",
     log:
@@ -49,7 +50,7 @@ rule plan:
     shell:
         "python -m kpbench plan --settings {params.settings:q} --model {input.model} --original-model {input.original_model}"
         " --catalogue {input.catalogue} --original-logs {input.original_logs} --measured {input.measured}"
-        " --setup {input.setup} --without-results"
+        " --setup {input.setup} --sweeps {input.sweeps} --without-results"
         " --out {output} 2>&1 | tee {log}"
 
 

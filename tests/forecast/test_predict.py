@@ -215,6 +215,26 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
     assert any(r["pareto"] for r in result["catalogue"])
 
 
+def test_a_gpu_batch_sweep_of_todays_software_floors_the_gpu_rows_and_no_cpu_row(tmp_path):
+    from kpbench.core.settings import load_config
+    from kpbench.forecast.predict import configured_workload, load_inputs, predictions
+
+    config = load_config([REPO / "config" / "config.yaml", CAMPAIGN / "config.yaml"])
+    summary, models, reference, runs = load_inputs(config, CAMPAIGN / "results")
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"framework": "tf", "device_kind": "gpu", "device": "NVIDIA L4", "date": "2026-12-04",
+                                 "machine": "a GPU host", "batches": [{"batch": 8, "step_s": 0.5},
+                                                                      {"batch": 64, "step_s": 0.6}]}))
+    args = (summary, models, runs, [H200], REPO / "config" / "catalogue.csv", configured_workload(config), reference)
+    free, floored = predictions(*args), predictions(*args, sweep_paths=[sweep])
+    for before, after in zip(free["catalogue"], floored["catalogue"]):
+        if after["class"].startswith("gpu"):
+            assert after["floor_s"] == 0.5 and "batch sweep (batch 8)" in after["floor_source"]
+            assert after["train_s"] >= before["train_s"] and after["floor_bound"]  # 0.5 s a step binds any GPU
+        else:
+            assert after["floor_s"] == 0.0 and after["train_s"] == before["train_s"]
+
+
 def test_plan_prices_unmeasured_rows_at_the_slow_end_of_the_prediction():
     aws = {"max_lifetime_h": 4, "budget_usd": 10}
     workload = {"epochs": 10, "batch_size": 64, "max_train_images": None}

@@ -1,6 +1,7 @@
 """The rental model (kpbench.forecast.rental): each term on constructed rows, billing as EC2 bills,
 the per-step floor, TF32 on Ampere, and `predict` and `plan` pricing one rental alike."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -89,14 +90,30 @@ def test_a_floor_binds_a_small_step_and_not_a_large_one():
     assert slow_device == pytest.approx(perf_model.predict_seconds(m, LAYERS, WORKLOAD, 276510, 1e-6)[0])
 
 
-def test_the_floor_is_measured_on_floor_bound_rows_of_the_same_software():
-    rows = [{"name": "fast gpu", "origin": "jax", "floor_bound": True, "measured_step_s": 0.006},
-            {"name": "slow gpu", "origin": "jax", "floor_bound": False, "measured_step_s": 0.06},
-            {"name": "tf gpu", "origin": "tf", "floor_bound": True, "measured_step_s": 0.002}]
-    assert rental.step_floor(rows, "jax") == (0.006, "median measured step of floor-bound row(s): fast gpu")
-    seconds, source = rental.step_floor(rows, "other")
+def test_the_floor_is_measured_on_floor_bound_rows_of_the_same_software_else_by_a_batch_sweep(tmp_path):
+    gpu = "gpu-hopper/mixed"
+    rows = [{"name": "fast gpu", "origin": "jax", "floor_bound": True, "measured_step_s": 0.006, "class": gpu},
+            {"name": "slow gpu", "origin": "jax", "floor_bound": False, "measured_step_s": 0.06, "class": gpu},
+            {"name": "tf gpu", "origin": "tf", "floor_bound": True, "measured_step_s": 0.002, "class": gpu}]
+    assert rental.step_floor(rows, "jax", "gpu") == (0.006, "median measured step of floor-bound row(s): fast gpu")
+    seconds, source = rental.step_floor(rows, "other", "gpu")
     assert seconds == 0.0 and "not modelled" in source
     assert rental.is_floor_bound(0.0005, 0.006) and not rental.is_floor_bound(0.02, 0.06)
+    # A CPU dispatches its own steps: no floor, whatever was measured.
+    assert rental.step_floor(rows, "jax", "cpu")[0] == 0.0
+    # A batch sweep of the stack on a GPU gives its fastest median step where no row is floor-bound.
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"framework": "keras3-jax", "device_kind": "gpu", "device": "NVIDIA H200",
+                                "date": "2026-12-04", "machine": "test host", "batches": [
+                                    {"batch": 8, "step_s": 0.0051}, {"batch": 64, "step_s": 0.0049},
+                                    {"batch": 512, "step_s": 0.02}]}))
+    sweep = rental.read_sweep(path, {"keras3-jax": "jax"})
+    seconds, source = rental.step_floor(rows[1:], "jax", "gpu", [sweep])
+    assert seconds == 0.0049 and "batch sweep (batch 64)" in source
+    assert rental.step_floor(rows[1:], "jax", "cpu", [sweep])[0] == 0.0
+    path.write_text(json.dumps({"framework": "keras3-jax", "batches": []}))
+    with pytest.raises(KpbenchError, match="sweep.json: not a batch sweep"):
+        rental.read_sweep(path, {"keras3-jax": "jax"})
 
 
 def test_a_slow_cpu_step_is_its_efficiency_and_floor_bound_rows_calibrate_only_alone():

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from kpbench import KpbenchError
-from kpbench.core.layout import MEASURED_MODEL_FILE, MEASURED_RUNS, SETUP_MEASURED
+from kpbench.core.layout import MEASURED_MODEL_FILE, MEASURED_RUNS, MEASURED_SWEEPS, SETUP_MEASURED
 
 
 def _predicted(config, args):
@@ -16,7 +16,7 @@ def _predicted(config, args):
     summary, models, reference, runs = load_inputs(config, results, args.model, args.summary, args.original_model)
     return predictions(summary, models, args.runs if args.runs is not None else runs, args.measured,
                        args.catalogue, configured_workload(config), reference,
-                       config["training"]["precision"], args.original_logs, args.setup, config["aws"])
+                       config["training"]["precision"], args.original_logs, args.setup, config["aws"], args.sweeps)
 
 
 def _predict(args):
@@ -166,6 +166,8 @@ def _prediction_inputs(p):
     p.add_argument("--setup", type=Path, default=Path(SETUP_MEASURED),
                    help=f"the measured set-up of a machine: package bytes and install seconds (default: {SETUP_MEASURED}, "
                         "made by bench/setup.py)")
+    p.add_argument("--sweeps", nargs="*", type=Path, default=sorted(Path().glob(MEASURED_SWEEPS)),
+                   help=f"batch sweeps (bench/batch_sweep.py), a stack's per-step floor on a GPU (default: {MEASURED_SWEEPS})")
 
 
 def add_commands(commands):

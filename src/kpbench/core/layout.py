@@ -32,6 +32,9 @@ MEASURED_RUNS = f"bench/measured/*/{RUN_JSON}"
 # What setting a machine up took, as bench/setup.py measured it (kpbench.forecast.rental).
 SETUP_MEASURED = "bench/measured/setup.json"
 MEASURED_MODEL_FILE = "model.json"
+# Batch sweeps (bench/batch_sweep.py), one folder each: a stack's per-step floor on its device kind.
+SWEEP_FILE = "sweep.json"
+MEASURED_SWEEPS = f"bench/measured/*/{SWEEP_FILE}"
 
 
 # The paper's figures (paper/build/figures/<name>.pdf), each drawn by kpbench.paper.figures' function of

@@ -4,9 +4,7 @@ precision scaled by the ratio of peak FLOP/s; end to end with their measured fix
 
 import statistics
 
-
-def _kind(klass):
-    return klass.split("-")[0].split("/")[0]
+from kpbench.forecast.perf_model import device_kind
 
 
 def end_to_end_fixed_s(row):
@@ -20,7 +18,7 @@ def end_to_end_fixed_s(row):
 def _naive_references(target, others):
     """The rows a user would scale from: single-machine rows of the same kind (CPU or GPU), of the
     same software and precision where there are any (a baseline across stacks is a straw man)."""
-    refs = [r for r in others if r["single"] and _kind(r["class"]) == _kind(target["class"])] or \
+    refs = [r for r in others if r["single"] and device_kind(r["class"]) == device_kind(target["class"])] or \
            [r for r in others if r["single"]]
     alike = [r for r in refs if r["origin"] == target["origin"]
              and r["machine"]["precision"] == target["machine"]["precision"]]

@@ -12,7 +12,7 @@ from kpbench.core import billing
 from kpbench.core.layout import SOURCE_ORIGINAL, original_instance_type
 from kpbench.core.run_reader import run_model
 from kpbench.forecast.baseline import end_to_end_fixed_s, naive_end_to_end_s, naive_seconds
-from kpbench.forecast.perf_model import device_peaks, ideal_epoch_s, machine, predict_seconds
+from kpbench.forecast.perf_model import device_kind, device_peaks, ideal_epoch_s, machine, predict_seconds
 from kpbench.forecast.rental import fixed_terms, is_floor_bound, run_fixed_terms, step_floor
 from kpbench.machine.detect import FRAMEWORKS
 from kpbench.machine.device_peaks import checked, float32_peak, mfu_of_rate, resolve_hardware
@@ -27,10 +27,6 @@ def _geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
-def _kind(klass):
-    return klass.split("-")[0].split("/")[0]
-
-
 def calibrate(rows, klass, stack=None):
     """Efficiency for a device class from measured single-machine rows: the class's own rows
     (measured with `stack`, the software the prediction is for, where there are any), else the
@@ -38,10 +34,10 @@ def calibrate(rows, klass, stack=None):
     level prefers rows of the same software. A floor-bound row (kpbench.forecast.rental.is_floor_bound)
     measures its software's per-step floor, not its device: it calibrates only where no other row
     can, and its efficiency is then a lower bound. Returns (efficiency, level, the rows used)."""
-    kind, mode = _kind(klass), klass.split("/")[1]
+    kind, mode = device_kind(klass), klass.split("/")[1]
     levels = (("class", lambda r: r["class"] == klass),
-              ("kind and precision", lambda r: _kind(r["class"]) == kind and r["class"].endswith("/" + mode)),
-              ("kind", lambda r: _kind(r["class"]) == kind),
+              ("kind and precision", lambda r: device_kind(r["class"]) == kind and r["class"].endswith("/" + mode)),
+              ("kind", lambda r: device_kind(r["class"]) == kind),
               ("all", lambda r: True))
     for floor_bound_too, note in ((False, ""), (True, "; floor-bound rows only: a lower bound")):
         for level, keep in levels:
@@ -182,25 +178,27 @@ def _row(name, origin, m, seconds, model, reference, latency, fixed=None):
             "model": model["name"], "described": model, "flops_per_image": model["training_flops_per_image"],
             "mfu": mfu_of_rate(images_per_s, model["training_flops_per_image"], flops_s) if sound else None,
             "fixed": fixed or {}, "measured_step_s": measured_step_s,
-            "floor_bound": single and _kind(detail["class"]) != "cpu"
+            "floor_bound": single and device_kind(detail["class"]) != "cpu"
                            and is_floor_bound(detail["train_device_s"] / detail["steps"], measured_step_s)}
 
 
-def leave_one_out(rows, models, reference, latency):
+def leave_one_out(rows, models, reference, latency, sweeps=()):
     """Each measured row predicted from a calibration that never saw it, beside the naive baseline;
     single-machine rows calibrate, clusters are only predicted. Three times: without the row, without
     every row of its device (`machine_out_*`: a device nobody has measured, as most of the catalogue's
     are); and without every row of its software (`stack_out_*`, where rows of other software remain: a
     stack nobody measured). A device is the name a row records for its CPU or GPUs
-    (kpbench.machine.detect's model name for ours, the catalogue's for the original study's)."""
+    (kpbench.machine.detect's model name for ours, the catalogue's for the original study's); batch
+    `sweeps` (kpbench.forecast.rental.read_sweep) of the target's device are held out with it."""
     results = []
     for index, target in enumerate(rows):
         others = rows[:index] + rows[index + 1:]
         elsewhere = [r for r in others if r["machine"]["device"] != target["machine"]["device"]]
         other_stacks = [r for r in others if r["origin"] != target["origin"]]
-        held_out = _predicted(target, others, models, reference, latency)
-        machine_out = _predicted(target, elsewhere, models, reference, latency)
-        stack_out = (_predicted(target, other_stacks, models, reference, latency)
+        swept_elsewhere = [s for s in sweeps if s["device"] != target["machine"]["device"]]
+        held_out = _predicted(target, others, models, reference, latency, sweeps)
+        machine_out = _predicted(target, elsewhere, models, reference, latency, swept_elsewhere)
+        stack_out = (_predicted(target, other_stacks, models, reference, latency, sweeps)
                      if any(r["single"] for r in other_stacks) else {})
         results.append({
             "name": target["name"], "origin": target["origin"], "class": target["class"],
@@ -214,7 +212,7 @@ def leave_one_out(rows, models, reference, latency):
     return results
 
 
-def _predicted(target, others, models, reference, latency):
+def _predicted(target, others, models, reference, latency, sweeps):
     """The target's time from a calibration on `others` alone, and the naive estimate from them."""
     if not any(r["single"] for r in others):
         raise KpbenchError(f"no single-machine row besides those of {target['machine']['device']!r} to "
@@ -222,7 +220,7 @@ def _predicted(target, others, models, reference, latency):
     efficiency, level, used = calibrate(others, target["class"], target["origin"])
     assert target["name"] not in used
     model = target["described"]
-    floor_s, floor_source = step_floor(others, target["origin"])
+    floor_s, floor_source = step_floor(others, target["origin"], device_kind(target["class"]), sweeps)
     predicted, detail = predict_seconds(target["machine"], model["layers"], reference, model["trainable_parameters"],
                                         efficiency, latency, floor_s)
     naive = naive_seconds(target, others)
@@ -250,7 +248,7 @@ def error_summary(results):
     where no row of the group could be); end to end too, over the rows that measured their fixed seconds."""
     groups = {}
     for r in results:
-        kind = _kind(r["class"]).upper()
+        kind = device_kind(r["class"]).upper()
         for key in (r["group"], f"{r['group']}: {kind}"):
             groups.setdefault(key, []).append(r)
     summary = []
@@ -282,8 +280,8 @@ def band_for(results, klass):
     (as for most catalogue machines, whose devices nobody here measured), among the single-machine
     rows of the same kind (CPU or GPU); of all of them where a kind has none. A ratio, not a
     percentage, because the worst misses are underpredictions by several times."""
-    kind = _kind(klass)
-    ratios = [(_kind(r["class"]), abs(math.log(r["machine_out_predicted_s"] / r["measured_s"])))
+    kind = device_kind(klass)
+    ratios = [(device_kind(r["class"]), abs(math.log(r["machine_out_predicted_s"] / r["measured_s"])))
               for r in results if r["group"] == "single machine"]
     return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))
 

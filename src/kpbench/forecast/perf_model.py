@@ -29,6 +29,11 @@ def activation_bytes(precision):
     return 4 if precision == "float32" else 2
 
 
+def device_kind(klass):
+    """"cpu" or "gpu": the kind of a device class ("gpu-ampere/tf32", "cpu/fp32")."""
+    return klass.split("-")[0].split("/")[0]
+
+
 def layer_costs(layers, batch_size, precision="float32", input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1)):
     """Per layer of a Sequential model's layer table (kpbench.model.registry.layer_table rows), per image:
     forward and backward FLOPs and bytes. Weights are read once per step, so their bytes are shared

@@ -34,6 +34,7 @@ from kpbench.core.run_reader import run_model
 from kpbench.core.settings import images_trained
 from kpbench.forecast import rental
 from kpbench.forecast.calibration import (
+    SOFTWARE,
     TODAY,
     band_for,
     calibrate,
@@ -42,25 +43,26 @@ from kpbench.forecast.calibration import (
     leave_one_out,
     measured_rows,
 )
-from kpbench.forecast.perf_model import device_peaks, layer_costs, machine, predict_seconds, roofline
+from kpbench.forecast.perf_model import device_kind, device_peaks, layer_costs, machine, predict_seconds, roofline
 from kpbench.forecast.rental import fixed_terms, step_floor
 from kpbench.machine.device_peaks import device_entry, mfu_of_rate
 from kpbench.model.registry import REFERENCE_MODEL
 
 
 def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, epochs_to_target, latency,
-                      training_flops_per_image, setup, aws):
+                      training_flops_per_image, setup, aws, sweeps=()):
     """Every catalogue row: predicted images/s, the steady training time with the band [t / f, t × f]
     from the leave-one-out errors (band_for), and the whole rental end to end and as EC2 bills it
     (kpbench.forecast.rental), for the workload and to the quality target. The Pareto front is on
     the rental's end-to-end time and billed cost."""
     fixed = fixed_terms(rows, TODAY)
-    floor_s, floor_source = step_floor(rows, TODAY)
     out = []
     for entry in catalogue:
         m = machine(entry["device"], entry["devices"], precision, entry["vcpus"],
                     link_gbps=entry["interconnect_gbps"] or entry["network_gbps"])
-        efficiency, level, _ = calibrate(rows, device_peaks(m["entry"], 1, precision)[2], TODAY)
+        klass = device_peaks(m["entry"], 1, precision)[2]
+        efficiency, level, _ = calibrate(rows, klass, TODAY)
+        floor_s, floor_source = step_floor(rows, TODAY, device_kind(klass), sweeps)
         seconds, detail = predict_seconds(m, layers, workload, parameters, efficiency, latency, floor_s)
         band = band_for(results, detail["class"])
         per_epoch = seconds / workload["epochs"]
@@ -194,12 +196,13 @@ def _with_measured_models(models, paths, runs):
 
 
 def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
-                precision="float32", original_logs=None, setup_path=SETUP_MEASURED, aws=None):
+                precision="float32", original_logs=None, setup_path=SETUP_MEASURED, aws=None, sweep_paths=()):
     """Everything `kpbench predict`, `plan`, the figures and the paper show (forecast.json), for
     the workload's model; measured rows are modelled with the model each of them trained, the
     original study's as its logs show (`original_logs`: config/original_study_runs.json). A rental
     is priced with the measured set-up (`setup_path`) and the aws settings' volume and address
-    prices (`aws`; none: the instance alone)."""
+    prices (`aws`; none: the instance alone); a GPU's per-step floor comes from floor-bound rows,
+    else from the batch sweeps (`sweep_paths`, bench/batch_sweep.py)."""
     from kpbench.analysis.aggregate import by_instance
     from kpbench.core.run_reader import read_run
 
@@ -213,12 +216,13 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     baseline_gbps = {entry["instance_type"]: entry["network_gbps"] for entry in machines if entry["network_gbps"]}
     logged = read_runs(original_logs) if original_logs and Path(original_logs).is_file() else {}
     rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference, baseline_gbps, logged)
-    results = leave_one_out(rows, models, reference, latency)
+    sweeps = [rental.read_sweep(path, SOFTWARE) for path in sweep_paths]
+    results = leave_one_out(rows, models, reference, latency, sweeps)
     target_epochs = epochs_to_target(summary)
     setup = rental.read_setup(setup_path)
     catalogue = predict_catalogue(machines, rows, results, layers, parameters, workload,
                                   precision, target_epochs, latency, model["training_flops_per_image"], setup,
-                                  aws or {})
+                                  aws or {}, sweeps)
     sizes = [2 ** k / 8 for k in range(0, 15)]  # 1/8 to 2,048 times the workload's epochs
     cheapest, changes = rental.crossovers(catalogue, workload, sizes)
     rooflines = {}

@@ -24,6 +24,7 @@ from kpbench import KpbenchError
 from kpbench.core import billing
 from kpbench.core.files import read_json
 from kpbench.data.kaggle_format import IMAGE_SIZE
+from kpbench.forecast.perf_model import device_kind
 
 BOOT_SOURCE = ("documented default: medians for Linux AMIs on c5.xlarge, C. Percival, \"EC2 boot time "
                "benchmarking\", daemonology.net, 2021-08-12")
@@ -72,15 +73,38 @@ def fixed_terms(rows, stack):
     return terms
 
 
-def step_floor(rows, stack):
-    """The per-step floor of software `stack`: the median measured step of its rows whose device
-    work at full efficiency is under FLOOR_EVIDENCE_SHARE of the step (floor-bound rows); none where
-    no such row was measured. Returns (seconds, source)."""
-    bound = [r for r in rows if r["origin"] == stack and r.get("floor_bound")]
-    if not bound:
-        return 0.0, f"not measured for {stack} (no floor-bound row): not modelled"
-    return (statistics.median(r["measured_step_s"] for r in bound),
-            "median measured step of floor-bound row(s): " + ", ".join(r["name"] for r in bound))
+def read_sweep(path, software):
+    """A batch sweep (bench/batch_sweep.py): its stack (`software` maps a framework to the software
+    name rows carry), device kind and device, and its fastest median step, with where from."""
+    try:
+        sweep = read_json(path)
+        fastest = min(sweep["batches"], key=lambda row: float(row["step_s"]))
+        return {"origin": software[sweep["framework"]], "kind": sweep["device_kind"], "device": sweep["device"],
+                "fastest_step_s": float(fastest["step_s"]),
+                "source": f"fastest median step of a batch sweep (batch {fastest['batch']}), measured "
+                          f"{sweep['date']} on {sweep['machine']} ({Path(path).parent.name})"}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise KpbenchError(f"{path}: not a batch sweep (framework, device_kind, device, date, machine, "
+                           f"batches with batch and step_s): {error}") from None
+
+
+def step_floor(rows, stack, kind, sweeps=()):
+    """The per-step floor of software `stack` on a device of `kind`: the median measured step of its
+    floor-bound rows of that kind, else the fastest step a batch sweep of that stack and kind measured;
+    none where neither was measured. On a CPU the host that dispatches each step is the device: its
+    per-step cost is part of the efficiency calibrated from CPU rows, and no floor applies.
+    Returns (seconds, source)."""
+    if kind == "cpu":
+        return 0.0, "a CPU dispatches its own steps: their per-step cost is in its calibrated efficiency"
+    bound = [r for r in rows if r["origin"] == stack and r.get("floor_bound") and device_kind(r["class"]) == kind]
+    if bound:
+        return (statistics.median(r["measured_step_s"] for r in bound),
+                "median measured step of floor-bound row(s): " + ", ".join(r["name"] for r in bound))
+    swept = [s for s in sweeps if s["origin"] == stack and s["kind"] == kind]
+    if swept:
+        fastest = min(swept, key=lambda s: s["fastest_step_s"])
+        return fastest["fastest_step_s"], fastest["source"]
+    return 0.0, f"not measured for {stack} on a {kind.upper()} (no floor-bound row, no batch sweep): not modelled"
 
 
 def is_floor_bound(ideal_step_s, measured_step_s):
