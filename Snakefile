@@ -21,6 +21,7 @@ if not CAMPAIGN:
     include: "rules/train.smk"
     include: "rules/aggregate.smk"
     include: "rules/forward_fill.smk"
+    include: "rules/probe.smk"
 
 
 include: "rules/original_study.smk"
@@ -39,6 +40,11 @@ rule paper:
 rule figures:
     input:
         FIGURE_FILES,
+
+
+rule probe:
+    input:
+        "results/probes/probes.json",
 
 
 rule results:

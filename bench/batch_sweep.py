@@ -89,7 +89,7 @@ def main():
         import tf_keras as keras
     else:
         import keras
-    from kpbench.machine.detect import gpu_names
+    from kpbench.machine.detect import cpu_model, gpu_names
 
     gpus = gpu_names(args.framework)
     rows = sweep(keras, args.framework, args.batches, args.steps, args.repeats, args.precision)
@@ -104,7 +104,7 @@ def main():
             "what": f"bench/batch_sweep.py: reference_cnn, {args.precision}, {args.steps} steps x {args.repeats} "
                     "epochs per batch size, medians",
             "date": datetime.date.today().isoformat(), "machine": machine, "framework": args.framework,
-            "device_kind": "gpu" if gpus else "cpu", "device": gpus[0] if gpus else None,
+            "device_kind": "gpu" if gpus else "cpu", "device": gpus[0] if gpus else cpu_model(),
             "precision": args.precision, "batches": rows, **fit})
 
 

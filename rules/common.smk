@@ -8,6 +8,8 @@ from kpbench.model.registry import REFERENCE_MODEL
 from kpbench.core.settings import (
     as_json,
     launch_settings,
+    probe_caps,
+    probe_spec,
     rented_instances,
     run_spec,
     trained_instances,
@@ -37,6 +39,17 @@ ANALYSIS = f"{DERIVED}/analysis.json"
 FORECAST = f"{DERIVED}/forecast"
 # How runs are launched (limits, AWS plumbing): read by every train job, never a reason to rerun one.
 LAUNCH = "results/launch.json"
+# A probe's launch: the runs' settings with the probe's time cap (kpbench.core.settings.probe_caps).
+PROBE_LAUNCH = "results/probes/launch.json"
+# Probes (rules/probe.smk): each instance's capped short run; a stored campaign has those it made.
+PROBE_DIR = f"{RESULTS}/{layout.PROBE_DIR}"
+PROBE_RUNS = [
+    path
+    for path in expand(f"{PROBE_DIR}/{layout.RUN_JSON}", instance=INSTANCES)
+    if not CAMPAIGN or Path(path).exists()
+]
+# The probes extrapolated with the quality target and checked against the full runs (the paper's).
+PROBE_VALIDATION = [f"{DERIVED}/probe_validation.json"] if PROBE_RUNS else []
 # Every instance runs `repeats` times, each repeat with its own seed (training.seed + repeat - 1).
 REPEATS = range(1, config["repeats"] + 1)
 RUN_DIR = layout.run_dir(RESULTS, "{instance}", "{repeat}")
@@ -107,6 +120,19 @@ def launch_input(wildcards):
     if all((folder / name).is_file() for name in layout.RUN_FILES):
         gates = [ancient(path) for path in gates]
     return [ancient(LAUNCH), *gates]
+
+
+def probe_measurement(wildcards):
+    """What defines one instance's probe: its run's spec and the probe's epochs and steps."""
+    return as_json(probe_spec(config, wildcards.instance))
+
+
+def probe_gates(wildcards):
+    """A rented probe waits for the probe plan (refused over the probe's USD caps) and the account's
+    set-up; a probe on this machine for neither."""
+    if wildcards.instance not in RENTED:
+        return []
+    return ["results/probes/plan.json", "results/aws-setup.json"]
 
 
 def unknown_instance(wildcards):

@@ -33,6 +33,7 @@ rule render_tex:
         model=f"{RESULTS}/model.json",
         forward_fill=FORWARD_FILL,
         forecast=f"{FORECAST}.json",
+        probes=PROBE_VALIDATION,
         original_runs="config/original_study_runs.json",
         original_epochs="config/original_study_epochs.csv",
     output:

@@ -11,6 +11,7 @@ rule predict:
         runs=RUN_JSONS,
         measured=MEASURED_ELSEWHERE,
         measured_models=MEASURED_MODELS,
+        probes=PROBE_RUNS,
         catalogue="config/catalogue.csv",
         original=config["original_study"]["csv"],
         original_logs="config/original_study_runs.json",
@@ -38,5 +39,31 @@ rule predict:
     shell:
         "python -m kpbench predict --settings {params.settings:q} --summary {input.summary}"
         " --model {input.model} --original-model {input.original_model} --runs {input.runs} --measured {input.measured}"
+        " --probes {input.probes}"
         " --catalogue {input.catalogue} --original-logs {input.original_logs} --setup {input.setup} --sweeps {input.sweeps}"
         " --out {output.json} --csv {output.csv}%s" % REASON_TO_TERMINAL
+
+
+# The probes extrapolated to the quality target and checked against the full runs of the same
+# instance and workload (kpbench.forecast.probe): the paper's funnel, predicted, probed, measured.
+rule probe_validation:
+    input:
+        runs=PROBE_RUNS,
+        full_runs=RUN_JSONS,
+        summary=f"{RESULTS}/summary.csv",
+        setup=SETUP_MEASURED,
+    output:
+        json=f"{DERIVED}/probe_validation.json",
+        csv=f"{DERIVED}/probe_validation.csv",
+    log:
+        "logs/probe_validation.log",
+    benchmark:
+        "benchmarks/probe_validation.tsv"
+    conda:
+        "../environment.yml"
+    params:
+        settings=as_json({"aws": {key: config["aws"][key] for key in RENTAL_PRICES}}),
+    shell:
+        "python -m kpbench probe --settings {params.settings:q} --runs {input.runs} --full-runs {input.full_runs}"
+        " --summary {input.summary} --setup {input.setup} --out {output.json} --csv {output.csv}%s"
+        % REASON_TO_TERMINAL

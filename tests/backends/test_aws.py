@@ -394,6 +394,21 @@ def test_ec2_run_trains_on_a_played_instance_and_leaves_nothing_behind(aws_env, 
         assert secret_free(path.read_bytes().decode(errors="replace")), path
 
 
+def test_an_ec2_probe_runs_its_capped_steps_and_leaves_nothing_behind(aws_env, tiny_dataset, tmp_path, player):
+    from kpbench.forecast.probe import probe_facts
+
+    player()
+    spec, launch = ec2_spec()
+    spec = {**spec, "probe": {"epochs": 2, "steps_per_epoch": 1, "warmup_steps": 1}}  # as settings.probe_spec
+    run = run_instance(spec, launch, tiny_dataset, tmp_path / "out")
+    assert len(run["probe"]["step_s"]) == 2 and run["workload"]["epochs_requested"] == 2
+    assert probe_facts(run)["steady_steps"] == 1 and run["remote"]["billed_s"] >= 60
+    assert live_instances() == []
+    assert boto3.client("ec2").describe_security_groups(
+        Filters=[{"Name": "tag:project", "Values": ["kpbench"]}])["SecurityGroups"] == []
+    assert boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="kpbench/").get("KeyCount") == 0
+
+
 def test_ec2_cluster_trains_two_played_instances_as_one_cluster(aws_env, tiny_dataset, tmp_path, player):
     player()
     run = run_instance(*ec2_spec("ec2-cluster", 2, keep_s3=True), tiny_dataset, tmp_path / "out")

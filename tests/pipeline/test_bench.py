@@ -69,3 +69,16 @@ def test_allreduce_benchmark_sweeps_a_loopback_cluster_beside_the_copy_bandwidth
     sizes = re.findall(r"^ +([\d,]+) +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+%", out, flags=re.M)
     assert [int(s.replace(",", "")) for s in sizes] == [4096, 8192, 16384, 32768, 65536]
     assert "alpha-beta fit: latency" in out
+
+
+def test_batch_sweep_times_each_batch_size_and_fits_its_floor(tmp_path):
+    out = run("batch_sweep.py", "--batches", "4", "8", "--steps", "2", "--repeats", "1", "--out", str(tmp_path))
+    assert re.search(r"batch +4: +[\d.]+ ms/step", out) and re.search(r"batch +8: +[\d.]+ ms/step", out)
+    assert re.search(r"floor \(step time at batch 0, least squares\): -?[\d.]+ ms", out)
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert [row["batch"] for row in sweep["batches"]] == [4, 8] and sweep["device_kind"] == "cpu"
+    # a stack's sweep on its device kind, as predict reads it
+    from kpbench.forecast.calibration import SOFTWARE
+    from kpbench.forecast.rental import read_sweep
+
+    assert read_sweep(tmp_path / "sweep.json", SOFTWARE)["origin"] == SOFTWARE["tf"]

@@ -16,7 +16,8 @@ def _predicted(config, args):
     summary, models, reference, runs = load_inputs(config, results, args.model, args.summary, args.original_model)
     return predictions(summary, models, args.runs if args.runs is not None else runs, args.measured,
                        args.catalogue, configured_workload(config), reference,
-                       config["training"]["precision"], args.original_logs, args.setup, config["aws"], args.sweeps)
+                       config["training"]["precision"], args.original_logs, args.setup, config["aws"], args.sweeps,
+                       args.probes)
 
 
 def _predict(args):
@@ -75,6 +76,36 @@ def _predict(args):
         write_csv(result["catalogue"], args.csv)
 
 
+def _probe(args):
+    import pandas as pd
+
+    from kpbench.core.files import write_json
+    from kpbench.core.run_reader import read_run
+    from kpbench.forecast import rental
+    from kpbench.forecast.probe import probe_report, write_probe_csv
+
+    config = json.loads(args.settings)
+    summary = pd.read_csv(args.summary) if args.summary else None
+    report = probe_report([read_run(path) for path in args.runs], [read_run(path) for path in args.full_runs],
+                          summary, rental.read_setup(args.setup), config["aws"])
+    if args.each and len(args.each) != len(args.runs):
+        raise KpbenchError(f"--each names {len(args.each)} file(s) for {len(args.runs)} probe(s)")
+    for path, probe in zip(args.each or [], report["probes"]):
+        write_json(path, probe)
+    for probe in report["probes"]:
+        f = probe["facts"]
+        print(f"{probe['instance']}: {f['steady_steps']} steady steps, {1000 * f['step_s']:.1f} ms a step "
+              f"(p10 {1000 * f['step_p10_s']:.1f}, p90 {1000 * f['step_p90_s']:.1f}); {probe['epochs']} epochs "
+              f"extrapolated: training {probe['train_s']:.1f} s [{probe['train_s_low']:.1f}, {probe['train_s_high']:.1f}], "
+              f"run {probe['run_s']:.1f} s; the probe took {probe['probe_s']:.1f} s")
+    for check in report["validation"]:
+        print(f"{check['instance']}: extrapolated training {check['extrapolated_train_s']:.1f} s against "
+              f"{check['measured_train_s']:.1f} s measured ({100 * check['train_error']:+.1f} %), run "
+              f"{100 * check['run_error']:+.1f} %; the probe cost {100 * check['probe_share']:.1f} % of the run's time")
+    write_json(args.out, report)
+    write_probe_csv(report, args.csv)
+
+
 def _plan(args):
     from kpbench.core import settings
     from kpbench.core.files import write_json
@@ -87,6 +118,17 @@ def _plan(args):
     predicted = {row["instance_type"]: row for row in prediction["catalogue"]}
     # measured rows at the original study's batch: ours by instance name, the study's by its row name
     measured = {row["name"]: row["images_per_s"] for row in prediction["validation"]}
+    if args.probe:
+        from kpbench.forecast.probe import check_probe_plan, probe_workload
+
+        capped = settings.probe_caps(config)
+        result = plan(config["instances"], probe_workload(workload, config["probe"]),
+                      config["original_study"]["train_images"], capped["aws"], predicted, measured)
+        print(plan_table(result))
+        check_probe_plan(result, config["probe"])
+        if args.out:
+            write_json(args.out, result)
+        return
     result = plan(config["instances"], workload, config["original_study"]["train_images"], config["aws"],
                   predicted, measured, repeats=config["repeats"])
     print(plan_table(result))
@@ -159,6 +201,8 @@ def _prediction_inputs(p):
     p.add_argument("--measured", nargs="*", type=Path, default=sorted(Path().glob(MEASURED_RUNS)),
                    help=f"further measured run.json files, each with its model's {MEASURED_MODEL_FILE} beside it "
                         f"(default: {MEASURED_RUNS})")
+    p.add_argument("--probes", nargs="*", type=Path, default=[],
+                   help="probes' run.json files (rule probe_run): measured rows of their devices")
     p.add_argument("--catalogue", type=Path, default=Path("config/catalogue.csv"))
     p.add_argument("--original-logs", type=Path, default=Path("config/original_study_runs.json"),
                    help="the original study's runs as its logs show them (rule original_logs); the published "
@@ -181,6 +225,8 @@ def add_commands(commands):
     p.add_argument("--out", type=Path, help="write the plan as JSON (only when within budget and quotas)")
     p.add_argument("--no-quota-check", action="store_true",
                    help="skip the account's EC2 vCPU quota check (offline planning; needs no credentials)")
+    p.add_argument("--probe", action="store_true",
+                   help="plan the probes (config probe:) instead of the runs: refused over probe.max_usd or max_total_usd")
     _prediction_inputs(p)
     p.set_defaults(func=_plan)
 
@@ -192,6 +238,17 @@ def add_commands(commands):
     p.add_argument("--out", type=Path, help="write the predictions and their validation as JSON")
     p.add_argument("--csv", type=Path, help="write the predicted catalogue as CSV")
     p.set_defaults(func=_predict)
+
+    p = commands.add_parser("probe", help="probe runs extrapolated to the workload, checked against full runs")
+    p.add_argument("--settings", required=True, help="the validated configuration as JSON (the Snakemake rule's)")
+    p.add_argument("--runs", nargs="+", type=Path, required=True, help="the probes' run.json files")
+    p.add_argument("--full-runs", nargs="*", type=Path, default=[], help="full runs to check the extrapolations against")
+    p.add_argument("--summary", type=Path, help="summary.csv: epochs to the quality target of our runs")
+    p.add_argument("--setup", type=Path, default=Path(SETUP_MEASURED))
+    p.add_argument("--each", nargs="*", type=Path, help="one probe.json per probe, in the order of --runs")
+    p.add_argument("--out", type=Path, required=True, help="the probes and their validation as JSON")
+    p.add_argument("--csv", type=Path, required=True, help="one row per probe")
+    p.set_defaults(func=_probe)
 
     p = commands.add_parser("aws-setup", help="create (idempotently) the bucket, role and instance profile EC2 runs use")
     source = p.add_mutually_exclusive_group(required=True)

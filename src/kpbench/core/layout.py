@@ -15,6 +15,9 @@ def original_instance_type(instance_name):
 
 # Where results live under a results folder (`results/` or a stored campaign's `results/`).
 RUN_DIR = "runs/{instance}/r{repeat}"
+# A probe of an instance (kpbench.forecast.probe): its run's files and probe.json, in one folder.
+PROBE_DIR = "probes/{instance}"
+PROBE_FILE = "probe.json"
 # What a finished run leaves in its folder.
 RUN_JSON = "run.json"  # every timing and measurement of the run
 HISTORY_CSV = "history.csv"  # the per-epoch metrics

@@ -233,6 +233,23 @@ def run_spec(config, instance, repeat):
     return spec
 
 
+def probe_spec(config, instance):
+    """A probe's measurement (kpbench.forecast.probe): the instance's first run with the probe's
+    epochs and steps; its caps are how it is launched, not what it measures."""
+    probe = config["probe"]
+    return {**run_spec(config, instance, 1),
+            "probe": {key: probe[key] for key in ("epochs", "steps_per_epoch", "warmup_steps")}}
+
+
+def probe_caps(config):
+    """The configuration with a probe's time cap as every run's limit: the launcher's deadline and
+    an EC2 instance's own lifetime (it ends itself), so a probe never runs past its cap, and
+    `plan` charges a probe of unknown speed for its cap at most."""
+    cap_s = float(config["probe"]["max_seconds"])
+    return {**config, "limits": {**config["limits"], "deadline_s": min(cap_s, float(config["limits"]["deadline_s"]))},
+            "aws": {**config["aws"], "max_lifetime_h": min(cap_s / 3600, float(config["aws"]["max_lifetime_h"]))}}
+
+
 def launch_settings(config):
     """How runs are launched and watched: never part of a run's identity."""
     return {"limits": config["limits"], "aws": config["aws"]}

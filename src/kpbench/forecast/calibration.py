@@ -23,8 +23,9 @@ from kpbench.model.registry import REFERENCE_MODEL
 TODAY = "kpbench, tf-keras"
 SOFTWARE = {framework: TODAY if framework == "tf" else f"kpbench, {framework}" for framework in FRAMEWORKS}
 
-def _geomean(values):
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+def _geomean(values, weights=None):
+    weights = weights or [1.0] * len(values)
+    return math.exp(sum(w * math.log(v) for v, w in zip(values, weights)) / sum(weights)) if values else None
 
 
 def calibrate(rows, klass, stack=None):
@@ -46,11 +47,12 @@ def calibrate(rows, klass, stack=None):
             if same:
                 used, level = same, f"{level}, same software"
             if used:
-                return _geomean([r["efficiency"] for r in used]), level + note, [r["name"] for r in used]
+                return (_geomean([r["efficiency"] for r in used], [r.get("weight", 1.0) for r in used]),
+                        level + note, [r["name"] for r in used])
     raise KpbenchError("no measured single-machine row to calibrate on")
 
 
-def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=None, logged=None):
+def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=None, logged=None, probe_runs=()):
     """Every measured row as the model sees it: its measured seconds for the reference workload
     (ours projected from the steady step rate and validation rate, as the summary does; the original
     study's as _original_measurement says) and its ideal seconds, each for the model it trained.
@@ -100,6 +102,8 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
                 f"{run['performance']['precision']}, {framework}")
         rows.append(_row(name, SOFTWARE[framework], m, seconds, _model_of(run, models), reference, latency,
                          run_fixed_terms(run)))
+    for run in probe_runs:
+        rows.append(_probe_row(run, models, reference, latency))
     names = [row["name"] for row in rows]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
@@ -107,6 +111,21 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
                            "(two runs measured elsewhere on one device, model, precision and framework: keep one, "
                            "the others as its repeats)")
     return rows, latency
+
+
+def _probe_row(run, models, reference, latency):
+    """A probe (kpbench.forecast.probe) as a measured row of its device: projected from its steady
+    steps as a run is, and weighted in calibration by the share of a full run's steps it timed."""
+    hardware, probe, workers = run["hardware"], run["probe"], int(run["cluster"]["workers"])
+    entry, count = measured_device(run)
+    loopback = not registry.kind(run["instance"]["backend"]).rented
+    m = machine(entry["device"], count, run["performance"]["precision"], hardware["cpu_cores"], workers,
+                share=1.0 / workers if loopback else 1.0, entry=entry,
+                link_gbps=run["instance"].get("network_gbps"))
+    row = _row(f"{run['instance']['name']} (probe)", TODAY, m, billing.projected_run_train_s(run, reference),
+               _model_of(run, models), reference, latency, run_fixed_terms(run))
+    full_steps = int(probe["full_steps_per_epoch"]) * int(run["workload"]["epochs_requested"])
+    return {**row, "probe": True, "weight": min(1.0, (len(probe["step_s"]) - int(probe["warmup_steps"])) / full_steps)}
 
 
 def _original_measurement(record, facts, models, reference):
@@ -206,6 +225,7 @@ def leave_one_out(rows, models, reference, latency, sweeps=()):
             "model": target["model"], "flops_per_image": target["flops_per_image"],
             "measured_s": target["measured_s"], "images_per_s": target["images_per_s"], "mfu": target["mfu"],
             "efficiency": target["efficiency"], "floor_bound_row": target["floor_bound"],
+            "probe": target.get("probe", False), "weight": target.get("weight", 1.0),
             "measured_step_s": target["measured_step_s"], "fixed": target["fixed"], **held_out,
             **{f"machine_out_{key}": value for key, value in machine_out.items()},
             **{f"stack_out_{key}": value for key, value in stack_out.items()}})

@@ -196,13 +196,15 @@ def _with_measured_models(models, paths, runs):
 
 
 def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
-                precision="float32", original_logs=None, setup_path=SETUP_MEASURED, aws=None, sweep_paths=()):
+                precision="float32", original_logs=None, setup_path=SETUP_MEASURED, aws=None, sweep_paths=(),
+                probe_paths=()):
     """Everything `kpbench predict`, `plan`, the figures and the paper show (forecast.json), for
     the workload's model; measured rows are modelled with the model each of them trained, the
     original study's as its logs show (`original_logs`: config/original_study_runs.json). A rental
     is priced with the measured set-up (`setup_path`) and the aws settings' volume and address
     prices (`aws`; none: the instance alone); a GPU's per-step floor comes from floor-bound rows,
-    else from the batch sweeps (`sweep_paths`, bench/batch_sweep.py)."""
+    else from the batch sweeps (`sweep_paths`, bench/batch_sweep.py); probes (`probe_paths`, their
+    run.json) are measured rows of their devices."""
     from kpbench.analysis.aggregate import by_instance
     from kpbench.core.run_reader import read_run
 
@@ -215,7 +217,8 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     machines = read_catalogue(catalogue_path)
     baseline_gbps = {entry["instance_type"]: entry["network_gbps"] for entry in machines if entry["network_gbps"]}
     logged = read_runs(original_logs) if original_logs and Path(original_logs).is_file() else {}
-    rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference, baseline_gbps, logged)
+    rows, latency = measured_rows(by_instance(summary), runs, extra_runs, models, reference, baseline_gbps, logged,
+                                  [read_run(p) for p in probe_paths])
     sweeps = [rental.read_sweep(path, SOFTWARE) for path in sweep_paths]
     results = leave_one_out(rows, models, reference, latency, sweeps)
     target_epochs = epochs_to_target(summary)

@@ -111,7 +111,7 @@ def is_floor_bound(ideal_step_s, measured_step_s):
     return measured_step_s > 0 and ideal_step_s < FLOOR_EVIDENCE_SHARE * measured_step_s
 
 
-def rental(entry, workload, training_s, fixed, setup, aws, machines=1):
+def rental(entry, workload, training_s, fixed, setup, aws, machines=1, training_source="the performance model"):
     """One rental of `machines` machines of catalogue row `entry` for `workload`, whose steady epochs
     take `training_s`: its terms (seconds, whether billed, source), wall and billed seconds, cost."""
     network = entry.get("network_gbps")
@@ -133,7 +133,7 @@ def rental(entry, workload, training_s, fixed, setup, aws, machines=1):
         {"term": "init", "s": fixed["init_s"]["s"], "billed": True, "source": fixed["init_s"]["source"]},
         {"term": "first epoch", "s": fixed["first_epoch_excess_s"]["s"], "billed": True,
          "source": fixed["first_epoch_excess_s"]["source"]},
-        {"term": "training", "s": training_s, "billed": True, "source": "the performance model"},
+        {"term": "training", "s": training_s, "billed": True, "source": training_source},
         {"term": "upload", "s": transfer(workload["validation_images"] * 30 * 4), "billed": True,
          "source": f"the validation predictions {over}"},
     ]

@@ -19,7 +19,8 @@ from kpbench.train.callbacks import epoch_journal, epoch_timer, heartbeat, injec
 from kpbench.train.run_writer import config_hash, history_csv, run_record, write_run
 
 # What defines a measurement (kpbench.core.settings fills each from the configuration); how it is
-# launched (limits, AWS) travels apart, so a change there never makes a new measurement.
+# launched (limits, AWS) travels apart, so a change there never makes a new measurement. A probe's
+# spec adds "probe" (kpbench.core.settings.probe_spec): its epochs and steps.
 SPEC_KEYS = ("instance", "workload", "training", "repeat", "data")
 
 
@@ -124,7 +125,7 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None, max_seconds=None)
     timings["init_s"] = time.time() - timings["process_start"]
     _beat(run)
     compute_step_s, timings["profiling_s"] = _self_profile(run, model, arrays)
-    fitted = _fit(run, model, feed)
+    fitted = _fit(run, model, feed, len(arrays["x_train"]))
     timings["train_s"] = fitted.pop("train_s")
     timings["wall_s"] = time.time() - timings["process_start"]
     write_json(run.out_dir / STEPS_FILE, {"worker": run.worker_index, "step_s": fitted["step_s"],
@@ -135,7 +136,8 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None, max_seconds=None)
     if run.worker_index != 0:
         return None
     _beat(run)
-    fitted.update(images_per_epoch=feed.get("steps_per_epoch", 0) * cluster["global_batch"] or len(arrays["x_train"]),
+    steps = fitted.get("probe", {}).get("steps_per_epoch") or feed.get("steps_per_epoch", 0)
+    fitted.update(images_per_epoch=steps * cluster["global_batch"] or len(arrays["x_train"]),
                   validation_images=len(arrays["x_val"]), max_seconds=max_seconds)
     return _write_result(run, weights, arrays, cluster, fitted, timings)
 
@@ -226,7 +228,7 @@ def _self_profile(run, model, arrays):
     return compute, seconds
 
 
-def _fit(run, model, feed):
+def _fit(run, model, feed, train_images):
     """`model.fit` with one callback per job; the history rows, step seconds, epochs resumed from and
     training seconds (a resumed run's are those of the epochs its result is made of)."""
     keras = run.keras
@@ -243,12 +245,30 @@ def _fit(run, model, feed):
     fault = injected_fault(keras, run.worker_index)
     if fault is not None:
         callbacks.append(fault)
+    epochs, probe = int(run.spec["workload"]["epochs"]), _probe_steps(run, feed, train_images)
+    if probe:
+        epochs, feed = probe["epochs"], {**feed, "steps_per_epoch": probe["steps_per_epoch"]}
     fit_start = time.time()
-    model.fit(**feed, epochs=int(run.spec["workload"]["epochs"]), callbacks=callbacks, verbose=2)
+    model.fit(**feed, epochs=epochs, callbacks=callbacks, verbose=2)
     train_s = time.time() - fit_start
     if earlier_rows:
         train_s = sum(row["epoch_s"] for row in timer.rows)
-    return {"rows": timer.rows, "step_s": steps.step_s, "resumed_from_epoch": len(earlier_rows), "train_s": train_s}
+    fitted = {"rows": timer.rows, "step_s": steps.step_s, "resumed_from_epoch": len(earlier_rows), "train_s": train_s}
+    return {**fitted, "probe": {**probe, "step_s": steps.step_s}} if probe else fitted
+
+
+def _probe_steps(run, feed, train_images):
+    """A probe's epochs and steps per epoch: as configured, at most half a real epoch's steps each, so
+    its epochs never run out of data (a dataset is read once an epoch); with the real epoch's steps and
+    images, what it is extrapolated to. Empty for a run."""
+    probe = run.spec.get("probe")
+    if not probe:
+        return {}
+    batch = int(run.spec["workload"]["batch_size"]) * run.workers
+    full_steps = feed.get("steps_per_epoch") or -(-train_images // batch)
+    steps = min(int(probe["steps_per_epoch"]), max(full_steps // int(probe["epochs"]), 1))
+    return {"epochs": int(probe["epochs"]), "steps_per_epoch": steps, "warmup_steps": int(probe["warmup_steps"]),
+            "full_steps_per_epoch": full_steps}
 
 
 def _write_result(run, weights, arrays, cluster, fitted, timings):

@@ -133,6 +133,8 @@ def run_record(spec, framework, cluster, fitted, timings, evaluation):
                                                evaluation["training_flops_per_image"]),
         "cost": {"usd_per_hour": usd_per_hour, "price_date": instance["price_date"],
                  "hours": timings["wall_s"] / 3600, "usd": billing.run_cost_usd(timings["wall_s"], usd_per_hour)},
+        # A probe (kpbench.forecast.probe): its steps, each timed, and the real epoch it stands for.
+        **({"probe": fitted["probe"]} if fitted.get("probe") else {}),
     }
 
 
