@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kpbench import KpbenchError
-from kpbench.forecast import calibration, perf_model
+from kpbench.forecast import calibration, errors, perf_model
 from kpbench.forecast.plan import plan
 from kpbench.machine import device_peaks
 
@@ -109,10 +109,10 @@ def test_a_machine_held_out_leaves_out_every_row_of_its_device(monkeypatch):
     assert set(a["calibration_rows"]) == {"B", "C"} and a["machine_out_calibration_rows"] == ["C"]
     assert a["machine_out_predicted_s"] == pytest.approx(rows[0]["ideal_s"] / rows[2]["efficiency"])
     assert c["machine_out_calibration_rows"] == ["A", "B"]  # C's device has no other row
-    summary = {e["group"]: e for e in calibration.error_summary(results)}["single machine"]
+    summary = {e["group"]: e for e in errors.error_summary(results)}["single machine"]
     assert summary["machine_out_median"] == pytest.approx(sorted(abs(r["machine_out_error"]) for r in results)[1])
     # the catalogue's band is the machine-held-out one: here A's and B's miss from C (4x, 2x)
-    assert calibration.band_for(results, "gpu-toy/fp32") == pytest.approx(4.0)
+    assert errors.band_for(results, "gpu-toy/fp32") == pytest.approx(4.0)
     # every row on one device: nothing is left to predict it from, said by name
     alone, _ = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0], devices=("Toy A",) * 3)
     with pytest.raises(KpbenchError, match="no single-machine row besides those of 'Toy A' to predict A"):

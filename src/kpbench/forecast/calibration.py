@@ -3,7 +3,6 @@ measured row (ours, the original study's, bench/measured/), and leave-one-out ov
 the naive peak-ratio baseline. kpbench.forecast.predict applies it to the catalogue."""
 
 import math
-import statistics
 
 from kpbench import KpbenchError
 from kpbench.analysis.scaling import cluster_fits, prediction_latency
@@ -23,7 +22,7 @@ from kpbench.model.registry import REFERENCE_MODEL
 TODAY = "kpbench, tf-keras"
 SOFTWARE = {framework: TODAY if framework == "tf" else f"kpbench, {framework}" for framework in FRAMEWORKS}
 
-def _geomean(values, weights=None):
+def geomean(values, weights=None):
     weights = weights or [1.0] * len(values)
     return math.exp(sum(w * math.log(v) for v, w in zip(values, weights)) / sum(weights)) if values else None
 
@@ -47,7 +46,7 @@ def calibrate(rows, klass, stack=None):
             if same:
                 used, level = same, f"{level}, same software"
             if used:
-                return (_geomean([r["efficiency"] for r in used], [r.get("weight", 1.0) for r in used]),
+                return (geomean([r["efficiency"] for r in used], [r.get("weight", 1.0) for r in used]),
                         level + note, [r["name"] for r in used])
     raise KpbenchError("no measured single-machine row to calibrate on")
 
@@ -260,58 +259,3 @@ def _predicted(target, others, models, reference, latency, sweeps):
                       e2e_error=predicted_e2e / measured_e2e - 1, e2e_naive_s=naive_e2e,
                       e2e_naive_error=None if naive_e2e is None else naive_e2e / measured_e2e - 1)
     return result
-
-
-def error_summary(results):
-    """Median and worst absolute percentage error, model against naive, per group and per class kind,
-    with the row held out, with its whole device held out and with its whole software held out (None
-    where no row of the group could be); end to end too, over the rows that measured their fixed seconds."""
-    groups = {}
-    for r in results:
-        kind = device_kind(r["class"]).upper()
-        for key in (r["group"], f"{r['group']}: {kind}"):
-            groups.setdefault(key, []).append(r)
-    summary = []
-    for key, members in groups.items():
-        entry = {"group": key, "rows": len(members)}
-        for prefix in ("", "machine_out_", "stack_out_"):
-            model = [abs(r[f"{prefix}error"]) for r in members if f"{prefix}error" in r]
-            naive = [abs(r[f"{prefix}naive_error"]) for r in members if f"{prefix}naive_error" in r]
-            entry.update({f"{prefix}rows": len(model),
-                          f"{prefix}median": statistics.median(model) if model else None,
-                          f"{prefix}worst": max(model) if model else None,
-                          f"{prefix}naive_median": statistics.median(naive) if naive else None,
-                          f"{prefix}naive_worst": max(naive) if naive else None})
-            # End to end, over the rows that measured their fixed seconds.
-            e2e = [abs(r[f"{prefix}e2e_error"]) for r in members if r.get(f"{prefix}e2e_error") is not None]
-            e2e_naive = [abs(r[f"{prefix}e2e_naive_error"]) for r in members
-                         if r.get(f"{prefix}e2e_naive_error") is not None]
-            entry.update({f"{prefix}e2e_rows": len(e2e),
-                          f"{prefix}e2e_median": statistics.median(e2e) if e2e else None,
-                          f"{prefix}e2e_worst": max(e2e) if e2e else None,
-                          f"{prefix}e2e_naive_median": statistics.median(e2e_naive) if e2e_naive else None})
-        summary.append(entry)
-    return summary
-
-
-def band_for(results, klass):
-    """The error band a catalogue prediction carries, as a factor f (the truth within [t / f, t × f]):
-    the worst ratio of predicted to measured time, either way, with the row's whole device held out
-    (as for most catalogue machines, whose devices nobody here measured), among the single-machine
-    rows of the same kind (CPU or GPU); of all of them where a kind has none. A ratio, not a
-    percentage, because the worst misses are underpredictions by several times."""
-    kind = device_kind(klass)
-    ratios = [(device_kind(r["class"]), abs(math.log(r["machine_out_predicted_s"] / r["measured_s"])))
-              for r in results if r["group"] == "single machine"]
-    return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))
-
-
-def device_spread(results, klass):
-    """How far apart the devices of one class are: the largest over the smallest of their efficiencies
-    (each device's geometric mean over its single-machine rows); None with fewer than two devices."""
-    by_device = {}
-    for r in results:
-        if r["group"] == "single machine" and r["class"] == klass:
-            by_device.setdefault(r["device"], []).append(r["efficiency"])
-    means = [_geomean(values) for values in by_device.values()]
-    return max(means) / min(means) if len(means) > 1 else None

@@ -33,16 +33,8 @@ from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, RUN_JSON, SETUP_ME
 from kpbench.core.run_reader import run_model
 from kpbench.core.settings import images_trained
 from kpbench.forecast import rental
-from kpbench.forecast.calibration import (
-    SOFTWARE,
-    TODAY,
-    band_for,
-    calibrate,
-    device_spread,
-    error_summary,
-    leave_one_out,
-    measured_rows,
-)
+from kpbench.forecast.calibration import SOFTWARE, TODAY, calibrate, leave_one_out, measured_rows
+from kpbench.forecast.errors import band_for, device_spread, error_summary
 from kpbench.forecast.perf_model import device_kind, device_peaks, layer_costs, machine, predict_seconds, roofline
 from kpbench.forecast.rental import fixed_terms, step_floor
 from kpbench.machine.device_peaks import device_entry, mfu_of_rate
