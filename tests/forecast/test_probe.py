@@ -128,3 +128,22 @@ def test_predict_takes_a_probe_as_a_measured_row_weighted_by_its_steps(tmp_path)
     local = next(r for r in result["validation"] if r["name"] == "local")
     assert "local (probe)" in local["calibration_rows"]  # the probe measured local's device
     assert "local (probe)" not in local["machine_out_calibration_rows"]
+
+
+def test_the_top_candidates_are_ec2_rows_of_least_predicted_cost_that_the_configuration_accepts(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "candidates.yaml"
+    result = subprocess.run([sys.executable, "-m", "kpbench", "predict", "--configfile", str(REPO / "config" / "config.yaml"),
+                             str(CAMPAIGN / "config.yaml"), "--results", str(CAMPAIGN / "results"),
+                             "--out", str(tmp_path / "forecast.json"), "--candidates", "3", str(out)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    forecast = json.loads((tmp_path / "forecast.json").read_text())
+    config = settings.load_config([REPO / "config" / "config.yaml", REPO / "config" / "aws.yaml", out], launching=False)
+    rows = config["instances"]
+    assert [r["backend"] for r in rows] == ["ec2"] * 3
+    costs = {r["instance_type"]: r["cost_to_target_usd"] for r in forecast["catalogue"] if r["status"] == "current"}
+    assert [r["instance_type"] for r in rows] == sorted(costs, key=costs.get)[:3]
+    assert all(r["usd_per_hour"] > 0 for r in settings.trained_instances(config))  # facts from the catalogue

@@ -74,6 +74,17 @@ def _predict(args):
         write_json(args.out, result)
     if args.csv:
         write_csv(result["catalogue"], args.csv)
+    if args.candidates:
+        import yaml
+
+        from kpbench.forecast.probe import candidates
+
+        count, path = int(args.candidates[0]), Path(args.candidates[1])
+        rows = candidates(result, count)
+        header = (f"# The {len(rows)} current catalogue machines of least predicted cost (kpbench predict --candidates),\n"
+                  "# as EC2 rows to probe: snakemake --cores 8 probe --configfile config/aws.yaml my-aws.yaml THIS-FILE\n")
+        path.write_text(header + yaml.safe_dump({"instances": rows}, sort_keys=False))
+        print(f"\nprobe candidates written to {path}: {', '.join(r['instance_type'] for r in rows)}")
 
 
 def _probe(args):
@@ -237,6 +248,8 @@ def add_commands(commands):
     _prediction_inputs(p)
     p.add_argument("--out", type=Path, help="write the predictions and their validation as JSON")
     p.add_argument("--csv", type=Path, help="write the predicted catalogue as CSV")
+    p.add_argument("--candidates", nargs=2, metavar=("K", "FILE"),
+                   help="write the K machines of least predicted cost as a configuration overlay of EC2 rows to probe")
     p.set_defaults(func=_predict)
 
     p = commands.add_parser("probe", help="probe runs extrapolated to the workload, checked against full runs")

@@ -184,3 +184,16 @@ def write_probe_csv(report, path):
                    "rental_s": probe["rental"]["wall_s"], "cost_usd": probe["rental"]["cost_usd"]}
             writer.writerow({key: (f"{row[key]:.6g}" if isinstance(row.get(key), float) else row.get(key))
                              for key in PROBE_COLUMNS})
+
+
+def candidates(result, count):
+    """The `count` current catalogue machines a user would probe first, as configuration rows: the
+    least predicted billed cost to the quality target (of the workload where no run reached it yet),
+    each an EC2 row of its type (kpbench.core.settings reads its facts from the catalogue)."""
+    from kpbench.forecast.predict import ranked
+
+    key = "cost_to_target_usd" if result["epochs_to_target"] is not None else "cost_usd"
+    rows = [r for r in ranked(result["catalogue"], key) if r[key] is not None][:count]
+    what = "cost to the quality target" if key == "cost_to_target_usd" else "billed cost of the workload"
+    return [{"name": f"probe-{r['instance_type']}", "backend": "ec2", "instance_type": r["instance_type"], "workers": 1,
+             "note": f"probe candidate: predicted {what} {r[key]:.4f} USD"} for r in rows]
