@@ -29,7 +29,7 @@ def _probe_run(steps, epoch_s, validation_s, full_steps=24, epochs_requested=12,
                          "train_images": 4 * 64, "validation_images": 100},
             "cluster": {"workers": 1, "global_batch": 64},
             "timings": {"init_s": init_s, "profiling_s": 0.0, "epoch_s": epoch_s, "validation_s": validation_s,
-                        "wall_s": 20.0, "train_s": sum(epoch_s)},
+                        "wall_s": 20.0, "train_s": sum(epoch_s) + 0.6},
             "cost": {"usd": 20.0 / 3600},
             "probe": {**PROBE, "full_steps_per_epoch": full_steps, "step_s": steps}}
 
@@ -56,14 +56,15 @@ def test_the_extrapolation_is_the_hand_computation():
     assert facts["validation_s"] == 0.4
     assert facts["rest_s"] == pytest.approx(2.8 - sum(steps[4:]) - 0.4)  # the later epoch, besides steps
     assert facts["first_epoch_excess_s"] == pytest.approx(6.0 - 2.8)
+    assert facts["fit_s"] == pytest.approx(0.6)  # fit's own, besides its epochs
     result = probes.extrapolate(run, SETUP, {}, epochs_to_target=5)
     per_epoch = 24 * 0.5 + 0.4 + facts["rest_s"]
-    assert result["train_s"] == pytest.approx(3.2 + 12 * per_epoch)
+    assert result["train_s"] == pytest.approx(0.6 + 3.2 + 12 * per_epoch)
     assert result["run_s"] == pytest.approx(4.0 + result["train_s"])
     assert result["train_s_low"] < result["train_s"] < result["train_s_high"]
-    assert result["train_s_high"] == pytest.approx(3.2 + 12 * (24 * facts["step_p90_s"] + 0.4 + facts["rest_s"]))
+    assert result["train_s_high"] == pytest.approx(0.6 + 3.2 + 12 * (24 * facts["step_p90_s"] + 0.4 + facts["rest_s"]))
     training = next(t for t in result["rental"]["terms"] if t["term"] == "training")
-    assert training["s"] == pytest.approx(12 * per_epoch) and "probe" in training["source"]
+    assert training["s"] == pytest.approx(0.6 + 12 * per_epoch) and "probe" in training["source"]
     assert result["time_to_target_s"] == pytest.approx(result["rental"]["wall_s"] - 7 * per_epoch)
     # Validated against full runs of the same instance: the error of the median run.
     full = [{"timings": {"train_s": t, "init_s": 4.0}} for t in (160.0, 170.0, 200.0)]

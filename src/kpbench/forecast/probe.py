@@ -9,9 +9,10 @@ every step):
   * per epoch besides its steps: validation and the rest (epoch start and end, callbacks), from the
     epochs after the first;
   * the first epoch's excess over a later one (the epochs are equally long): what tracing costs once;
+  * what fit takes besides its epochs (its set-up and end), once a call;
   * init (process start → compiled model) and a cluster's self-profile, as the probe measured them.
-Extrapolated training (fit's wall time, as a run measures it) = excess + epochs × (steps per real
-epoch × step + validation + rest); the rental adds provision, boot and set-up as the rental model
+Extrapolated training (fit's wall time, as a run measures it) = fit's own + excess + epochs × (steps
+per real epoch × step + validation + rest); the rental adds provision, boot and set-up as the rental model
 does, for the machine the probe ran on.
 """
 
@@ -53,14 +54,16 @@ def probe_facts(run):
             "validation_s": statistics.median(validation[k] for k in later),
             "rest_s": max(statistics.median(rest), 0.0),
             "first_epoch_excess_s": max(epochs[0] - statistics.median(epochs[k] for k in later), 0.0),
+            "fit_s": max(timings["train_s"] - sum(epochs), 0.0),
             "init_s": timings["init_s"] + (timings.get("profiling_s") or 0.0),
             "probe_wall_s": timings["wall_s"], "full_steps_per_epoch": int(probe["full_steps_per_epoch"])}
 
 
 def training_s(facts, epochs, step_s):
-    """fit's wall time for `epochs` real epochs at `step_s` a step, the first epoch's excess included."""
+    """fit's wall time for `epochs` real epochs at `step_s` a step, its own set-up and the first epoch's
+    excess included."""
     per_epoch = facts["full_steps_per_epoch"] * step_s + facts["validation_s"] + facts["rest_s"]
-    return facts["first_epoch_excess_s"] + epochs * per_epoch
+    return facts["fit_s"] + facts["first_epoch_excess_s"] + epochs * per_epoch
 
 
 def extrapolate(run, setup, aws, epochs_to_target=None):
