@@ -87,6 +87,19 @@ def test_storing_a_campaign_copies_results_and_config(tmp_path):
         store_campaign(source, [config], out)
 
 
+def test_a_stored_campaign_keeps_each_whole_probe(tmp_path):
+    results = _results_copy(tmp_path)
+    whole, partial = results / "probes" / "local", results / "probes" / "local-2w"
+    for folder, names in ((whole, ("run.json", "history.csv", "predictions.npz")), (partial, ("run.json",))):
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_text(name)
+    out = store_campaign(results, [CAMPAIGNS[0]], tmp_path / "campaigns" / "probed")
+    assert sorted(p.name for p in (out / "results" / "probes" / "local").iterdir()) == [
+        "history.csv", "predictions.npz", "run.json"]
+    assert not (out / "results" / "probes" / "local-2w").exists()  # a probe without its files is none
+
+
 def test_an_unfinished_campaign_is_refused_and_nothing_is_written(tmp_path):
     results = tmp_path / "results"
     (results / "runs" / "local").mkdir(parents=True)

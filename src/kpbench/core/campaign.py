@@ -9,7 +9,7 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.core.files import atomic_path
-from kpbench.core.layout import RUN_DIR, RUN_FILES, RUN_JSON
+from kpbench.core.layout import PROBE_DIR, RUN_DIR, RUN_FILES, RUN_JSON
 from kpbench.core.settings import load_config, run_spec, trained_instances
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
@@ -36,7 +36,11 @@ def store_campaign(results, config_paths, out):
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        for name in wanted + [name for name in OPTIONAL_FILES if (results / name).is_file()]:
+        # Each instance's probe where it was made (rules/probe.smk), whole: all of its run's files.
+        probes = [[f"{PROBE_DIR.format(instance=row['name'])}/{name}" for name in RUN_FILES]
+                  for row in trained_instances(config)]
+        probes = [name for files in probes if all((results / f).is_file() for f in files) for name in files]
+        for name in wanted + [name for name in OPTIONAL_FILES if (results / name).is_file()] + probes:
             target = staging / "results" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(results / name, target)
