@@ -101,12 +101,14 @@ def test_leave_one_out_never_uses_a_row_to_predict_itself(monkeypatch):
 
 
 def test_a_machine_held_out_leaves_out_every_row_of_its_device(monkeypatch):
-    """A and B ran on one device (another model or precision on the same machine): held out as a
-    machine, A is predicted from C alone, as a catalogue machine nobody measured would be."""
+    """A and B ran on one device (another model or precision on the same machine, or a probe of it):
+    held out as a row, A is predicted from B, its device's other row; held out as a machine, from C
+    alone, as a catalogue machine nobody measured would be."""
     rows, reference = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0], devices=("Toy A", "Toy A", "Toy C"))
     results = calibration.leave_one_out(rows, {"toy": MODEL}, reference, 0.0)
     a, b, c = results
-    assert set(a["calibration_rows"]) == {"B", "C"} and a["machine_out_calibration_rows"] == ["C"]
+    assert a["calibration_rows"] == ["B"] and a["calibrated_from"].startswith("device")
+    assert a["machine_out_calibration_rows"] == ["C"] and c["calibration_rows"] == ["A", "B"]
     assert a["machine_out_predicted_s"] == pytest.approx(rows[0]["ideal_s"] / rows[2]["efficiency"])
     assert c["machine_out_calibration_rows"] == ["A", "B"]  # C's device has no other row
     summary = {e["group"]: e for e in errors.error_summary(results)}["single machine"]

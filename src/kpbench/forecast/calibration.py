@@ -27,15 +27,18 @@ def geomean(values, weights=None):
     return math.exp(sum(w * math.log(v) for v, w in zip(values, weights)) / sum(weights)) if values else None
 
 
-def calibrate(rows, klass, stack=None):
-    """Efficiency for a device class from measured single-machine rows: the class's own rows
-    (measured with `stack`, the software the prediction is for, where there are any), else the
+def calibrate(rows, klass, stack=None, device=None):
+    """Efficiency for a device class from measured single-machine rows: rows of `device` itself in
+    that class measured with `stack` (the software the prediction is for: a run or a probe of that
+    very device), else the class's own rows (of `stack` where there are any), else the
     same kind (CPU or GPU) in the same precision mode, else the same kind, else every row; each
     level prefers rows of the same software. A floor-bound row (kpbench.forecast.rental.is_floor_bound)
     measures its software's per-step floor, not its device: it calibrates only where no other row
     can, and its efficiency is then a lower bound. Returns (efficiency, level, the rows used)."""
     kind, mode = device_kind(klass), klass.split("/")[1]
-    levels = (("class", lambda r: r["class"] == klass),
+    levels = (("device", lambda r: device is not None and r["machine"]["device"] == device and r["class"] == klass
+               and r["origin"] == stack),
+              ("class", lambda r: r["class"] == klass),
               ("kind and precision", lambda r: device_kind(r["class"]) == kind and r["class"].endswith("/" + mode)),
               ("kind", lambda r: device_kind(r["class"]) == kind),
               ("all", lambda r: True))
@@ -236,7 +239,7 @@ def _predicted(target, others, models, reference, latency, sweeps):
     if not any(r["single"] for r in others):
         raise KpbenchError(f"no single-machine row besides those of {target['machine']['device']!r} to "
                            f"predict {target['name']} from")
-    efficiency, level, used = calibrate(others, target["class"], target["origin"])
+    efficiency, level, used = calibrate(others, target["class"], target["origin"], target["machine"]["device"])
     assert target["name"] not in used
     model = target["described"]
     floor_s, floor_source = step_floor(others, target["origin"], device_kind(target["class"]), sweeps)

@@ -53,7 +53,7 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
         m = machine(entry["device"], entry["devices"], precision, entry["vcpus"],
                     link_gbps=entry["interconnect_gbps"] or entry["network_gbps"])
         klass = device_peaks(m["entry"], 1, precision)[2]
-        efficiency, level, _ = calibrate(rows, klass, TODAY)
+        efficiency, level, _ = calibrate(rows, klass, TODAY, entry["device"])
         floor_s, floor_source = step_floor(rows, TODAY, device_kind(klass), sweeps)
         seconds, detail = predict_seconds(m, layers, workload, parameters, efficiency, latency, floor_s)
         band = band_for(results, detail["class"])
