@@ -254,10 +254,15 @@ def test_a_stored_campaign_with_a_run_on_an_unknown_device_rebuilds_in_reviewer_
     copy_setup(root)
     campaign = sorted((REPO / "campaigns").glob("*/config.yaml"))[-1].parent
     shutil.copytree(campaign, root / "campaigns" / campaign.name)
-    path = sorted((root / "campaigns" / campaign.name / "results" / "runs").glob("local/r*/run.json"))[0]
-    run = read_json(path)
-    run["hardware"] = {**run["hardware"], "cpu_model": "Mystery Processor 9000", "cpu": describe_cpu({})}
-    write_json(path, run)
+    # Every run of `local` (each repeat) on a CPU that says nothing but its name.
+    for path in sorted((root / "campaigns" / campaign.name / "results" / "runs").glob("local/r*/run.json")):
+        run = read_json(path)
+        run["hardware"] = {**run["hardware"], "cpu_model": "Mystery Processor 9000", "cpu": describe_cpu({})}
+        performance = run["performance"]  # what the run would have measured its MFU against
+        performance.update(machine_peak(run["instance"], run["hardware"], performance["precision"],
+                                        performance["matmul_gflops"]))
+        performance["mfu"] = mfu(performance["achieved_gflops"], performance["peak_tflops"])
+        write_json(path, run)
     snakemake(root, "--cores", "1", "paper", "--configfile", f"campaigns/{campaign.name}/config.yaml")
     text = _pdf_text(root)
     assert "Mystery Processor 9000" in text

@@ -109,9 +109,11 @@ def test_local_runs_never_overlap_whatever_cores_snakemake_is_given(tmp_path):
 
 # Which rule each traced command belongs to (kpbench.core.read_trace names a command by its verb;
 # a rule-only stage by its rule).
-COMMAND_RULES = {"fetch": "fetch_data", "preprocess": "preprocess", "describe-model": "describe_model",
-                 "forward-fill": "forward_fill", "train": "train", "worker": "train", "predict": "predict",
-                 "original-logs": "original_logs"}
+# The rules each command runs in (a command two rules share is checked against what either declares).
+COMMAND_RULES = {"fetch": ("fetch_data",), "preprocess": ("preprocess",), "describe-model": ("describe_model",),
+                 "forward-fill": ("forward_fill",), "train": ("train", "probe_run"), "worker": ("train", "probe_run"),
+                 "predict": ("predict",), "original-logs": ("original_logs",),
+                 "probe": ("probe_extrapolate", "probe_validation")}
 
 
 def _declared(tree):
@@ -150,10 +152,11 @@ def test_every_file_a_step_reads_is_declared_to_its_rule(tree, tmp_path):
             "analyse", "render_figures", "render_tex"} <= steps, steps
     undeclared = {}
     for record in records:
-        rule = COMMAND_RULES.get(record["step"], record["step"])
-        allowed = declared[rule]
-        # A training reads what its own workers write into its run folder.
-        own = [path for path in allowed if "/runs/" in path] if rule == "train" else []
+        rules = COMMAND_RULES.get(record["step"], (record["step"],))
+        rule = "/".join(rules)
+        allowed = [path for name in rules for path in declared.get(name, [])]
+        # A training reads what its own workers write into its run (or probe) folder.
+        own = [path for path in allowed if "/runs/" in path or "/probes/" in path] if "train" in rules else []
         extra = [path for path in record["reads"] if path not in allowed
                  and not any(path.startswith(str(Path(o).parent) + "/") for o in own)]
         if extra:

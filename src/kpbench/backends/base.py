@@ -22,7 +22,8 @@ def epoch_line(label, progress):
 
 
 def run_label(spec):
-    return f"{spec['instance']['name']} r{spec.get('repeat', 1)}"
+    """How a run's progress lines name it: its instance and repeat, or its instance's probe."""
+    return f"{spec['instance']['name']} {'probe' if spec.get('probe') else 'r' + str(spec.get('repeat', 1))}"
 
 
 

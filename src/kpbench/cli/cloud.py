@@ -75,16 +75,20 @@ def _predict(args):
     if args.csv:
         write_csv(result["catalogue"], args.csv)
     if args.candidates:
-        import yaml
+        _write_candidates(result, int(args.candidates[0]), Path(args.candidates[1]))
 
-        from kpbench.forecast.probe import candidates
 
-        count, path = int(args.candidates[0]), Path(args.candidates[1])
-        rows = candidates(result, count)
-        header = (f"# The {len(rows)} current catalogue machines of least predicted cost (kpbench predict --candidates),\n"
-                  "# as EC2 rows to probe: snakemake --cores 8 probe --configfile config/aws.yaml my-aws.yaml THIS-FILE\n")
-        path.write_text(header + yaml.safe_dump({"instances": rows}, sort_keys=False))
-        print(f"\nprobe candidates written to {path}: {', '.join(r['instance_type'] for r in rows)}")
+def _write_candidates(result, count, path):
+    """The `count` machines of least predicted cost as a configuration overlay of EC2 rows to probe."""
+    import yaml
+
+    from kpbench.forecast.probe import candidates
+
+    rows = candidates(result, count)
+    header = (f"# The {len(rows)} current catalogue machines of least predicted cost (kpbench predict --candidates),\n"
+              "# as EC2 rows to probe: snakemake --cores 8 probe --configfile config/aws.yaml my-aws.yaml THIS-FILE\n")
+    path.write_text(header + yaml.safe_dump({"instances": rows}, sort_keys=False))
+    print(f"\nprobe candidates written to {path}: {', '.join(r['instance_type'] for r in rows)}")
 
 
 def _probe(args):

@@ -138,7 +138,7 @@ def cpu_label(run):
         return f"{hardware.get('cpu_model')} ({hardware['cpu_cores']} logical cores)"
     ids = ", ".join(f"{key} {cpu[key]}" for key in ("vendor", "family", "model") if cpu.get(key) is not None)
     isa = " ".join(feature for feature, present in sorted(cpu["isa"].items()) if present) or "none recorded"
-    return (f"{cpu.get('model_name') or 'unnamed'} ({ids or 'no ids'}; {cpu.get('physical_cores')} cores, "
+    return (f"{cpu.get('model_name') or hardware.get('cpu_model') or 'unnamed'} ({ids or 'no ids'}; {cpu.get('physical_cores')} cores, "
             f"{cpu.get('logical_cpus')} logical; ISA {isa})")
 
 
