@@ -64,7 +64,7 @@ def sweep(keras, framework, batches, steps, repeats, precision):
         for _ in range(repeats):
             model.fit(**feed, epochs=1, verbose=0, callbacks=[clock])
             timed += clock.step_s
-        p10, _, p90 = (statistics.quantiles(timed, n=10)[i] for i in (0, 4, 8)) if len(timed) > 1 else (timed[0],) * 3
+        p10, p90 = (float(np.percentile(timed, q)) for q in (10, 90))
         rows.append({"batch": batch, "step_s": statistics.median(timed), "p10_s": p10, "p90_s": p90,
                      "steps_timed": len(timed), "images_per_s": batch / statistics.median(timed)})
         print(f"batch {batch:4d}: {1000 * rows[-1]['step_s']:9.2f} ms/step (p10 {1000 * p10:.2f}, p90 {1000 * p90:.2f}; "

@@ -72,6 +72,18 @@ RENTAL_PRICES = ("prices", "volume_gb")
 MEASURED_MODELS = [
     str(Path(p).with_name(layout.MEASURED_MODEL_FILE)) for p in MEASURED_ELSEWHERE
 ]
+# What `kpbench plan` reads (rules plan and probe_plan): what was measured before this campaign.
+PLAN_INPUTS = dict(
+    model="results/model.json",
+    original_model=ORIGINAL_MODEL,
+    catalogue="config/catalogue.csv",
+    original=config["original_study"]["csv"],
+    original_logs="config/original_study_runs.json",
+    measured=MEASURED_ELSEWHERE,
+    measured_models=MEASURED_MODELS,
+    setup=SETUP_MEASURED,
+    sweeps=SWEEPS,
+)
 # Only synthetic faces come with their true keypoints (data/raw/truth.npz).
 SYNTHETIC = config["data"]["source"] == "synthetic"
 # What forward fill costs (rules/forward_fill.smk); a campaign stored before it was measured has none.

@@ -7,15 +7,7 @@ write_if_changed(PROBE_LAUNCH, as_json(launch_settings(probe_caps(config))) + "\
 
 rule probe_plan:
     input:
-        model="results/model.json",
-        original_model=ORIGINAL_MODEL,
-        catalogue="config/catalogue.csv",
-        original=config["original_study"]["csv"],
-        original_logs="config/original_study_runs.json",
-        measured=MEASURED_ELSEWHERE,
-        measured_models=MEASURED_MODELS,
-        setup=SETUP_MEASURED,
-        sweeps=SWEEPS,
+        **PLAN_INPUTS,
     output:
         "results/probes/plan.json",
     log:

@@ -28,15 +28,7 @@ write_if_changed(LAUNCH, as_json(launch_settings(config)) + "\n")
 # campaign: the original study's rows and logs, and the runs measured elsewhere.
 rule plan:
     input:
-        model="results/model.json",
-        original_model=ORIGINAL_MODEL,
-        catalogue="config/catalogue.csv",
-        original=config["original_study"]["csv"],
-        original_logs="config/original_study_runs.json",
-        measured=MEASURED_ELSEWHERE,
-        measured_models=MEASURED_MODELS,
-        setup=SETUP_MEASURED,
-        sweeps=SWEEPS,
+        **PLAN_INPUTS,
     output:
         "results/plan.json",
     log:

@@ -148,3 +148,14 @@ def test_the_top_candidates_are_ec2_rows_of_least_predicted_cost_that_the_config
     costs = {r["instance_type"]: r["cost_to_target_usd"] for r in forecast["catalogue"] if r["status"] == "current"}
     assert [r["instance_type"] for r in rows] == sorted(costs, key=costs.get)[:3]
     assert all(r["usd_per_hour"] > 0 for r in settings.trained_instances(config))  # facts from the catalogue
+
+
+def test_a_probe_command_given_more_runs_than_files_to_write_says_so_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "kpbench", "probe", "--settings", '{"aws": {}}', "--runs", "a.json",
+                             "b.json", "--each", str(tmp_path / "a.json"), "--out", str(tmp_path / "probes.json"),
+                             "--csv", str(tmp_path / "probes.csv")], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode != 0 and "--each names 1 file(s) for 2 probe(s)" in result.stderr
+    assert not list(tmp_path.iterdir())

@@ -99,12 +99,12 @@ def _probe(args):
     from kpbench.forecast import rental
     from kpbench.forecast.probe import probe_report, write_probe_csv
 
+    if args.each and len(args.each) != len(args.runs):
+        raise KpbenchError(f"--each names {len(args.each)} file(s) for {len(args.runs)} probe(s)")
     config = json.loads(args.settings)
     summary = pd.read_csv(args.summary) if args.summary else None
     report = probe_report([read_run(path) for path in args.runs], [read_run(path) for path in args.full_runs],
                           summary, rental.read_setup(args.setup), config["aws"])
-    if args.each and len(args.each) != len(args.runs):
-        raise KpbenchError(f"--each names {len(args.each)} file(s) for {len(args.runs)} probe(s)")
     for path, probe in zip(args.each or [], report["probes"]):
         write_json(path, probe)
     for probe in report["probes"]:

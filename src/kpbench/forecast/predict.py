@@ -91,10 +91,11 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
     return out
 
 
-def epochs_to_target(summary):
-    """Median epochs to the quality target over our single-worker runs of the configured workload
-    (None when none reached it); clusters train a larger global batch and are left out."""
-    ours = summary[(summary["source"] == SOURCE_OURS) & (summary["workers"].fillna(1).astype(int) == 1)]
+def epochs_to_target(summary, workers=1):
+    """Median epochs to the quality target over our runs of the configured workload with `workers`
+    workers (None when none reached it): more workers train a larger global batch, so only runs of
+    the same count compare."""
+    ours = summary[(summary["source"] == SOURCE_OURS) & (summary["workers"].fillna(1).astype(int) == workers)]
     reached = ours["epochs_to_target"].dropna().astype(float)
     return float(statistics.median(reached)) if len(reached) else None
 

@@ -16,19 +16,13 @@ per real epoch × step + validation + rest); the rental adds provision, boot and
 does, for the machine the probe ran on.
 """
 
-import math
 import statistics
 
+import numpy as np
+
 from kpbench import KpbenchError
-from kpbench.core.layout import SOURCE_OURS
 from kpbench.forecast import rental
-
-
-def _percentile(values, share):
-    ordered = sorted(values)
-    position = share * (len(ordered) - 1)
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+from kpbench.forecast.predict import epochs_to_target, ranked
 
 
 def probe_facts(run):
@@ -49,8 +43,8 @@ def probe_facts(run):
     rest = [epochs[k] - sum(steps[k * per_epoch:(k + 1) * per_epoch]) - validation[k] for k in later]
     timings = run["timings"]
     return {"steps_timed": len(steps), "epochs_timed": len(epochs), "steady_steps": len(steady),
-            "step_s": statistics.median(steady), "step_p10_s": _percentile(steady, 0.1),
-            "step_p90_s": _percentile(steady, 0.9),
+            "step_s": statistics.median(steady), "step_p10_s": float(np.percentile(steady, 10)),
+            "step_p90_s": float(np.percentile(steady, 90)),
             "validation_s": statistics.median(validation[k] for k in later),
             "rest_s": max(statistics.median(rest), 0.0),
             "first_epoch_excess_s": max(epochs[0] - statistics.median(epochs[k] for k in later), 0.0),
@@ -119,16 +113,6 @@ def check_probe_plan(planned, probe_config):
     return planned
 
 
-def epochs_to_target_for(summary, workers):
-    """Median epochs to the quality target over our runs with `workers` workers (the same workload
-    and per-worker batch: the same global batch); None where none reached it or there is no summary."""
-    if summary is None:
-        return None
-    ours = summary[(summary["source"] == SOURCE_OURS) & (summary["workers"].fillna(1).astype(int) == workers)]
-    reached = ours["epochs_to_target"].dropna().astype(float)
-    return float(statistics.median(reached)) if len(reached) else None
-
-
 def validated(probe, full_runs):
     """A probe's extrapolation against the full runs of its instance and workload: training (fit's
     wall time) and the run (init and training), the errors of the median run, and what the probe
@@ -161,7 +145,8 @@ def probe_report(probe_runs, full_runs, summary, setup, aws):
     and training settings (`full_runs`: run.json records; others are not compared)."""
     probes, validation = [], []
     for run in probe_runs:
-        probe = extrapolate(run, setup, aws, epochs_to_target_for(summary, int(run["cluster"]["workers"])))
+        target = None if summary is None else epochs_to_target(summary, int(run["cluster"]["workers"]))
+        probe = extrapolate(run, setup, aws, target)
         probes.append(probe)
         check = validated(probe, [r for r in full_runs if _comparable(r) == _comparable(run)])
         if check:
@@ -193,8 +178,6 @@ def candidates(result, count):
     """The `count` current catalogue machines a user would probe first, as configuration rows: the
     least predicted billed cost to the quality target (of the workload where no run reached it yet),
     each an EC2 row of its type (kpbench.core.settings reads its facts from the catalogue)."""
-    from kpbench.forecast.predict import ranked
-
     key = "cost_to_target_usd" if result["epochs_to_target"] is not None else "cost_usd"
     rows = [r for r in ranked(result["catalogue"], key) if r[key] is not None][:count]
     what = "cost to the quality target" if key == "cost_to_target_usd" else "billed cost of the workload"
