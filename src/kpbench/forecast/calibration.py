@@ -82,12 +82,9 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
             fixed = {key: (facts or {}).get(key) for key in ("init_s", "first_epoch_excess_s")}
         else:
             run = ours[record["instance"]]
-            entry, count = measured_device(run)
-            loopback = not registry.kind(run["instance"]["backend"]).rented  # workers sharing this machine
-            m = machine(entry["device"], count, record["precision"] or "float32", run["hardware"]["cpu_cores"], workers,
-                        share=1.0 / workers if loopback else 1.0, bandwidth_bytes_s=sweeps.get(record["instance"]),
-                        link_gbps=None if _absent(record["network_gbps"]) else float(record["network_gbps"]),
-                        entry=entry)
+            m = _our_machine(run, record["precision"] or "float32", workers,
+                             None if _absent(record["network_gbps"]) else float(record["network_gbps"]),
+                             sweeps.get(record["instance"]))
             seconds, origin, model = float(record["projected_train_s"]), TODAY, _model_of(run, models)
             fixed = run_fixed_terms(run)
         rows.append(_row(record["instance"], origin, m, seconds, model, reference, latency, fixed))
@@ -115,15 +112,22 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
     return rows, latency
 
 
+def _our_machine(run, precision, workers, link_gbps, bandwidth_bytes_s=None):
+    """A run (or probe) of ours as the model sees its machine: its measured device, and its workers
+    sharing one machine's cores where the backend is this machine (a loopback cluster)."""
+    entry, count = measured_device(run)
+    loopback = not registry.kind(run["instance"]["backend"]).rented
+    return machine(entry["device"], count, precision, run["hardware"]["cpu_cores"], workers,
+                   share=1.0 / workers if loopback else 1.0, bandwidth_bytes_s=bandwidth_bytes_s,
+                   link_gbps=link_gbps, entry=entry)
+
+
 def _probe_row(run, models, reference, latency):
     """A probe (kpbench.forecast.probe) as a measured row of its device: projected from its steady
     steps as a run is, and weighted in calibration by the share of a full run's steps it timed."""
-    hardware, probe, workers = run["hardware"], run["probe"], int(run["cluster"]["workers"])
-    entry, count = measured_device(run)
-    loopback = not registry.kind(run["instance"]["backend"]).rented
-    m = machine(entry["device"], count, run["performance"]["precision"], hardware["cpu_cores"], workers,
-                share=1.0 / workers if loopback else 1.0, entry=entry,
-                link_gbps=run["instance"].get("network_gbps"))
+    probe = run["probe"]
+    m = _our_machine(run, run["performance"]["precision"], int(run["cluster"]["workers"]),
+                     run["instance"].get("network_gbps"))
     row = _row(f"{run['instance']['name']} (probe)", TODAY, m, billing.projected_run_train_s(run, reference),
                _model_of(run, models), reference, latency, run_fixed_terms(run))
     full_steps = int(probe["full_steps_per_epoch"]) * int(run["workload"]["epochs_requested"])
