@@ -301,6 +301,8 @@ def secret_free(text):
     return SECRET_KEY not in text and ACCESS_KEY not in text
 
 
+# The IAM action AWS checks for each S3 operation not named after one (each operation's API reference,
+# e.g. https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html: HEAD needs s3:GetObject).
 S3_ACTIONS = {"HeadBucket": "ListBucket", "ListObjectsV2": "ListBucket", "HeadObject": "GetObject", "CopyObject": "PutObject",
               "DeleteObjects": "DeleteObject", "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject",
               "CompleteMultipartUpload": "PutObject"}
@@ -762,7 +764,10 @@ def test_the_documented_run_policy_is_enough_for_a_run(aws_env, tiny_dataset, tm
     What moto cannot check: it authorises every EC2 action against the resource "*" (so the policy's
     EC2 resource ARNs are replaced by "*" here, actions kept), evaluates no Condition outside trust
     policies (aws:RequestTag, aws:ResourceTag, ec2:CreateAction, s3:prefix, iam:PassedToService), and
-    never asks for iam:PassRole on RunInstances; it names HeadBucket's action s3:HeadBucket; and it
+    never asks for iam:PassRole on RunInstances; it names some S3 actions after their operation
+    (s3:HeadBucket, and since moto 5.2.6 s3:HeadObject and s3:ListObjectsV2, where AWS checks
+    s3:ListBucket and s3:GetObject: S3_ACTIONS, with the API reference of each operation), so each
+    statement also allows those operations' names; and it
     authorises a multi-object delete's s3:DeleteObject against the bucket's ARN before it checks each
     key (moto/s3/responses.py, _bucket_response_post), where AWS checks s3:DeleteObject per key only
     (https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html), so the bucket's ARN is
@@ -771,14 +776,15 @@ def test_the_documented_run_policy_is_enough_for_a_run(aws_env, tiny_dataset, tm
     root = str(REPO)
     with open(os.path.join(root, "config/iam/run-policy.json")) as handle:
         policy = json.loads(handle.read().replace("BUCKET", BUCKET).replace("ACCOUNT", "123456789012"))
+    policy["Statement"].append({"Effect": "Allow", "Action": "s3:DeleteObject",  # moto's bucket-level check
+                                "Resource": f"arn:aws:s3:::{BUCKET}"})
     for statement in policy["Statement"]:
         if all(":ec2:" in r for r in ([statement["Resource"]] if isinstance(statement["Resource"], str)
                                       else statement["Resource"])):
             statement["Resource"] = "*"
-        if statement["Action"] == "s3:ListBucket":  # moto's name for it; AWS checks s3:ListBucket
-            statement["Action"] = ["s3:ListBucket", "s3:HeadBucket"]  # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html)
-    policy["Statement"].append({"Effect": "Allow", "Action": "s3:DeleteObject",  # moto's bucket-level check
-                                "Resource": f"arn:aws:s3:::{BUCKET}"})
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        statement["Action"] = actions + [f"s3:{operation}" for operation, action in S3_ACTIONS.items()
+                                         if f"s3:{action}" in actions]  # moto's names for them
     iam = boto3.client("iam")
     admin = _user_keys(iam, "kpbench-test-admin", {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "*", "Resource": "*"}]})
