@@ -20,5 +20,5 @@ rule original_logs:
     conda:
         "../environment.yml"
     shell:
-        "python -m kpbench original-logs --logs {input.logs} --epochs {output.epochs} --runs {output.runs}"
-        " > {log} 2>&1"
+        "python -m kpbench original-logs --logs {input.logs} --epochs {output.epochs} --runs {output.runs}%s"
+        % REASON_TO_TERMINAL

@@ -65,3 +65,4 @@ rule compile_pdf:
         "../environment.yml"
     shell:
         "latexmk -pdf -interaction=nonstopmode -halt-on-error -cd {input.main} > {log} 2>&1"
+        " || (grep -m 1 -A 1 '^!' {log} >&2; exit 1)"

@@ -85,3 +85,21 @@ rule probe_extrapolate:
         "python -m kpbench probe --settings {params.settings:q} --runs {input.runs} --setup {input.setup}"
         " --each {output.each} --out {output.json} --csv {output.csv}%s"
         % REASON_TO_TERMINAL
+
+
+# Matches only probe folders of names no instance row has: the error names the valid ones.
+rule unknown_probe:
+    input:
+        unknown_instance,
+    output:
+        f"{RESULTS}/probes/{{unknown}}/{{name}}",
+    log:
+        "logs/probe/{unknown}/{name}.log",
+    benchmark:
+        "benchmarks/probe/{unknown}/{name}.tsv"
+    wildcard_constraints:
+        unknown=r"(?!(?:%s)/)[^/]+" % "|".join(map(re.escape, INSTANCES)),
+    conda:
+        "../environment.yml"
+    shell:
+        "false"

@@ -137,6 +137,35 @@ def test_a_stored_campaign_says_the_workload_its_runs_trained(tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["workload"] == "default"
 
 
+def _repeated_campaign(tmp_path):
+    """A copy of a shipped campaign of three repeats, and its configuration asking for one."""
+    campaign = next(path.parent for path in CAMPAIGNS if yaml.safe_load(path.read_text())["repeats"] == 3)
+    results = tmp_path / "results"
+    shutil.copytree(campaign / "results", results)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load((campaign / "config.yaml").read_text()),
+                                      "campaign": None, "repeats": 1}))
+    return results, config
+
+
+def test_a_stored_campaign_holds_every_repeat_its_runs_made(tmp_path):
+    """Three repeats stored under a configuration of one: the campaign holds and says all three,
+    as its summary lists them."""
+    results, config = _repeated_campaign(tmp_path)
+    out = store_campaign(results, [config], tmp_path / "campaigns" / "c")
+    assert yaml.safe_load((out / "config.yaml").read_text())["repeats"] == 3
+    assert sorted(p.parent.name for p in (out / "results" / "runs" / "local").glob("r*/run.json")) == ["r1", "r2", "r3"]
+
+
+def test_a_summary_listing_runs_the_campaign_lacks_is_refused(tmp_path):
+    results, config = _repeated_campaign(tmp_path)
+    shutil.rmtree(results / "runs" / "local-2w" / "r3")
+    with pytest.raises(KpbenchError, match=r"summary.csv: lists runs local r3, local-2w r3 that the campaign would "
+                                           r"not hold and lacks none"):
+        store_campaign(results, [config], tmp_path / "campaigns" / "c")
+    assert not (tmp_path / "campaigns").exists()
+
+
 def test_a_campaign_whose_runs_another_configuration_made_is_refused(tmp_path):
     base = yaml.safe_load(CAMPAIGNS[0].read_text())
     config = tmp_path / "config.yaml"

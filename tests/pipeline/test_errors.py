@@ -19,6 +19,11 @@ def test_a_run_target_of_no_instance_names_the_instances_there_are(user_tree):
     assert "no instance named 'local-2x' trains here; those that do: local, local-2w" in result.stdout + result.stderr
     planned = snakemake(user_tree, "-n", "--cores", "1", "results/runs/local-2w/r1/run.json").stdout
     assert "rule train:" in planned and "unknown_instance" not in planned
+    probe = snakemake(user_tree, "-n", "--cores", "1", "results/probes/locl/probe.json", check=False)
+    assert probe.returncode != 0
+    assert "no instance named 'locl' trains here; those that do: local, local-2w" in probe.stdout + probe.stderr
+    planned = snakemake(user_tree, "-n", "--cores", "1", "results/probes/local/probe.json").stdout
+    assert "rule probe_extrapolate:" in planned and "unknown_probe" not in planned
 
 
 def test_a_failed_fetch_puts_its_reason_on_the_terminal(user_tree, tmp_path):
@@ -37,6 +42,21 @@ def test_a_failed_fetch_puts_its_reason_on_the_terminal(user_tree, tmp_path):
     assert log in result.stderr
     assert not (user_tree / "data" / "raw" / "training.csv").exists()
 
+
+
+def test_a_malformed_study_log_puts_its_reason_on_the_terminal(user_tree):
+    """The original study's logs parsed again with one of them broken: the parser's reason, naming the
+    file, reaches stderr as well as the log."""
+    import gzip
+
+    broken = user_tree / "config" / "original_study_logs" / "g4dn.xlarge.log.gz"
+    broken.write_bytes(gzip.compress(b"Epoch 1/100\nnot a Keras line\n"))
+    result = snakemake(user_tree, "--cores", "1", "--forcerun", "original_logs", "config/original_study_runs.json",
+                       check=False)
+    assert result.returncode != 0
+    log = (user_tree / "logs" / "original_logs.log").read_text().strip().splitlines()[-1]
+    assert log.startswith("kpbench original-logs: error:") and "g4dn.xlarge.log.gz" in log
+    assert log in result.stderr
 
 
 @pytest.mark.parametrize("quota_check, planned", [(False, True), (True, False)])

@@ -6,6 +6,7 @@ import pandas as pd
 
 from kpbench import KpbenchError
 from kpbench.core import billing
+from kpbench.core.catalogue import CATALOGUE, read_catalogue
 from kpbench.core.contention import contended
 from kpbench.core.files import atomic_path
 from kpbench.core.layout import HISTORY_CSV, SOURCE_ORIGINAL, SOURCE_OURS, original_instance_type
@@ -13,8 +14,6 @@ from kpbench.core.metrics import METRICS, REPEATED
 from kpbench.core.run_reader import finished, read_run
 from kpbench.machine.device_peaks import device_entry, mfu, peak_for
 
-# Instance families no longer offered by EC2; their rows stay as the original study's record.
-RETIRED_FAMILIES = ("g3s", "g3", "p2", "p3")
 # What identifies a summary row; every measured column comes from kpbench.core.metrics.
 IDENTITY_COLUMNS = [
     "source", "instance", "backend", "status", "ec2_catalogue", "vcpus", "gpu_model", "gpus", "workers",
@@ -22,11 +21,6 @@ IDENTITY_COLUMNS = [
     "target_rmse_px", "repeat", "seed", "config_hash", "contended", "resumed", "note",
 ]
 SUMMARY_COLUMNS = IDENTITY_COLUMNS + [metric.name for metric in METRICS]
-
-
-def catalogue_status(instance_name):
-    family = original_instance_type(instance_name).split(".", 1)[0]
-    return "retired" if family in RETIRED_FAMILIES else "current"
 
 
 def time_to_target(history, target_rmse_px):
@@ -98,8 +92,10 @@ def datasheet_mfu(images_per_s, training_flops_per_image, instance, gpu_model, g
     return mfu(images_per_s * training_flops_per_image / 1e9, peak * (int(gpus) if gpus else 1) if peak else None)
 
 
-def original_rows(path, reference):
-    """The original study's published rows; its cost is (init + train) at the price it paid."""
+def original_rows(path, reference, catalogue_path=CATALOGUE):
+    """The original study's published rows; its cost is (init + train) at the price it paid, and
+    whether EC2 still offers its type is the catalogue's word."""
+    status = {entry["instance_type"]: entry["status"] for entry in read_catalogue(catalogue_path)}
     frame = pd.read_csv(path)
     expected = {"instance", "vcpu", "gpu_model", "gpus", "workers", "network_gbps", "init_s", "train_s",
                 "usd_per_hour", "status", "note"}
@@ -114,7 +110,7 @@ def original_rows(path, reference):
         images_per_s = reference["train_images"] * reference["epochs"] / record["train_s"] if measured else None
         rows.append({
             "source": SOURCE_ORIGINAL, "instance": record["instance"], "backend": "ec2",
-            "status": record["status"], "ec2_catalogue": catalogue_status(record["instance"]),
+            "status": record["status"], "ec2_catalogue": status.get(original_instance_type(record["instance"]), "n/a"),
             "vcpus": record["vcpu"], "gpu_model": record["gpu_model"], "gpus": record["gpus"],
             "workers": record["workers"], "network_gbps": record["network_gbps"],
             "epochs": reference["epochs"] if measured else None,
@@ -134,12 +130,12 @@ def original_rows(path, reference):
     return rows
 
 
-def summarise(run_paths, original_csv, reference, out_path, target_rmse_px=None):
+def summarise(run_paths, original_csv, reference, out_path, target_rmse_px=None, catalogue_path=CATALOGUE):
     """Write the summary: our runs in the order given (each with the history.csv beside its
     run.json), then the original study's rows."""
     rows = [run_row(read_run(path), reference, pd.read_csv(Path(path).parent / HISTORY_CSV), target_rmse_px)
             for path in run_paths]
-    rows += original_rows(original_csv, reference)
+    rows += original_rows(original_csv, reference, catalogue_path)
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     with atomic_path(out_path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")

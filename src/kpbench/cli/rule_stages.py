@@ -28,7 +28,7 @@ def aggregate(input, params, output):
 
     reference = {**json.loads(params.reference),
                  "training_flops_per_image": read_json(input.original_model)["training_flops_per_image"]}
-    frame = summarise(list(input.runs), input.original, reference, output[0], params.target)
+    frame = summarise(list(input.runs), input.original, reference, output[0], params.target, input.catalogue)
     print(f"{len(frame)} rows written to {output[0]}")
 
 

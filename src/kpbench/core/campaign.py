@@ -9,7 +9,7 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.core.files import atomic_path
-from kpbench.core.layout import PROBE_DIR, RUN_DIR, RUN_FILES, RUN_JSON
+from kpbench.core.layout import PROBE_DIR, RUN_DIR, RUN_FILES, RUN_JSON, SOURCE_OURS
 from kpbench.core.settings import load_config, run_spec, trained_instances
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
@@ -24,6 +24,7 @@ def store_campaign(results, config_paths, out):
     at all; the copied config.yaml points `campaign` at `out`, which turns on reviewer mode."""
     results, out = Path(results), Path(out)
     config = load_config(config_paths, launching=False)
+    config = {**config, "repeats": repeats_held(config, results)}
     wanted = list(CAMPAIGN_FILES) + [f"{RUN_DIR.format(instance=row['name'], repeat=repeat)}/{name}" for row in trained_instances(config)
                                      for repeat in range(1, config["repeats"] + 1)
                                      for name in RUN_FILES]
@@ -31,6 +32,7 @@ def store_campaign(results, config_paths, out):
     if missing:
         raise KpbenchError(f"{results}: not a finished campaign, missing {', '.join(missing)}")
     config = described_by_runs(config, results)
+    check_summary(config, results)
     if out.exists():
         raise KpbenchError(f"{out} exists already; campaigns are never overwritten")
     staging = out.with_name(f".{out.name}.partial")
@@ -53,6 +55,34 @@ def store_campaign(results, config_paths, out):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def repeats_held(config, results):
+    """The repeats every configured instance finished in `results` (r1, r2, … without a gap): a
+    campaign stores what was run, whatever repeats the configuration it is stored with asks for."""
+    held = []
+    for row in trained_instances(config):
+        repeat = 0
+        while (results / RUN_DIR.format(instance=row["name"], repeat=repeat + 1) / RUN_JSON).is_file():
+            repeat += 1
+        held.append(repeat)
+    return max(min(held, default=0), 1)  # none finished: the missing r1 is named by the caller
+
+
+def check_summary(config, results):
+    """The summary a campaign's paper is made from must list exactly the runs the campaign holds."""
+    import pandas as pd
+
+    summary = pd.read_csv(results / "summary.csv")
+    listed = {(row["instance"], int(row["repeat"])) for row in summary.to_dict("records")
+              if row["source"] == SOURCE_OURS}
+    stored = {(row["name"], repeat) for row in trained_instances(config) for repeat in range(1, config["repeats"] + 1)}
+    if listed != stored:
+        def named(pairs):
+            return ", ".join(f"{instance} r{repeat}" for instance, repeat in sorted(pairs)) or "none"
+        raise KpbenchError(f"{results / 'summary.csv'}: lists runs {named(listed - stored)} that the campaign would "
+                           f"not hold and lacks {named(stored - listed)}; store it with the --configfile the runs "
+                           "were made with, after `snakemake results` has summarised them")
 
 
 # The parts of a workload profile a run records as they were asked for (`epochs`: as requested).

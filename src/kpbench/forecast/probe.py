@@ -21,6 +21,7 @@ import statistics
 import numpy as np
 
 from kpbench import KpbenchError
+from kpbench.backends import registry
 from kpbench.forecast import rental
 from kpbench.forecast.predict import epochs_to_target, ranked
 
@@ -76,7 +77,7 @@ def extrapolate(run, setup, aws, epochs_to_target=None):
              "network_gbps": instance.get("network_gbps"), "usd_per_hour": instance.get("usd_per_hour")}
     fixed = {"init_s": {"s": facts["init_s"], "source": "this probe"},
              "first_epoch_excess_s": {"s": facts["first_epoch_excess_s"], "source": "this probe"}}
-    machines = int(instance.get("workers") or 1) if instance.get("backend", "").startswith("ec2") else 1
+    machines = registry.kind(instance["backend"]).machines(instance)
     priced = rental.rental(entry, full_workload, train["train_s"] - facts["first_epoch_excess_s"], fixed, setup,
                            aws, machines, training_source="this probe's steady steps, validation and epoch rest")
     target = None
