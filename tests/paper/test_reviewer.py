@@ -1,5 +1,6 @@
 """Reviewer mode: the shipped campaign rebuilds the paper with no data and no training."""
 
+import re
 import shutil
 import subprocess
 
@@ -44,6 +45,15 @@ def test_reviewer_mode_builds_the_paper_without_data_or_training(reviewed):
     text = subprocess.run(["pdftotext", str(root / "paper" / "build" / "paper.pdf"), "-"],
                           capture_output=True, text=True, check=True).stdout
     assert "Which machine to rent today" in text and "Leave-one-out" in text
+
+
+def test_a_negative_number_reads_as_one_in_the_text_layer(reviewed):
+    """Copy, search and screen readers get a minus (U+2212), not the "=" of a glyph without Unicode."""
+    root, _, _ = reviewed
+    text = subprocess.run(["pdftotext", str(root / "paper" / "build" / "paper.pdf"), "-"],
+                          capture_output=True, text=True, check=True).stdout
+    assert re.search(r"\u2212\d", text)
+    assert not re.search(r"[(\s]=\d[\d.,]*\s?%", text), re.findall(r".{30}[(\s]=\d[\d.,]*\s?%", text)
 
 
 def test_the_pdf_carries_the_stored_numbers(reviewed):
