@@ -106,6 +106,14 @@ def test_the_pdf_carries_the_stored_numbers(reviewed):
         assert all(f"{speedup:.2f}" in text for speedup in prediction["speedups"].values())
     for measured in scaling["measured"]:
         assert f"{measured['speedup']:.2f}" in text
+    # A count is said as the runs it rests on: one run is never "our runs".
+    flat = " ".join(text.split())
+    resolved = sum(1 for fit in scaling["fits"] if fit["loopback"] and fit["latency_resolved"])
+    if resolved:
+        assert (f"median fitted over our {resolved} loopback cluster runs" if resolved > 1
+                else "the one fitted on our single loopback cluster run") in flat
+    else:
+        assert "The latency per message is" not in flat
 
 
 def test_storing_a_campaign_copies_results_and_config(tmp_path):

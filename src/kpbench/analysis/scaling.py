@@ -152,7 +152,9 @@ def scaling_analysis(summary, runs, parameters, reference_instance, workers=(2, 
         for gbps in PREDICTED_GBPS:
             predictions.append({"gbps": gbps, "speedups": {str(n): predicted_speedup(n, compute, grad_bytes, gbps, latency)
                                                            for n in workers}})
+    latency_runs = sum(1 for f in fits if f["latency_resolved"] and f["loopback"] == (latency_from == "loopback"))
     return {"gradient_bytes": grad_bytes, "fits": fits, "latency_s": latency, "latency_from": latency_from,
+            "latency_runs": latency_runs if latency_from else 0,
             "reference_instance": reference_instance, "reference_step_s": compute, "workers": list(workers),
             "predictions": predictions, "measured": measured_speedups(summary, runs),
             "cluster_runs": sum(1 for run in runs if int((run.get("cluster") or {}).get("workers", 1)) > 1)}

@@ -91,12 +91,17 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
     return out
 
 
-def epochs_to_target(summary, workers=1):
-    """Median epochs to the quality target over our runs of the configured workload with `workers`
-    workers (None when none reached it): more workers train a larger global batch, so only runs of
-    the same count compare."""
+def epochs_reached(summary, workers=1):
+    """The epochs to the quality target of each of our runs of the configured workload with `workers`
+    workers that reached it: more workers train a larger global batch, so only runs of the same count
+    compare."""
     ours = summary[(summary["source"] == SOURCE_OURS) & (summary["workers"].fillna(1).astype(int) == workers)]
-    reached = ours["epochs_to_target"].dropna().astype(float)
+    return ours["epochs_to_target"].dropna().astype(float)
+
+
+def epochs_to_target(summary, workers=1):
+    """Their median (None when no run reached the target)."""
+    reached = epochs_reached(summary, workers)
     return float(statistics.median(reached)) if len(reached) else None
 
 
@@ -229,7 +234,8 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     return {"workload": workload, "reference": reference, "precision": precision, "software": TODAY,
             "device_spread": {klass: spread for klass in sorted({r["class"] for r in results})
                               if (spread := device_spread(results, klass)) is not None},
-            "epochs_to_target": target_epochs, "latency_s": latency, "validation": results,
+            "epochs_to_target": target_epochs, "epochs_to_target_runs": len(epochs_reached(summary)),
+            "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
             "setup": setup, "cheapest_by_size": cheapest, "crossovers": changes,
             "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths],
