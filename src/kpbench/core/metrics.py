@@ -18,7 +18,7 @@ METRICS = (
     Metric("init_s", "s", None, True, "start to the first training step: imports, data, model, compile"),
     Metric("train_s", "s", None, True, "inside fit: every epoch with its validation"),
     Metric("wall_s", "s", None, True, "the run's whole life on its machine"),
-    Metric("images_per_s", "img/s", None, True, "training images per second over the steady steps"),
+    Metric("images_per_s", "img/s", None, True, "training images per second over the whole fit, validation and the first epoch included"),
     Metric("achieved_gflops", "GFLOP/s", None, True, "training FLOPs per image times images per second"),
     Metric("share_of_matmul", "fraction", None, True, "achieved against this machine's measured matmul peak"),
     Metric("mfu", "fraction", None, True, "achieved against the devices' datasheet peak (model FLOPs utilisation)"),

@@ -60,21 +60,25 @@ def learning_curves(histories, out_path):
 
 
 def time_cost(summary, out_path):
-    """Training time and cost of the original study's workload per instance, ours beside theirs."""
+    """Training time and cost of the original study's workload per instance, ours beside theirs: dots
+    with their values printed (a bar's length on a log axis is no measure of anything)."""
     rows = summary[summary["projected_train_s"].notna()]
     labels = [f"{r.instance}\n({'ours' if r.source == SOURCE_OURS else 'original'})" for r in rows.itertuples()]
     colours = [COLOURS[source] for source in rows["source"]]
     fig, (time_ax, cost_ax) = plt.subplots(1, 2, figsize=(6.4, 2.8))
     positions = np.arange(len(rows))
-    bars = {"error_kw": {"elinewidth": 0.6, "capsize": 1.5}}
-    time_ax.barh(positions, rows["projected_train_s"] / 60, color=colours,
-                 xerr=spread(rows, "projected_train_s") / 60, **bars)
+    for ax, values, errors, text in (
+            (time_ax, rows["projected_train_s"] / 60, spread(rows, "projected_train_s") / 60, "{:.1f}"),
+            (cost_ax, rows["projected_cost_usd"], spread(rows, "projected_cost_usd"), "{:.3f}")):
+        ax.errorbar(values, positions, xerr=errors, fmt="none", ecolor="black", elinewidth=0.6, capsize=1.5)
+        ax.scatter(values, positions, c=colours, s=14, zorder=3)
+        for value, position in zip(values, positions):
+            ax.annotate(text.format(value), (value, position), xytext=(4, 3), textcoords="offset points", fontsize=5)
     time_ax.set_xlabel("training time (minutes, log scale)")
-    cost_ax.barh(positions, rows["projected_cost_usd"], color=colours, xerr=spread(rows, "projected_cost_usd"),
-                 **bars)
     cost_ax.set_xlabel("cost of one run (USD, log scale)")
     for ax in (time_ax, cost_ax):
         ax.set_xscale("log")
+        ax.margins(x=0.15)
         ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
