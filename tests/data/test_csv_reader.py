@@ -1,5 +1,6 @@
 import csv
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -167,3 +168,12 @@ def test_a_training_csv_that_is_not_text_is_named_without_a_traceback(raw_copy, 
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stdout + result.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_sample_faces_carry_incomplete_labels_as_the_data_does(dataset):
+    """The paper's sample faces are spread over the training split, not its leading complete rows."""
+    stats = json.loads((dataset / "stats.json").read_text())
+    with np.load(dataset / "samples.npz") as samples:
+        complete = samples["mask"].all(axis=1)
+    assert 0 < complete.sum() < len(complete)
+    assert abs(complete.mean() - stats["complete_rows"] / stats["rows"]) < 0.35

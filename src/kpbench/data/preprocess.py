@@ -62,7 +62,9 @@ def preprocess(raw_dir, dataset_path, stats_path, samples_path, validation_fract
     with atomic_path(dataset_path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
-    samples = train_idx[:n_samples]
+    # Spread over the whole training split (the file keeps complete rows first), so the faces shown
+    # carry complete and incomplete labels as the data does.
+    samples = train_idx[np.linspace(0, len(train_idx) - 1, min(n_samples, len(train_idx))).round().astype(int)]
     with atomic_path(samples_path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, images=images[samples], targets=targets[samples],
