@@ -10,7 +10,7 @@ import yaml
 
 from kpbench import KpbenchError
 from kpbench.core.campaign import store_campaign
-from workflow import REPO, copy_setup, planned_jobs, snakemake
+from workflow import REPO, planned_jobs, snakemake
 
 # Runs Snakemake, whole pipelines or real clusters: left out of the fast loop (`-m "not workflow"`).
 pytestmark = pytest.mark.workflow
@@ -24,13 +24,14 @@ def test_a_campaign_ships_with_the_repository():
 
 @pytest.fixture(scope="module")
 def reviewed(tmp_path_factory):
-    """A clean tree with the workflow and the stored campaigns, but no data/ and no results/."""
+    """A clean tree with the workflow, the stored campaigns and the rows measured elsewhere, but no
+    data/ and no results/."""
     root = tmp_path_factory.mktemp("review")
     for name in ("Snakefile", "rules", "config", "environment.yml", "campaigns"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
     shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
-    copy_setup(root)
+    shutil.copytree(REPO / "bench" / "measured", root / "bench" / "measured")  # as a checkout has them
     config = CAMPAIGNS[0].relative_to(REPO)
     result = snakemake(root, "--cores", "1", "paper", "--configfile", str(config))
     return root, config.parent, result
@@ -77,6 +78,22 @@ def test_the_abstract_answers_the_papers_question_on_what_was_run(reviewed):
     cheapest = min(current, key=lambda r: r["cost_to_target_usd"])
     assert "Predicted, not measured" in abstract and f"cheapest rental is {cheapest['instance_type']}" in abstract
     assert "Projected to the original" not in abstract and "as published, never as projections" in abstract
+
+
+def test_the_provenance_names_every_measured_row_the_prediction_used(reviewed):
+    """Rows under bench/measured calibrate the prediction: the provenance names each with its device,
+    software, start and code (a GPU among them, though the campaign's own runs had none)."""
+    root, _, _ = reviewed
+    from kpbench.core.files import read_json
+
+    text = " ".join(subprocess.run(["pdftotext", str(root / "paper" / "build" / "paper.pdf"), "-"],
+                                   capture_output=True, text=True, check=True).stdout.split())
+    rows = read_json(root / "paper" / "build" / "forecast.json")["measured_extra_rows"]
+    assert rows
+    packed = "".join(text.split())  # a path in \texttt breaks across lines at its hyphens
+    for row in rows:
+        assert "".join(f"{row['path']}: {row['device']}, {row['framework']}".split()) in packed
+    assert any("NVIDIA" in row["device"] for row in rows)
 
 
 def test_the_pdf_carries_the_stored_numbers(reviewed):

@@ -32,6 +32,7 @@ from kpbench.core.catalogue import read_catalogue
 from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, RUN_JSON, SETUP_MEASURED, SOURCE_OURS
 from kpbench.core.run_reader import run_model
 from kpbench.core.settings import images_trained
+from kpbench.core.version import code_label
 from kpbench.forecast import rental
 from kpbench.forecast.calibration import SOFTWARE, TODAY, calibrate, leave_one_out, measured_rows
 from kpbench.forecast.errors import band_for, device_spread, error_summary
@@ -89,6 +90,18 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
             o["rental_s"] <= row["rental_s"] and o["cost_usd"] <= row["cost_usd"]
             and (o["rental_s"] < row["rental_s"] or o["cost_usd"] < row["cost_usd"]) for o in current)
     return out
+
+
+def measured_row_provenance(path, run):
+    """Where a measured row that is no run of these results came from, for the paper's provenance."""
+    hardware = run.get("hardware") or {}
+    cpu = (hardware.get("cpu") or {}).get("model_name") or hardware.get("cpu_model") or "unnamed CPU"
+    software = run.get("software") or {}
+    return {"path": str(path), "started": run.get("started_at"), "code": code_label(run),
+            "device": ", ".join(hardware.get("gpu_names") or []) or cpu,
+            "software": ", ".join(f"{name} {version}" for name, version in sorted(software.items())
+                                  if name != "framework" and version),
+            "framework": software.get("framework")}
 
 
 def epochs_reached(summary, workers=1):
@@ -239,6 +252,7 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
             "setup": setup, "cheapest_by_size": cheapest, "crossovers": changes,
             "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths],
+            "measured_extra_rows": [measured_row_provenance(path, run) for path, run in zip(extra_run_paths, extra_runs)],
             "original_logs": str(original_logs) if logged else None,
             "distribution": distribution_check(logged, baseline_gbps, latency)}
 
