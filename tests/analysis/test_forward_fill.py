@@ -109,3 +109,20 @@ def test_the_paper_section_renders_with_without_and_before_the_measurement(measu
     assert f"{result['models']['masked']['blank_rmse_px']:.2f}" in text
     assert "cannot be measured here" in template.render(forward_fill=read_json(tmp_path / "ff.json"))
     assert "carry no such" in template.render(forward_fill=None)
+
+
+def test_the_paper_section_states_the_result_it_finds(measured):
+    """Whatever the runs show, the section says it: a cost of forward fill only where the study's
+    procedure loses more on the blank keypoints than the masked model does."""
+    from kpbench.paper.render import make_environment
+    from workflow import REPO
+
+    result, _ = measured
+    template = make_environment(REPO / "paper" / "templates").get_template("sections/forward_fill.tex.j2")
+    models = result["models"]
+    for blank_filled, finding in ((models["masked"]["blank_rmse_px"], "no} cost of training on forward-filled labels"),
+                                  (100.0, "adding")):
+        filled = {**models["forward_filled"], "blank_rmse_px": blank_filled,
+                  "labelled_rmse_px": models["masked"]["labelled_rmse_px"]}
+        text = template.render(forward_fill={**result, "models": {**models, "forward_filled": filled}})
+        assert finding in text and "What forward fill costs" not in text
