@@ -7,7 +7,7 @@ rule aggregate:
         histories=RUN_FILES[layout.HISTORY_CSV],
         original=config["original_study"]["csv"],
         original_model=ORIGINAL_MODEL,
-        catalogue="config/catalogue.csv",
+        catalogue=CATALOGUE,
     output:
         "results/summary.csv",
     log:

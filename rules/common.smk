@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 from kpbench.core import layout
+from kpbench.core.catalogue import priced_at
 from kpbench.core.files import write_if_changed
 from kpbench.model.registry import REFERENCE_MODEL
 from kpbench.core.settings import (
@@ -61,6 +62,8 @@ RUN_JSONS = RUN_FILES[layout.RUN_JSON]
 FIGURE_FILES = expand("paper/build/figures/{name}.pdf", name=layout.FIGURES)
 # The description of the model the original study trained (its rows' FLOPs), ours where it is the same.
 ORIGINAL_MODEL = f"{RESULTS}/{'' if workload(config)['model'] == REFERENCE_MODEL else 'original_'}model.json"
+# The catalogue that prices every machine: a stored campaign's own where it keeps one.
+CATALOGUE = str(priced_at(CAMPAIGN, "config/catalogue.csv"))
 # Runs measured outside the pipeline (bench/measured/), each with its model's description.
 MEASURED_ELSEWHERE = sorted(str(p) for p in Path().glob(layout.MEASURED_RUNS))
 # Batch sweeps measured outside the pipeline (bench/batch_sweep.py): a stack's per-step floor on a GPU.
@@ -76,7 +79,7 @@ MEASURED_MODELS = [
 PLAN_INPUTS = dict(
     model="results/model.json",
     original_model=ORIGINAL_MODEL,
-    catalogue="config/catalogue.csv",
+    catalogue=CATALOGUE,
     original=config["original_study"]["csv"],
     original_logs="config/original_study_runs.json",
     measured=MEASURED_ELSEWHERE,

@@ -12,7 +12,7 @@ rule predict:
         measured=MEASURED_ELSEWHERE,
         measured_models=MEASURED_MODELS,
         probes=PROBE_RUNS,
-        catalogue="config/catalogue.csv",
+        catalogue=CATALOGUE,
         original=config["original_study"]["csv"],
         original_logs="config/original_study_runs.json",
         setup=SETUP_MEASURED,

@@ -96,6 +96,40 @@ def test_the_provenance_names_every_measured_row_the_prediction_used(reviewed):
     assert any("NVIDIA" in row["device"] for row in rows)
 
 
+def test_a_campaign_is_priced_at_its_own_catalogue(tmp_path):
+    """A reviewer's rebuild prices from the catalogue the campaign keeps, never today's: a price that
+    has changed since stays the campaign's, and a type that has left today's catalogue is still known."""
+    import csv
+
+    from kpbench.core.files import read_json
+
+    campaign = next(path.parent for path in CAMPAIGNS if (path.parent / "catalogue.csv").is_file())
+    for name in ("Snakefile", "rules", "config", "environment.yml"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "bench" / "measured", tmp_path / "bench" / "measured")
+    stored = tmp_path / campaign.relative_to(REPO)
+    shutil.copytree(campaign, stored)
+    with open(stored / "catalogue.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    then = next(row for row in rows if row["instance_type"] == "g4dn.xlarge")
+    then["usd_per_hour"] = "9.99"
+    rows.append({**then, "instance_type": "g4dn.gone", "usd_per_hour": "0.5"})
+    with open(stored / "catalogue.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    snakemake(tmp_path, "--cores", "1", "paper/build/forecast.json", "--configfile",
+              str((stored / "config.yaml").relative_to(tmp_path)))
+    priced = {row["instance_type"]: row for row in read_json(tmp_path / "paper" / "build" / "forecast.json")["catalogue"]}
+    assert priced["g4dn.xlarge"]["usd_per_hour"] == 9.99 and priced["g4dn.gone"]["usd_per_hour"] == 0.5
+
+
+def test_a_stored_campaign_keeps_the_catalogue_it_was_priced_at(tmp_path):
+    source = REPO / CAMPAIGNS[0].parent / "results"
+    out = store_campaign(source, [CAMPAIGNS[0]], tmp_path / "campaigns" / "priced")
+    assert (out / "catalogue.csv").read_bytes() == (REPO / "config" / "catalogue.csv").read_bytes()
+
+
 def test_the_pdf_carries_the_stored_numbers(reviewed):
     root, campaign, _ = reviewed
     from kpbench.analysis.aggregate import by_instance

@@ -10,12 +10,14 @@ from kpbench.core.layout import MEASURED_MODEL_FILE, MEASURED_RUNS, MEASURED_SWE
 
 def _predicted(config, args):
     """The model's predictions for the configured workload, from whatever has been measured so far."""
+    from kpbench.core.catalogue import priced_at
     from kpbench.forecast.predict import configured_workload, load_inputs, predictions
 
     results = None if args.without_results else args.results
     summary, models, reference, runs = load_inputs(config, results, args.model, args.summary, args.original_model)
     return predictions(summary, models, args.runs if args.runs is not None else runs, args.measured,
-                       args.catalogue, configured_workload(config), reference,
+                       args.catalogue or priced_at(config.get("campaign"), "config/catalogue.csv"),
+                       configured_workload(config), reference,
                        config["training"]["precision"], args.original_logs, args.setup, config["aws"], args.sweeps,
                        args.probes)
 
@@ -218,7 +220,8 @@ def _prediction_inputs(p):
                         f"(default: {MEASURED_RUNS})")
     p.add_argument("--probes", nargs="*", type=Path, default=[],
                    help="probes' run.json files (rule probe_run): measured rows of their devices")
-    p.add_argument("--catalogue", type=Path, default=Path("config/catalogue.csv"))
+    p.add_argument("--catalogue", type=Path,
+                   help="the machine catalogue (default: a stored campaign's own, else config/catalogue.csv)")
     p.add_argument("--original-logs", type=Path, default=Path("config/original_study_runs.json"),
                    help="the original study's runs as its logs show them (rule original_logs); the published "
                         "totals stand in where it is absent")

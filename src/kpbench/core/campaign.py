@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from kpbench import KpbenchError
+from kpbench.core.catalogue import CAMPAIGN_CATALOGUE, priced_at
 from kpbench.core.files import atomic_path
 from kpbench.core.layout import PROBE_DIR, RUN_DIR, RUN_FILES, RUN_JSON, SOURCE_OURS
 from kpbench.core.settings import load_config, run_spec, trained_instances
@@ -46,6 +47,8 @@ def store_campaign(results, config_paths, out):
             target = staging / "results" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(results / name, target)
+        # The prices it was priced at travel with it (kpbench.core.catalogue.priced_at).
+        shutil.copyfile(priced_at(config.get("campaign")), staging / CAMPAIGN_CATALOGUE)
         config["campaign"] = out.as_posix()
         with atomic_path(staging / "config.yaml") as tmp:
             tmp.write_text("# A stored campaign: `snakemake --cores 1 paper --configfile "

@@ -3,15 +3,27 @@ devices, network) and costs. `kpbench predict` ranks its rows; an instance row o
 names a type, and its machine facts are filled in from here (kpbench.core.settings)."""
 
 import csv
+from pathlib import Path
 
 from kpbench import REPO_ROOT, KpbenchError
 
 CATALOGUE = REPO_ROOT / "config" / "catalogue.csv"
+# A stored campaign's copy of the catalogue it was priced at (kpbench.core.campaign).
+CAMPAIGN_CATALOGUE = "catalogue.csv"
 COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
            "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
 # The instance-row fields a catalogue row decides.
 MACHINE_FACTS = ("ec2_catalogue", "vcpus", "gpu_model", "gpus", "network_gbps", "usd_per_hour", "price_date",
                  "price_source", "peak_device")
+
+
+def priced_at(campaign, default=CATALOGUE):
+    """The catalogue a run's prices come from: a stored campaign's own copy where it keeps one (a
+    reviewer's rebuild prices at the campaign's date, never at today's, and a type that has left
+    today's catalogue stays known), else the repository's (`default`: as the caller names it)."""
+    if campaign and Path(campaign, CAMPAIGN_CATALOGUE).is_file():
+        return Path(campaign, CAMPAIGN_CATALOGUE)
+    return Path(default)
 
 
 def _number(value):

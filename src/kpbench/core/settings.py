@@ -116,17 +116,18 @@ def check(config, launching=True):
 def _fill_machine_facts(config):
     """A rented row names its type; what the type is and costs comes from the catalogue, the one copy
     (a row that restates a fact differently is refused, so two copies cannot drift apart)."""
-    from kpbench.core.catalogue import CATALOGUE, MACHINE_FACTS, machine_facts, read_catalogue
+    from kpbench.core.catalogue import MACHINE_FACTS, machine_facts, priced_at, read_catalogue
 
+    catalogue = priced_at(config.get("campaign"))
     rows = [row for row in config["instances"] if _kind(row).rented and row.get("instance_type")]
-    by_type = {entry["instance_type"]: entry for entry in read_catalogue(CATALOGUE)} if rows else {}
+    by_type = {entry["instance_type"]: entry for entry in read_catalogue(catalogue)} if rows else {}
     for row in rows:
         if row["instance_type"] not in by_type:
             raise KpbenchError(f"config: instance {row['name']}: instance_type {row['instance_type']} is not in "
-                               f"{CATALOGUE.name}, which says what each type is and costs; add its row there")
+                               f"{catalogue}, which says what each type is and costs; add its row there")
         for key, value in machine_facts(by_type[row["instance_type"]]).items():
             if key in row and row[key] != value:
-                raise KpbenchError(f"config: instance {row['name']}: {key} {row[key]!r} differs from {CATALOGUE.name}'s "
+                raise KpbenchError(f"config: instance {row['name']}: {key} {row[key]!r} differs from {catalogue}'s "
                                    f"{value!r} for {row['instance_type']}: machine facts are the catalogue's "
                                    f"({', '.join(MACHINE_FACTS)}); drop it from the row or correct the catalogue")
             row[key] = value
@@ -142,14 +143,15 @@ def _price_stand_ins(config):
     rows = [row for row in config["instances"] if row.get("stand_in") and not _kind(row).rented]
     if not rows:
         return
-    from kpbench.core.catalogue import CATALOGUE
+    from kpbench.core.catalogue import priced_at
     from kpbench.machine.description import describe_cpu, read_sources
     from kpbench.machine.stand_in import stand_in_price
 
     cpu = describe_cpu(read_sources())
     for row in rows:
         vcpus = cpu["logical_cpus"] or int(row.get("vcpus") or 1)
-        row["usd_per_hour"], row["price_date"], row["price_source"] = stand_in_price(row, cpu, vcpus, CATALOGUE)
+        row["usd_per_hour"], row["price_date"], row["price_source"] = stand_in_price(row, cpu, vcpus,
+                                                                                        priced_at(config.get("campaign")))
 
 
 def _check_original_rows(config):
