@@ -68,7 +68,9 @@ def measured(tmp_path_factory):
     np.savez(run_dir / "predictions.npz", train_index=np.arange(32), val_index=val_index,
              val_predicted_px=truth[data["val_rows"]] + 1.0)
     write_json(run_dir / "run.json", {"instance": {"name": "local"}, "repeat": 1, "seed": 1,
-                                      "training": {"precision": "float32"},
+                                      "training": {"precision": "float32", "learning_rate": 0.001,
+                                                   "pck_radius_px": 3.0, "scale_learning_rate": True,
+                                                   "warmup_epochs": 2, "jit_compile": False},
                                       "workload": {"model": "reference_cnn", "epochs": 1, "batch_size": 8}})
     out = folder / "forward_fill.json"
     measure(folder / "training.csv", out, "synthetic", folder / "truth.npz", folder / "dataset.npz",
@@ -87,6 +89,26 @@ def test_forward_fill_stage_writes_the_invented_share_error_and_both_rmses(measu
     assert math.isfinite(filled["blank_rmse_px"]) and math.isfinite(filled["labelled_rmse_px"])
     assert math.isfinite(filled["final_train_loss"])
     assert result["validation"]["blank_coordinates"] > 0
+    labels_only = result["labels_only"]
+    assert set(labels_only) == {"forward_filled", "masked"}
+    assert all(math.isfinite(labels_only[label][key]) for label in labels_only
+               for key in ("blank_rmse_px", "labelled_rmse_px"))
+
+
+def test_the_labels_only_comparison_changes_nothing_but_the_labels(measured, tmp_path, monkeypatch):
+    """Given the masked labels in place of the forward-filled ones, the two trainings are the same
+    training: equal scores, so any difference they show is the labels'."""
+    from kpbench.data.csv_reader import load_training_csv
+    from kpbench.model import original_study
+
+    _, folder = measured
+    monkeypatch.setattr(original_study, "forward_filled_targets", lambda path: load_training_csv(path)[1])
+    out = tmp_path / "same.json"
+    measure(folder / "training.csv", out, "synthetic", folder / "truth.npz", folder / "dataset.npz",
+            folder / "run" / "run.json")
+    same = read_json(out)["labels_only"]
+    for key in ("blank_rmse_px", "labelled_rmse_px"):
+        assert same["forward_filled"][key] == pytest.approx(same["masked"][key])
 
 
 def test_without_ground_truth_only_the_invented_share_is_written(measured, tmp_path):

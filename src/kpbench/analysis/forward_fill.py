@@ -67,13 +67,54 @@ def train_forward_filled(images, targets, workload, seed, model_name):
     return model, history.history["loss"]
 
 
+def train_labels_only(images, targets_px, mask, run, label):
+    """kpbench's own procedure (the run's model, precision, learning rate, masked loss, seeded tf.data
+    feed, epochs and batch) on the labels given: called on forward-filled and on masked labels of the
+    same rows, the labels are the one thing that differs. Returns the validation predictor."""
+    import sys
+
+    import tf_keras as keras
+
+    from kpbench.model.objectives import compile_model, pack_targets
+    from kpbench.model.registry import build_model
+    from kpbench.train.inputs import make_dataset
+    from kpbench.train.multi_worker import learning_rate
+
+    training, workload = run["training"], run["workload"]
+    seed, batch_size, epochs = int(run["seed"]), int(workload["batch_size"]), int(workload["epochs"])
+    rate, _ = learning_rate(keras, training, 1, -(-len(images) // batch_size))
+    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+        f"forward fill (kpbench's procedure, {label} labels): epoch {epoch + 1}/{epochs}, loss {logs['loss']:.4g}",
+        file=sys.stderr, flush=True))
+    keras.utils.set_random_seed(seed)
+    model = compile_model(build_model(run_model(run), training.get("precision", "float32"), keras), rate,
+                          float(training["pck_radius_px"]), False, keras)
+    model.fit(make_dataset(images, pack_targets(np.nan_to_num(targets_px), mask), batch_size, seed),
+              epochs=epochs, callbacks=[progress], verbose=0)
+    return model
+
+
+def _labels_only(images, filled, targets, mask, val_images, val_truth, val_mask, run):
+    """Forward-filled against masked labels, each trained by kpbench's own procedure."""
+    from kpbench.model.objectives import to_pixels
+
+    batch_size, scores = int(run["workload"]["batch_size"]), {}
+    for label, (labels, present) in (("forward_filled", (filled, ~np.isnan(filled))), ("masked", (targets, mask))):
+        start = time.time()
+        model = train_labels_only(images, labels, present, run, label.replace("_", "-"))
+        train_s = time.time() - start
+        predicted_px = to_pixels(model.predict(val_images, batch_size=batch_size, verbose=0))
+        scores[label] = {**_scores(predicted_px, val_truth, val_mask), "train_s": train_s}
+    return scores
+
+
 def measure(training_csv, out_path, source, truth_path=None, dataset_path=None, run_path=None):
     """Write the measurement as JSON to `out_path`; without a ground truth (any source but synthetic)
     only the share of invented labels, and a line saying why the rest cannot be measured."""
     from kpbench.model.original_study import forward_filled_targets
 
     filled = forward_filled_targets(training_csv)
-    _, _, mask = load_training_csv(training_csv)
+    _, targets, mask = load_training_csv(training_csv)
     if truth_path is None:
         write_json(out_path, {"source": source, "ground_truth": False,
                               "reason": "only synthetic faces have true keypoints where the CSV is blank",
@@ -110,6 +151,9 @@ def measure(training_csv, out_path, source, truth_path=None, dataset_path=None, 
                                "train_s": train_s},
             "masked": _scores(masked_px, val_truth, val_mask),
         },
+        # The labels alone: kpbench's procedure on forward-filled and on masked labels of the same rows.
+        "labels_only": _labels_only(data["train_images"][train_index], filled[train_rows], targets[train_rows],
+                                    mask[train_rows], data["val_images"][val_index], val_truth, val_mask, run),
     }
     write_json(out_path, result)
     return result
