@@ -269,6 +269,11 @@ def test_predict_command_writes_the_ranked_catalogue(tmp_path, capsys):
     assert "leave-one-out (device held out), single machine" in printed
     assert table.read_text().splitlines()[0].startswith("instance_type,")
     assert json.loads(out.read_text())["validation"]
+    # Each row's time split into its fixed and per-epoch parts, and the term that dominates it.
+    p5 = next(row for row in json.loads(out.read_text())["catalogue"] if row["instance_type"] == "p5.48xlarge")
+    line = next(line for line in printed.splitlines() if line.startswith("p5.48xlarge"))
+    assert f"{p5['fixed_s']:.1f}" in line and f"{p5['per_epoch_s']:.2f}" in line and line.endswith(p5["dominant"])
+    assert "fixed s" in printed and "s/epoch" in printed and "dominant term" in printed
 
 
 def test_the_original_clusters_all_reduce_at_their_types_guaranteed_bandwidth():
