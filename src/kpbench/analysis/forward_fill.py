@@ -46,20 +46,23 @@ def _scores(predicted_px, true_px, mask):
             "blank_rmse_per_keypoint_px": per_keypoint_rmse(true_px, predicted_px, ~mask)}
 
 
+def _progress(keras, procedure, epochs):
+    """One line per epoch for the person watching (stderr reaches Snakemake's terminal; see the rule)."""
+    import sys
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+        f"forward fill ({procedure}): epoch {epoch + 1}/{epochs}, loss {logs['loss']:.4g}", file=sys.stderr, flush=True))
+
+
 def train_forward_filled(images, targets, workload, seed, model_name):
     """The study's procedure on the given rows: forward-filled pixel targets, plain `fit`, MSE; the
     same rows are validated by the caller, so Keras holds none out."""
-    import sys
-
     import tf_keras as keras
 
     from kpbench.model import original_study
 
     epochs = int(workload["epochs"])
-    # One line per epoch for the person watching (stderr reaches Snakemake's terminal; see the rule).
-    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
-        f"forward fill (the original study's procedure): epoch {epoch + 1}/{epochs}, loss {logs['loss']:.4g}",
-        file=sys.stderr, flush=True))
+    progress = _progress(keras, "the original study's procedure", epochs)
     keras.utils.set_random_seed(seed)
     model = original_study.compiled_model(model_name)  # the masked run's model: like with like
     history = original_study.fit(model, images, targets, epochs=epochs, batch_size=int(workload["batch_size"]),
@@ -71,8 +74,6 @@ def train_labels_only(images, targets_px, mask, run, label):
     """kpbench's own procedure (the run's model, precision, learning rate, masked loss, seeded tf.data
     feed, epochs and batch) on the labels given: called on forward-filled and on masked labels of the
     same rows, the labels are the one thing that differs. Returns the validation predictor."""
-    import sys
-
     import tf_keras as keras
 
     from kpbench.model.objectives import compile_model, pack_targets
@@ -83,9 +84,7 @@ def train_labels_only(images, targets_px, mask, run, label):
     training, workload = run["training"], run["workload"]
     seed, batch_size, epochs = int(run["seed"]), int(workload["batch_size"]), int(workload["epochs"])
     rate, _ = learning_rate(keras, training, 1, -(-len(images) // batch_size))
-    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
-        f"forward fill (kpbench's procedure, {label} labels): epoch {epoch + 1}/{epochs}, loss {logs['loss']:.4g}",
-        file=sys.stderr, flush=True))
+    progress = _progress(keras, f"kpbench's procedure, {label} labels", epochs)
     keras.utils.set_random_seed(seed)
     model = compile_model(build_model(run_model(run), training.get("precision", "float32"), keras), rate,
                           float(training["pck_radius_px"]), False, keras)
