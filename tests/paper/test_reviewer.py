@@ -22,16 +22,21 @@ def test_a_campaign_ships_with_the_repository():
     assert CAMPAIGNS, "campaigns/*/config.yaml"
 
 
-@pytest.fixture(scope="module")
-def reviewed(tmp_path_factory):
-    """A clean tree with the workflow, the stored campaigns and the rows measured elsewhere, but no
-    data/ and no results/."""
-    root = tmp_path_factory.mktemp("review")
+def _review_tree(root):
+    """A checkout's workflow, paper templates, stored campaigns and rows measured elsewhere in `root`."""
     for name in ("Snakefile", "rules", "config", "environment.yml", "campaigns"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
     shutil.copytree(REPO / "paper", root / "paper", ignore=shutil.ignore_patterns("build"))
     shutil.copytree(REPO / "bench" / "measured", root / "bench" / "measured")  # as a checkout has them
+    return root
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory):
+    """A clean tree with the workflow, the stored campaigns and the rows measured elsewhere, but no
+    data/ and no results/."""
+    root = _review_tree(tmp_path_factory.mktemp("review"))
     config = CAMPAIGNS[0].relative_to(REPO)
     result = snakemake(root, "--cores", "1", "paper", "--configfile", str(config))
     return root, config.parent, result
@@ -104,11 +109,7 @@ def test_a_campaign_is_priced_at_its_own_catalogue(tmp_path):
     from kpbench.core.files import read_json
 
     campaign = next(path.parent for path in CAMPAIGNS if (path.parent / "catalogue.csv").is_file())
-    for name in ("Snakefile", "rules", "config", "environment.yml"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
-    shutil.copytree(REPO / "bench" / "measured", tmp_path / "bench" / "measured")
-    stored = tmp_path / campaign.relative_to(REPO)
-    shutil.copytree(campaign, stored)
+    stored = _review_tree(tmp_path) / campaign.relative_to(REPO)
     with open(stored / "catalogue.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     then = next(row for row in rows if row["instance_type"] == "g4dn.xlarge")
@@ -128,6 +129,17 @@ def test_a_stored_campaign_keeps_the_catalogue_it_was_priced_at(tmp_path):
     source = REPO / CAMPAIGNS[0].parent / "results"
     out = store_campaign(source, [CAMPAIGNS[0]], tmp_path / "campaigns" / "priced")
     assert (out / "catalogue.csv").read_bytes() == (REPO / "config" / "catalogue.csv").read_bytes()
+
+
+def test_a_latex_error_reaches_the_terminal(tmp_path):
+    """A paper that does not compile says why on the terminal, LaTeX's own error line, not only in the log."""
+    root = _review_tree(tmp_path)
+    template = root / "paper" / "templates" / "paper.tex.j2"
+    template.write_text(template.read_text().replace("\\maketitle\n", "\\maketitle\\nosuchcommand\n", 1))
+    result = snakemake(root, "--cores", "1", "paper", "--configfile", str(CAMPAIGNS[-1].relative_to(REPO)),
+                       check=False)
+    assert result.returncode != 0
+    assert "! Undefined control sequence." in result.stderr and "nosuchcommand" in result.stderr
 
 
 def test_the_pdf_carries_the_stored_numbers(reviewed):
