@@ -214,9 +214,10 @@ put({bucket_keys.LOG!r}, b"fast stand-in instance")
 class InstancePlayer(threading.Thread):
     """Runs each running kpbench instance's user data locally, as the instance would."""
 
-    def __init__(self, workdir, python=sys.executable, extra_env=None, fast=False):
+    def __init__(self, workdir, python=sys.executable, extra_env=None, fast=False, metadata=None):
         super().__init__(daemon=True)
         self.workdir, self.python, self.extra_env, self.fast = workdir, python, extra_env or {}, fast
+        self.metadata = metadata  # an IMDS stand-in (imds_stand_in): each instance reads its own path
         self.halt = threading.Event()
         self.played, self.processes, self.addresses = set(), {}, {}
 
@@ -254,6 +255,8 @@ class InstancePlayer(threading.Thread):
                "KPBENCH_PYTHON": self.python,
                "KPBENCH_SHUTDOWN": "true", "KPBENCH_WORKDIR": str(self.workdir / instance_id),
                "KPBENCH_CLUSTER_ADDRESSES": addresses, **self.extra_env}
+        if self.metadata:
+            env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = self.metadata.endpoint(instance_id)
         self.played.add(instance_id)
         command = ["bash", "-c", user_data_of(instance_id)]
         if self.fast:  # the user data's settings, then a stand-in for what the bootstrap does
@@ -687,7 +690,7 @@ def test_instance_profile_reaches_only_the_instances_own_folder(aws_env):
     assert [(s["Action"], s["Resource"]) for s in policy["Statement"]] == [
         ("s3:GetObject", f"{folder}/input/*"),
         ("s3:PutObject", [f"{folder}/{name}" for name in ("status.json", "log.txt", "steps.json", "allreduce.json",
-                                                          "result/*")])]
+                                                          "checkpoint.tar", "result/*")])]
     # The documented policy (README, config/iam) is the one set-up puts on the role.
     path = os.path.join(str(REPO),
                         "config/iam/instance-role-policy.json")

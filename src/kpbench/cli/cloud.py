@@ -196,7 +196,8 @@ def _cleanup(args):
 
     report = cleanup(load_config(args.configfile)["aws"], run_id=args.run_id, expired_only=args.expired,
                      everything=args.all, regions=args.region, all_regions=args.all_regions)
-    print(f"terminated {len(report['terminated'])} instance(s) {' '.join(report['terminated'])}; removed "
+    print(f"terminated {len(report['terminated'])} instance(s) {' '.join(report['terminated'])}; cancelled "
+          f"{len(report['spot_requests'])} spot request(s) {' '.join(report['spot_requests'])}; removed "
           f"{len(report['security_groups'])} security group(s) and {report['s3_objects_removed']} S3 object(s) "
           f"of {len(report['runs'])} run(s); looked in {', '.join(report['regions'])}")
     for line in report.get("removed_setup", []):

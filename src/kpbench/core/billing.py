@@ -41,16 +41,31 @@ def cluster_usd_per_hour(instance):
     return float(price) * int(instance.get("workers", 1))
 
 
-def ec2_bill(instance, aws_config, running_at, ended_at):
-    """What an EC2 run cost: EC2 bills each instance per second from "running" to its termination,
-    with a 60 s minimum; its gp3 volume and public IPv4 address for as long
-    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html#instance-billing).
-    An instance that never ran is billed nothing."""
-    seconds = 0 if running_at is None else billed_seconds(ended_at - running_at)
-    per_hour, machines = ec2_usd_per_hour(instance, aws_config), cluster_usd_per_hour(instance)
-    return {"billed_s": seconds, "hours": seconds / SECONDS_PER_HOUR, "usd_per_hour": per_hour,
-            "instance_usd_per_hour": machines, "extras_usd_per_hour": None if per_hour is None else per_hour - machines,
-            "usd": run_cost_usd(seconds, per_hour), "prices": aws_config["prices"]}
+def ec2_bill(instances, aws_config, now):
+    """What an EC2 run cost, summed over every instance it held (a spot run's relaunches too): EC2
+    bills each instance per second from "running" to its termination, with a 60 s minimum, at its
+    market's price (on demand; a spot instance at the spot price in effect, interrupted or not), and
+    its gp3 volume and public IPv4 address for as long
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html#instance-billing,
+    https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/billing-for-interrupted-spot-instances.html).
+    `instances`: {instance_id, market, usd_per_hour (the instance's alone, None: unknown), running_at,
+    ended_at}; one that never ran is billed nothing, one not yet ended is billed until `now`.
+    `billed_s` is machine time over machines: for one launch, the seconds each of its machines held."""
+    extras, billed, usd, machine_s = machine_extras_usd_per_hour(aws_config), [], 0.0, 0
+    for held in instances:
+        seconds = 0 if held["running_at"] is None else billed_seconds((held["ended_at"] or now) - held["running_at"])
+        price = held["usd_per_hour"]
+        cost = run_cost_usd(seconds, None if price is None else price + extras)
+        billed.append({**held, "billed_s": seconds, "usd": cost})
+        machine_s += seconds
+        usd = None if usd is None or cost is None else usd + cost
+    machines = max(1, len({h["slot"] for h in instances})) if instances else 1
+    seconds = machine_s / machines
+    hours = seconds / SECONDS_PER_HOUR
+    per_hour = usd / hours if usd is not None and hours else None
+    return {"billed_s": seconds, "hours": hours, "usd_per_hour": per_hour,
+            "instance_usd_per_hour": None if per_hour is None else per_hour - extras * machines,
+            "extras_usd_per_hour": extras * machines, "usd": usd, "instances": billed, "prices": aws_config["prices"]}
 
 
 def run_cost_usd(seconds, usd_per_hour):

@@ -1,14 +1,18 @@
 """The callbacks a timed training run hands to `model.fit`, one job each: epoch and step timing,
-the heartbeat the launcher watches, the journal a resumed run starts from, the time limit, and the
-fault injection the launcher's tests use. Each is made for the Keras module it runs under
+the heartbeat the launcher watches, the journal a resumed run starts from, a spot run's checkpoint
+archive, the time limit, and the fault injection the launcher's tests use. Each is made for the Keras module it runs under
 (tf-keras or Keras 3), whose Callback it must subclass."""
 
 import os
+import tarfile
 import time
 from pathlib import Path
 
 from kpbench.core.files import write_json
 from kpbench.core.metrics import KERAS_COLUMNS
+
+# A spot run's checkpoint archive, beside its backup folder, whose contents it holds under ARCHIVE_ROOT.
+ARCHIVE_NAME, ARCHIVE_ROOT = "checkpoint.tar", "backup"
 
 
 def epoch_timer(keras, earlier_rows=()):
@@ -90,6 +94,22 @@ def epoch_journal(keras, path, timer):
             write_json(path, timer.rows)
 
     return EpochJournal()
+
+
+def checkpoint_archive(keras, backup_dir):
+    """The backup folder as one archive beside it, replaced whole after every epoch's checkpoint (so a
+    spot instance ships a consistent checkpoint however its upload and the next save interleave;
+    kpbench.backends.aws.interruption). Its time falls between epochs: in the run's wall time, not its epochs'."""
+    archive = Path(backup_dir).parent / ARCHIVE_NAME
+
+    class CheckpointArchive(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            partial = archive.with_suffix(".partial")
+            with tarfile.open(partial, mode="w") as tar:
+                tar.add(backup_dir, arcname=ARCHIVE_ROOT)
+            os.replace(partial, archive)
+
+    return CheckpointArchive()
 
 
 def time_limit(keras, max_seconds):

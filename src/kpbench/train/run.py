@@ -15,7 +15,15 @@ from kpbench.core.files import write_json
 from kpbench.core.layout import ALLREDUCE_FILE, PROGRESS_FILE, STEPS_FILE
 from kpbench.machine.detect import FRAMEWORKS, process_start_time
 from kpbench.model.objectives import per_keypoint_rmse
-from kpbench.train.callbacks import epoch_journal, epoch_timer, heartbeat, injected_fault, step_timer, time_limit
+from kpbench.train.callbacks import (
+    checkpoint_archive,
+    epoch_journal,
+    epoch_timer,
+    heartbeat,
+    injected_fault,
+    step_timer,
+    time_limit,
+)
 from kpbench.train.run_writer import config_hash, history_csv, run_record, write_run
 
 # What defines a measurement (kpbench.core.settings fills each from the configuration); how it is
@@ -240,6 +248,8 @@ def _fit(run, model, feed, train_images):
     callbacks.append(heartbeat(keras, run.out_dir / PROGRESS_FILE, timer))
     if run.backup_dir is not None:
         callbacks.append(keras.callbacks.BackupAndRestore(str(Path(run.backup_dir) / "checkpoint")))
+        if journal is not None and run.spec["instance"].get("spot"):  # after the backup: it archives it
+            callbacks.append(checkpoint_archive(keras, Path(run.backup_dir)))
     if run.max_seconds is not None:
         callbacks.append(time_limit(keras, run.max_seconds))
     fault = injected_fault(keras, run.worker_index)

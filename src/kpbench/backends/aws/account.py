@@ -140,6 +140,7 @@ def cleanup(aws_config, run_id=None, expired_only=False, now=None, everything=Fa
         regions = sorted({home, *regions})
         ec2s = {region: client(boto, "ec2", region) for region in regions}
         report = {"terminated": [], "security_groups": [], "regions": regions}
+        report["spot_requests"] = sorted(r for ec2 in ec2s.values() for r in _cancel_spot_requests(ec2, run_id))
         ended = [_end_instances(ec2, run_id, expired_only, now) for ec2 in ec2s.values()]
         runs = {r for chosen, _ in ended for r in chosen} | ({run_id} if run_id else set())
         live = {r for _, left in ended for r in left}
@@ -163,6 +164,20 @@ def cleanup(aws_config, run_id=None, expired_only=False, now=None, everything=Fa
         if everything:
             report["removed_setup"] = remove_setup(aws_config, boto, client(boto, "s3"))
     return report
+
+
+def _cancel_spot_requests(ec2, run_id):
+    """In one region: cancel the project's spot requests still open or active (a one-time request
+    closes with its instance, but one whose launch the launcher never saw may stay open); their ids.
+    A request's instance outlives its cancellation (CancelSpotInstanceRequests does not terminate it):
+    the instances' own tags bring them to _end_instances."""
+    filters = [{"Name": f"tag:{TAG_PROJECT}", "Values": [PROJECT]}, {"Name": "state", "Values": ["open", "active"]}]
+    if run_id:
+        filters.append({"Name": f"tag:{TAG_RUN}", "Values": [run_id]})
+    ids = [r["SpotInstanceRequestId"] for r in ec2.describe_spot_instance_requests(Filters=filters)["SpotInstanceRequests"]]
+    if ids:
+        ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=ids)
+    return ids
 
 
 def _end_instances(ec2, run_id, expired_only, now):

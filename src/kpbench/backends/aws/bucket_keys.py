@@ -3,7 +3,9 @@
   <prefix>/<run id>/input/          the launcher's copy of the run's inputs (no instance reaches it)
   <prefix>/<run id>/<instance ARN>/ one instance's folder, the only place its role reaches:
       input/   spec.json, launch.json (limits), dataset.npz, bundle.tar.gz, cluster.json (clusters)
+      input/checkpoint.tar   (a relaunch after a spot interruption) the checkpoint to resume from
       status.json   the instance's phase and heartbeat
+      checkpoint.tar   (spot rows) the chief's checkpoint, replaced after every epoch
       log.txt       the bootstrap's log, uploaded on exit
       steps.json, allreduce.json   its step times and (clusters) its all-reduce sweep
       result/       the chief's run files, then manifest.json with their checksums (written last: a
@@ -19,9 +21,10 @@ BUNDLE, SPEC, LAUNCH, DATASET, CLUSTER = (f"input/{name}" for name in (
 # bootstrap waits for it and then finds the others in place.
 INPUTS = (SPEC, LAUNCH, DATASET, BUNDLE)
 STATUS, LOG, STEPS, ALLREDUCE = "status.json", "log.txt", "steps.json", "allreduce.json"
+CHECKPOINT, RESUME_FROM = "checkpoint.tar", "input/checkpoint.tar"
 MANIFEST = "result/manifest.json"
 # What an instance writes, and all its role may write (kpbench.backends.aws.account.instance_role_policy).
-OUTPUTS = (STATUS, LOG, STEPS, ALLREDUCE, "result/*")
+OUTPUTS = (STATUS, LOG, STEPS, ALLREDUCE, CHECKPOINT, "result/*")
 INSTANCE = "{instance}"  # stands for the instance id in a folder name the bootstrap completes
 
 

@@ -6,6 +6,13 @@ instance in one idempotent call, copies the inputs into each instance's own fold
 role reaches), writes the cluster spec once all private IPs are known, watches each instance's status
 while printing progress, collects the chief's checked result, and terminates every instance in
 teardown, whatever happened.
+
+A spot row recovers from interruptions as SageMaker's managed spot training and SkyPilot's managed
+jobs do: its instances ship their checkpoint to S3 every epoch and stop at EC2's two-minute notice
+(kpbench.backends.aws.interruption); the launcher then ends the whole set (a cluster resumes as one,
+from the chief's last checkpoint), relaunches it, in another zone when one has no capacity, on demand
+after `aws.spot_fallback_after` interruptions, and the new set resumes from that checkpoint. The run
+records every interruption and bills every instance it held.
 """
 
 import io
@@ -21,6 +28,7 @@ from kpbench import PACKAGE_ROOT, KpbenchError
 from kpbench.backends.aws import api, bucket_keys, provision
 from kpbench.backends.aws.bucket import Exchange, delete_prefix, sha256
 from kpbench.backends.aws.instance import user_data
+from kpbench.backends.aws.interruption import checkpoint_facts
 from kpbench.backends.aws.watch import Watch
 from kpbench.backends.base import Backend, run_label, say
 from kpbench.backends.registry import register
@@ -30,6 +38,9 @@ from kpbench.core.layout import ALLREDUCE_FILE, RUN_FILES, RUN_JSON, STEPS_FILE
 from kpbench.train.step_times import merge_step_times
 
 LOG_GRACE_S = 60.0  # how long a finished EC2 run waits for its instances' logs
+# The state reason of an instance EC2 reclaimed
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_StateReason.html).
+SPOT_RECLAIMED = "Server.SpotInstanceTermination"
 COSTS_DIR = ".costs"  # every EC2 run's bill, <run id>.json, failed runs' too (Snakemake does not know it)
 
 
@@ -61,8 +72,11 @@ class Ec2Instances(Backend):
         self.instance = spec["instance"]
         self.instance_type, self.region = self.instance["instance_type"], self.aws["region"]
         self.instance_ids, self.folders, self.group_id, self.run_id, self.run, self.clients = [], {}, None, None, None, None
-        self.launched = self.running_at = self.ami = self.watch = None
-        self.terminated_at = self.outcome = None
+        self.launched = self.running_at = self.ami = self.watch = self.account = None
+        self.outcome = None
+        self.market = "spot" if self.instance.get("spot") else "on-demand"
+        # Every instance the run held, for teardown and the bill; the interruptions it recovered from.
+        self.held, self.interruptions, self.attempt = [], [], 0
 
     def _translated(self):
         return api.translated(self.instance_type, self.region)
@@ -90,20 +104,57 @@ class Ec2Instances(Backend):
                 max_lifetime_h=self.aws["max_lifetime_h"], subnet_id=self.aws["subnet_id"],
                 spot=bool(self.instance.get("spot")), volume_gb=self.aws["volume_gb"],
                 root_device=provision.root_device(client, ami))
-            self.launched, self.ami = time.time(), ami
-            launched = provision.run_instances(client, params)
-            self.instance_ids = [i["InstanceId"] for i in sorted(launched, key=lambda i: i.get("AmiLaunchIndex", 0))]
-            print(f"launched {self.workers} x {self.instance_type} ({ami}): {', '.join(self.instance_ids)}",
-                  flush=True)
-            self.folders = {i: self.run.folder(bucket_keys.instance_folder(self.run.root, self.region, account, i))
-                            for i in self.instance_ids}
-            self.watch = Watch(self.spec, self.folders, self.limits, self.aws["boot_timeout_s"], self.launched)
-            for folder in self.folders.values():
-                for name in bucket_keys.INPUTS:
-                    self.run.copy_to(folder, name)
-            described = self._wait_running(client)
-            if self.workers > 1:
-                self._write_cluster(described)
+            self.ami, self.account, self.launched = ami, account, time.time()
+            self._start(provision.zone_order(self._zones(), movable=not self.aws["subnet_id"]))
+
+    def _zones(self):
+        return [] if self.aws["subnet_id"] else provision.zones(self.clients["ec2"])
+
+    def _start(self, zone_order, resume_from=None):
+        """Launch the run's `workers` instances (one attempt), give each its inputs (and the checkpoint
+        to resume from), wait until all run, and write the cluster spec."""
+        client = self.clients["ec2"]
+        params = provision.launch_params(
+            instance_type=self.instance_type, count=self.workers, ami=self.ami, group_id=self.group_id,
+            user_data=user_data(self.aws["bucket"], self.run.root, self.region, self.aws["max_lifetime_h"],
+                                int(self.instance["gpus"]), self.account),
+            profile_name=self.aws["instance_profile"], run_id=self.run_id, instance_name=self.instance["name"],
+            max_lifetime_h=self.aws["max_lifetime_h"], subnet_id=self.aws["subnet_id"],
+            spot=self.market == "spot", volume_gb=self.aws["volume_gb"],
+            root_device=provision.root_device(client, self.ami), attempt=self.attempt)
+        started = time.time()
+        launched, _ = provision.launch_in_some_zone(client, params, zone_order)
+        self.instance_ids = [i["InstanceId"] for i in sorted(launched, key=lambda i: i.get("AmiLaunchIndex", 0))]
+        self.held += [{"instance_id": i, "slot": slot, "attempt": self.attempt, "market": self.market, "zone": None,
+                       "usd_per_hour": None, "running_at": None, "ended_at": None}
+                      for slot, i in enumerate(self.instance_ids)]
+        print(f"launched {self.workers} x {self.instance_type} ({self.market}, {self.ami}): "
+              f"{', '.join(self.instance_ids)}", flush=True)
+        self.folders = {i: self.run.folder(bucket_keys.instance_folder(self.run.root, self.region, self.account, i))
+                        for i in self.instance_ids}
+        self.watch = Watch(self.spec, self.folders, self.limits, self.aws["boot_timeout_s"], started)
+        for folder in self.folders.values():
+            if resume_from:  # before the bundle: the bootstrap starts once the bundle is there
+                folder.upload(resume_from, bucket_keys.RESUME_FROM)
+            for name in bucket_keys.INPUTS:
+                self.run.copy_to(folder, name)
+        described = self._wait_running(client)
+        if self.attempt == 0:
+            self.launch_to_running_s = self.running_at - started
+        for held in self.held:
+            if held["instance_id"] in described:
+                zone = described[held["instance_id"]].get("Placement", {}).get("AvailabilityZone")
+                held.update(zone=zone, running_at=self.running_at, usd_per_hour=self._price(zone))
+        if self.workers > 1:
+            self._write_cluster(described)
+
+    def _price(self, zone):
+        """One machine's price per hour in its market: the catalogue's on-demand price, or the spot
+        price in effect in its zone at launch (None: EC2 gave none, the bill says unknown)."""
+        if self.market == "on-demand":
+            price = self.instance.get("usd_per_hour")
+            return None if price is None else float(price)
+        return provision.spot_price(self.clients["ec2"], self.instance_type, zone)
 
     def _upload_inputs(self):
         print(f"run {self.run_id}: uploading code, data and spec to s3://{self.run.bucket}/{self.run.root}",
@@ -159,10 +210,14 @@ class Ec2Instances(Backend):
     def wait(self):
         with self._translated():
             deadline, finished = self.launched + float(self.limits["deadline_s"]), None
-            chief = self.folders[self.instance_ids[0]]
             while True:
+                chief = self.folders[self.instance_ids[0]]  # the current set's: a relaunch replaces it
                 statuses = self.watch.statuses()
                 self.watch.report(statuses)
+                interrupted = [i for i in self.instance_ids if statuses.get(i, {}).get("phase") == "interrupted"]
+                if interrupted:
+                    self._recover(interrupted[0], statuses)
+                    continue
                 self.watch.judge(statuses)
                 done = [i for i in self.instance_ids if statuses.get(i, {}).get("phase") == "done"]
                 if len(done) == self.workers and chief.exists(bucket_keys.MANIFEST):
@@ -171,14 +226,56 @@ class Ec2Instances(Backend):
                     finished = finished or time.time()
                     if all(f.exists(bucket_keys.LOG) for f in self.folders.values()) or time.time() - finished > LOG_GRACE_S:
                         return
-                states = {i: d["State"]["Name"] for i, d in provision.describe(self.clients["ec2"], self.instance_ids).items()}
+                described = provision.describe(self.clients["ec2"], self.instance_ids)
+                states = {i: d["State"]["Name"] for i, d in described.items()}
                 gone = [i for i, s in states.items() if s not in ("pending", "running") and i not in done]
+                reclaimed = [i for i in gone if described[i].get("StateReason", {}).get("Code") == SPOT_RECLAIMED]
+                if reclaimed:  # reclaimed before its notice was seen: the checkpoint shipped last stands
+                    self._recover(reclaimed[0], statuses)
+                    continue
                 if gone:
                     raise KpbenchError(f"instance {gone[0]} {states[gone[0]]} without a result:\n"
                                        + self.watch.log(gone[0]))
                 if time.time() > deadline:
                     raise KpbenchError(f"no result within {self.limits['deadline_s']:.0f} s of launch (limits.deadline_s)")
                 time.sleep(float(self.aws["poll_s"]))
+
+    def _recover(self, instance_id, statuses):
+        """One instance was interrupted: record it, end the whole set, and relaunch it from the chief's
+        last checkpoint, away from the zone that reclaimed it (on demand once the configured number
+        of interruptions is reached)."""
+        now, status = time.time(), statuses.get(instance_id, {})
+        chief = self.folders[self.instance_ids[0]]
+        held = next(h for h in self.held if h["instance_id"] == instance_id)
+        stopped = status.get("stopped_at", now)
+        self._end_attempt()
+        with tempfile.TemporaryDirectory() as scratch:
+            resume_from, kept, since = None, 0, held["running_at"] or now
+            if chief.exists(bucket_keys.CHECKPOINT):
+                resume_from = Path(scratch) / bucket_keys.CHECKPOINT
+                chief.download(bucket_keys.CHECKPOINT, resume_from)
+                kept, since = checkpoint_facts(resume_from)
+            self.interruptions.append({
+                "instance_id": instance_id, "worker": held["slot"], "zone": held["zone"], "attempt": self.attempt,
+                "at": stopped, "notice": status.get("notice"), "rebalance": status.get("rebalance"),
+                "epochs_kept": kept, "work_lost_s": max(0.0, stopped - since)})
+            say(f"{run_label(self.spec)}: {instance_id} (worker {held['slot']}, {held['zone']}) interrupted; "
+                f"{kept} epoch(s) kept, {self.interruptions[-1]['work_lost_s']:.0f} s of work lost")
+            fallback = int(self.aws["spot_fallback_after"])
+            if self.market == "spot" and len(self.interruptions) >= fallback:
+                self.market = "on-demand"
+                say(f"{run_label(self.spec)}: {len(self.interruptions)} interruption(s) (aws.spot_fallback_after "
+                    f"= {fallback}): relaunching on demand")
+            self.attempt += 1
+            self._start(provision.zone_order(self._zones(), avoid=held["zone"], movable=not self.aws["subnet_id"]),
+                        resume_from)
+
+    def _end_attempt(self):
+        """Terminate the current set and close its instances' bills."""
+        ended = provision.terminate(self.clients["ec2"], self.instance_ids)
+        for held in self.held:
+            if held["instance_id"] in self.instance_ids and held["ended_at"] is None:
+                held["ended_at"] = ended
 
     def collect(self):
         """The chief's files, checked against its manifest, with every worker's step times."""
@@ -197,12 +294,13 @@ class Ec2Instances(Backend):
                 if self.workers > 1:
                     merge_step_times(run, *self._per_worker(staging))
                 # The instances are done (and end themselves): their termination closes the bill.
-                self.terminated_at = provision.terminate(self.clients["ec2"], self.instance_ids)
+                self._end_attempt()
                 bill = self._bill()
                 run["remote"] = {"run_id": self.run_id, "region": self.region, "ami": self.ami,
                                  "instance_type": self.instance_type, "instance_ids": self.instance_ids,
-                                 "launch_to_running_s": self.running_at - self.launched,
-                                 "billed_s": bill["billed_s"]}
+                                 "launch_to_running_s": self.launch_to_running_s,
+                                 "billed_s": bill["billed_s"], "market": self.market,
+                                 "instances": bill["instances"], "interruptions": self.interruptions}
                 run["cost"].update({key: bill[key] for key in ("hours", "usd", "usd_per_hour", "instance_usd_per_hour",
                                                                "extras_usd_per_hour")})
                 self.outcome = "collected"
@@ -226,9 +324,8 @@ class Ec2Instances(Backend):
         return steps, sweeps
 
     def _bill(self):
-        ended = self.terminated_at or time.time()
-        return {"run_id": self.run_id, "instance_ids": self.instance_ids,
-                **billing.ec2_bill(self.instance, self.aws, self.running_at, ended)}
+        return {"run_id": self.run_id, "instance_ids": [h["instance_id"] for h in self.held],
+                **billing.ec2_bill(self.held, self.aws, time.time())}
 
     def teardown(self):
         """Terminate every instance, then remove the run's security group and (unless kept) its S3
@@ -236,12 +333,15 @@ class Ec2Instances(Backend):
         if self.clients is None:
             return
         problems = []
+        every = [h["instance_id"] for h in self.held]  # a relaunch's predecessors too
         try:
-            if self.instance_ids:
-                print(f"terminating {', '.join(self.instance_ids)}", flush=True)
-                self.terminated_at = provision.terminate(self.clients["ec2"], self.instance_ids)
+            if every:
+                print(f"terminating {', '.join(every)}", flush=True)
+                ended = provision.terminate(self.clients["ec2"], every)
+                for held in self.held:
+                    held["ended_at"] = held["ended_at"] or ended
         except Exception as error:  # noqa: BLE001 - teardown must go on, and name what is left
-            problems.append(f"instances {', '.join(self.instance_ids)} may still run ({error}); "
+            problems.append(f"instances {', '.join(every)} may still run ({error}); "
                             f"run `python -m kpbench cleanup --run-id {self.run_id}`")
         try:
             if self.group_id and not provision.delete_security_group(self.clients["ec2"], self.group_id):
@@ -255,8 +355,9 @@ class Ec2Instances(Backend):
             problems.append(f"cleanup of run {self.run_id} incomplete ({error}); run `python -m kpbench cleanup "
                             f"--run-id {self.run_id}`")
         try:  # every run's cost is kept, a failed one's too: it was billed all the same
-            if self.instance_ids:
-                bill = {**self._bill(), "outcome": self.outcome or "failed", "instance": self.instance["name"]}
+            if self.held:
+                bill = {**self._bill(), "outcome": self.outcome or "failed", "instance": self.instance["name"],
+                        "interruptions": self.interruptions}
                 write_json(self.out_dir / COSTS_DIR / f"{self.run_id}.json", bill)
                 print(f"run {self.run_id} cost {bill['usd'] or 0:.4f} USD ({bill['billed_s']} s billed)", flush=True)
         except Exception as error:  # noqa: BLE001

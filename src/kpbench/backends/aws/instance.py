@@ -15,11 +15,12 @@ from pathlib import Path
 from kpbench import PACKAGE_ROOT
 from kpbench.backends.aws import bucket_keys
 from kpbench.backends.aws.bucket import Exchange, sha256
+from kpbench.backends.aws.interruption import SpotGuard, restore_checkpoint, stop_for
 from kpbench.backends.run_lock import launcher_environment
 from kpbench.core.contention import Sampler
 from kpbench.core.files import read_json, write_json
 from kpbench.core.layout import ALLREDUCE_FILE, PROGRESS_FILE, RUN_FILES, RUN_JSON, STEPS_FILE
-from kpbench.train.run import tf_config
+from kpbench.train.run import prepare_backup, tf_config
 
 # The versions the project was tested with (its environment), so an instance trains with what was
 # tested. numpy 2.4 and pandas 3.1 need Python 3.11 or later: the Ubuntu 24.04 Deep Learning Base AMI
@@ -52,7 +53,9 @@ def _exchange(bucket, prefix):
 
 
 def remote_worker(bucket, prefix, workdir):
-    """Train on this instance as its run's spec and limits say, upload the result, report each phase."""
+    """Train on this instance as its run's spec and limits say, upload the result, report each phase.
+    A spot row's instance resumes from the checkpoint its launcher gave it, ships its own after
+    every epoch, and stops at an interruption notice (kpbench.backends.aws.interruption)."""
     instance_id = os.environ["KPBENCH_INSTANCE_ID"]
     exchange, workdir = _exchange(bucket, prefix), Path(workdir)
     exchange.put_json(bucket_keys.STATUS, {"phase": "bootstrapped", "time": time.time()})
@@ -62,23 +65,33 @@ def remote_worker(bucket, prefix, workdir):
     spec, limits = read_json(spec_path), exchange.get_json(bucket_keys.LAUNCH)["limits"]
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     index = _join_cluster(exchange, spec, limits, instance_id, env)
-    exchange.put_json(bucket_keys.STATUS, {"phase": "training", "worker": index, "time": time.time()})
+    backup = workdir / "backup"
+    resumed = restore_checkpoint(exchange, backup)
+    prepare_backup(backup, spec)
+    guard = SpotGuard(exchange, backup, index, float(limits["notice_poll_s"])) if spec["instance"].get("spot") else None
+    exchange.put_json(bucket_keys.STATUS, {"phase": "training", "worker": index, "time": time.time(),
+                                           "resumed_epochs": resumed})
     out.mkdir(parents=True, exist_ok=True)
     with open(workdir / "worker.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "kpbench", "worker", "--spec", f"@{spec_path}",
-                                    "--dataset", str(dataset_path), "--out", str(out)],
+                                    "--dataset", str(dataset_path), "--out", str(out), "--backup-dir", str(backup)],
                                    stdout=log, stderr=subprocess.STDOUT, env=launcher_environment(env))
     # What else used this instance while it trained; the chief's record is the run's.
     sampler = Sampler([process.pid], limits["max_foreign_cpu_share"]).start()
     try:
         stall = float(limits["stall_timeout_s"])
         # Heartbeats well inside the stall limit: the launcher also judges an instance by its status's age.
-        code = _supervise(process, out / PROGRESS_FILE, exchange, index, stall, heartbeat_s=min(30.0, stall / 4))
+        code = _supervise(process, out / PROGRESS_FILE, exchange, index, stall, heartbeat_s=min(30.0, stall / 4),
+                          guard=guard)
     finally:
         contention = sampler.stop()
         if process.poll() is None:  # supervision itself failed (an S3 error): no training left behind
             process.kill()
     print((workdir / "worker.log").read_text(errors="replace"), flush=True)
+    if isinstance(code, dict):  # the interruption notice: the launcher relaunches from the checkpoint
+        exchange.put_json(bucket_keys.STATUS, {"phase": "interrupted", "worker": index, "time": time.time(), **code})
+        print(f"spot interruption notice on {instance_id}: training stopped", flush=True)
+        return
     if code != 0:
         print(f"training on {instance_id} failed (exit status {code})", file=sys.stderr, flush=True)
         raise SystemExit(code if code > 0 else 1)
@@ -114,21 +127,35 @@ def _upload_result(exchange, out, index, contention, instance_id):
         exchange.put_json(bucket_keys.MANIFEST, {"files": files, "instance_id": instance_id})
 
 
-def _supervise(process, progress_path, exchange, index, stall_timeout_s, heartbeat_s=30.0):
-    """Wait for the training process, sending a heartbeat; a hung one is killed after the stall limit."""
-    started = time.time()
+def _supervise(process, progress_path, exchange, index, stall_timeout_s, heartbeat_s=30.0, guard=None):
+    """Wait for the training process, sending a heartbeat; a hung one is killed after the stall limit.
+    Returns its exit status, or (spot, `guard`) what an interruption notice stopped: the notice, when
+    training stopped, and the checkpoint shipped last."""
+    started, beat = time.time(), 0.0
     while True:
         try:
-            return process.wait(timeout=heartbeat_s)
+            return process.wait(timeout=min(heartbeat_s, guard.poll_s) if guard else heartbeat_s)
         except subprocess.TimeoutExpired:
             pass
+        if guard:
+            guard.ship()
+            notice = guard.notice()
+            if notice is not None:
+                stopped = stop_for(process)
+                shipped = guard.ship()
+                return {"notice": notice, "stopped_at": stopped, "checkpoint": shipped,
+                        "rebalance": guard.rebalance}
+            if time.time() - beat < heartbeat_s:
+                continue
+        beat = time.time()
         last_step = progress_path.stat().st_mtime if progress_path.exists() else started
         try:
             progress = read_json(progress_path)  # the last finished epoch, for the launcher's progress line
         except (OSError, ValueError):
             progress = None
         exchange.put_json(bucket_keys.STATUS, {"phase": "training", "worker": index, "time": time.time(),
-                                        "last_step_age_s": time.time() - last_step, "progress": progress})
+                                        "last_step_age_s": time.time() - last_step, "progress": progress,
+                                        "checkpoint": guard.shipped if guard else None})
         if time.time() - last_step > stall_timeout_s:
             process.kill()
             process.wait()

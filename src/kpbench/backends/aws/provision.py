@@ -89,9 +89,66 @@ def authorize_peers(ec2, group_id, port):
         codes=("InvalidGroup.NotFound",))
 
 
-def client_token(run_id):
-    """Idempotency token of one launch: a retried call with it cannot start a second set."""
-    return hashlib.sha256(run_id.encode()).hexdigest()[:64]
+def client_token(run_id, attempt=0):
+    """Idempotency token of one launch: a retried call with it cannot start a second set. Each
+    relaunch after a spot interruption is a launch of its own (`attempt` 1, 2, ...)."""
+    return hashlib.sha256((run_id if attempt == 0 else f"{run_id}#{attempt}").encode()).hexdigest()[:64]
+
+
+# Refusals that another availability zone may not give: no spare capacity of the type there, or the
+# type not offered there (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/troubleshooting-launch.html#troubleshooting-launch-capacity).
+ZONE_REFUSALS = {"InsufficientInstanceCapacity", "Unsupported"}
+
+
+def zones(ec2):
+    """The region's availability zones a launch may be placed in, by name."""
+    found = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
+    return sorted(z["ZoneName"] for z in found if z.get("ZoneType", "availability-zone") == "availability-zone")
+
+
+def launch_in_some_zone(ec2, params, order):
+    """Launch `params` (run_instances, retried) in the first zone of `order` that has capacity (None:
+    the zone EC2 picks). Returns (instances, the refusals met on the way)."""
+    from botocore.exceptions import ClientError
+
+    refused = []
+    for position, zone in enumerate(order):
+        placed = {**params, "Placement": {"AvailabilityZone": zone}} if zone else params
+        try:
+            return run_instances(ec2, placed), refused
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code not in ZONE_REFUSALS or position == len(order) - 1:
+                raise
+            refused.append({"zone": zone or "EC2's choice", "code": code})
+            print(f"launch refused in {zone or 'the zone EC2 chose'} ({code}): trying another zone", flush=True)
+    raise KpbenchError("no availability zone to launch in")
+
+
+def zone_order(all_zones, avoid=None, movable=True):
+    """Where to try a launch: EC2's choice first, then every zone, `avoid` (the zone that just
+    reclaimed a spot instance) last and never first; only EC2's choice (the subnet's zone) when a
+    configured subnet fixes the zone."""
+    if not movable:
+        return [None]
+    if avoid is None:
+        return [None, *all_zones]
+    return [z for z in all_zones if z != avoid] + [avoid]
+
+
+def spot_price(ec2, instance_type, zone):
+    """The spot price in effect now for a Linux instance of `instance_type` in `zone` (the newest
+    DescribeSpotPriceHistory entry), USD per hour; None where EC2 gives none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        history = ec2.describe_spot_price_history(
+            InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX"], MaxResults=10,
+            Filters=[{"Name": "availability-zone", "Values": [zone]}])["SpotPriceHistory"]
+    except ClientError:
+        return None
+    newest = max(history, key=lambda entry: entry["Timestamp"], default=None)
+    return float(newest["SpotPrice"]) if newest else None
 
 
 def run_instances(ec2, params, attempts=4, pause_s=5.0):
@@ -115,14 +172,14 @@ def expiry(hours, now=None):
 
 
 def launch_params(*, instance_type, count, ami, user_data, group_id, profile_name, run_id, instance_name,
-                  max_lifetime_h, subnet_id=None, spot=False, volume_gb=None, root_device="/dev/sda1"):
+                  max_lifetime_h, subnet_id=None, spot=False, volume_gb=None, root_device="/dev/sda1", attempt=0):
     """Every safety rail of a launch in one place: self-terminating, IMDSv2 only, tagged, idempotent."""
     tags = [{"Key": TAG_PROJECT, "Value": PROJECT}, {"Key": TAG_RUN, "Value": run_id},
             {"Key": TAG_INSTANCE, "Value": instance_name}, {"Key": TAG_EXPIRES, "Value": expiry(max_lifetime_h)},
             {"Key": "Name", "Value": f"kpbench {instance_name} {run_id}"}]
     params = {
         "ImageId": ami, "InstanceType": instance_type, "MinCount": count, "MaxCount": count,
-        "UserData": user_data, "ClientToken": client_token(run_id),
+        "UserData": user_data, "ClientToken": client_token(run_id, attempt),
         "IamInstanceProfile": {"Name": profile_name},
         "InstanceInitiatedShutdownBehavior": "terminate",
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
@@ -133,9 +190,10 @@ def launch_params(*, instance_type, count, ami, user_data, group_id, profile_nam
                                         "AssociatePublicIpAddress": True}]
     else:
         params["SecurityGroupIds"] = [group_id]
-    if spot:
+    if spot:  # its one-time request is tagged too, so that `cleanup` finds one left open
         params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
             "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+        params["TagSpecifications"].append({"ResourceType": "spot-instances-request", "Tags": tags})
     if volume_gb:
         params["BlockDeviceMappings"] = [{"DeviceName": root_device, "Ebs": {
             "VolumeSize": int(volume_gb), "VolumeType": "gp3", "DeleteOnTermination": True, "Encrypted": True}}]
