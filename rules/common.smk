@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 from kpbench.core import layout
-from kpbench.core.catalogue import priced_at
+from kpbench.core.catalogue import priced_at, spot_prices_at
 from kpbench.core.files import write_if_changed
 from kpbench.model.registry import REFERENCE_MODEL
 from kpbench.core.settings import (
@@ -64,6 +64,13 @@ FIGURE_FILES = expand("paper/build/figures/{name}.pdf", name=layout.FIGURES)
 ORIGINAL_MODEL = f"{RESULTS}/{'' if workload(config)['model'] == REFERENCE_MODEL else 'original_'}model.json"
 # The catalogue that prices every machine: a stored campaign's own where it keeps one.
 CATALOGUE = str(priced_at(CAMPAIGN, "config/catalogue.csv"))
+# Spot prices per zone (a stored campaign's own; else the plan's snapshot where EC2 rows are planned;
+# else the dated default) and the interruption bands (kpbench.forecast.spot).
+SPOT_SNAPSHOT = f"results/{layout.SPOT_SNAPSHOT}"
+SPOT_PRICES = str(
+    spot_prices_at(CAMPAIGN, SPOT_SNAPSHOT if RENTED else None, "config/spot_prices.csv")
+)
+SPOT_ADVISOR = str(priced_at(CAMPAIGN, "config/spot_advisor.csv", "spot_advisor.csv"))
 # Runs measured outside the pipeline (bench/measured/), each with its model's description.
 MEASURED_ELSEWHERE = sorted(str(p) for p in Path().glob(layout.MEASURED_RUNS))
 # Batch sweeps measured outside the pipeline (bench/batch_sweep.py): a stack's per-step floor on a GPU.
@@ -80,6 +87,8 @@ PLAN_INPUTS = dict(
     model="results/model.json",
     original_model=ORIGINAL_MODEL,
     catalogue=CATALOGUE,
+    spot_prices="config/spot_prices.csv",
+    spot_advisor=SPOT_ADVISOR,
     original=config["original_study"]["csv"],
     original_logs="config/original_study_runs.json",
     measured=MEASURED_ELSEWHERE,

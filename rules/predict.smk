@@ -13,6 +13,8 @@ rule predict:
         measured_models=MEASURED_MODELS,
         probes=PROBE_RUNS,
         catalogue=CATALOGUE,
+        spot_prices=SPOT_PRICES,
+        spot_advisor=SPOT_ADVISOR,
         original=config["original_study"]["csv"],
         original_logs="config/original_study_runs.json",
         setup=SETUP_MEASURED,
@@ -41,6 +43,7 @@ rule predict:
         " --model {input.model} --original-model {input.original_model} --runs {input.runs} --measured {input.measured}"
         " --probes {input.probes}"
         " --catalogue {input.catalogue} --original-logs {input.original_logs} --setup {input.setup} --sweeps {input.sweeps}"
+        " --spot-prices {input.spot_prices} --spot-advisor {input.spot_advisor}"
         " --out {output.json} --csv {output.csv}%s" % REASON_TO_TERMINAL
 
 

@@ -37,7 +37,8 @@ rule probe_plan:
         "python -m kpbench plan --probe --settings {params.settings:q} --model {input.model}"
         " --original-model {input.original_model} --catalogue {input.catalogue}"
         " --original-logs {input.original_logs} --measured {input.measured} --setup {input.setup}"
-        " --sweeps {input.sweeps} --without-results --out {output} 2>&1 | tee {log}"
+        " --sweeps {input.sweeps} --spot-prices {input.spot_prices} --spot-advisor {input.spot_advisor}"
+        " --without-results --out {output} 2>&1 | tee {log}"
 
 
 rule probe_run:

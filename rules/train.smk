@@ -30,7 +30,8 @@ rule plan:
     input:
         **PLAN_INPUTS,
     output:
-        "results/plan.json",
+        plan="results/plan.json",
+        spot=SPOT_SNAPSHOT,
     log:
         "logs/plan.log",
     benchmark:
@@ -42,8 +43,8 @@ rule plan:
     shell:
         "python -m kpbench plan --settings {params.settings:q} --model {input.model} --original-model {input.original_model}"
         " --catalogue {input.catalogue} --original-logs {input.original_logs} --measured {input.measured}"
-        " --setup {input.setup} --sweeps {input.sweeps} --without-results"
-        " --out {output} 2>&1 | tee {log}"
+        " --setup {input.setup} --sweeps {input.sweeps} --spot-advisor {input.spot_advisor} --without-results"
+        " --spot-snapshot {output.spot} --out {output.plan} 2>&1 | tee {log}"
 
 
 # The account's long-lived resources (bucket, instance role and profile), made once before any EC2

@@ -7,20 +7,9 @@ import json
 
 import boto3
 import pytest
-from imds_stand_in import MetadataStandIn
-from test_aws import (  # noqa: F401 - fixtures, used by name
-    BUCKET,
-    _Refusal,
-    all_instances,
-    aws_env,
-    ec2_spec,
-    inject,
-    live_instances,
-    moto_endpoint,
-    player,
-    tiny_dataset,
-)
+from test_aws import BUCKET, _Refusal, all_instances, ec2_spec, inject, live_instances
 
+from imds_stand_in import MetadataStandIn
 from kpbench.backends.aws import account, bucket_keys, provision
 from kpbench.backends.launch import run_instance
 

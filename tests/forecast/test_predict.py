@@ -274,6 +274,12 @@ def test_predict_command_writes_the_ranked_catalogue(tmp_path, capsys):
     line = next(line for line in printed.splitlines() if line.startswith("p5.48xlarge"))
     assert f"{p5['fixed_s']:.1f}" in line and f"{p5['per_epoch_s']:.2f}" in line and line.endswith(p5["dominant"])
     assert "fixed s" in printed and "s/epoch" in printed and "dominant term" in printed
+    # On demand and spot side by side: the campaign's spot prices; with no band, the bill if never
+    # interrupted (a lower bound) and no verdict.
+    assert f"spot prices: campaigns/{CAMPAIGN.name}/spot_prices.csv" in printed
+    g4dn = next(row for row in json.loads(out.read_text())["catalogue"] if row["instance_type"] == "g4dn.xlarge")
+    line = next(line for line in printed.splitlines() if line.startswith("g4dn.xlarge") and "unknown" in line)
+    assert f"{g4dn['spot']['usd_per_hour']:.4f}" in line and f">={g4dn['spot']['usd_if_uninterrupted']:.4f}" in line
 
 
 def test_the_original_clusters_all_reduce_at_their_types_guaranteed_bandwidth():

@@ -101,34 +101,57 @@ def test_the_provenance_names_every_measured_row_the_prediction_used(reviewed):
     assert any("NVIDIA" in row["device"] for row in rows)
 
 
-def test_a_campaign_is_priced_at_its_own_catalogue(tmp_path):
-    """A reviewer's rebuild prices from the catalogue the campaign keeps, never today's: a price that
-    has changed since stays the campaign's, and a type that has left today's catalogue is still known."""
+def _edit_csv(path, edit):
     import csv
 
-    from kpbench.core.files import read_json
-
-    campaign = next(path.parent for path in CAMPAIGNS if (path.parent / "catalogue.csv").is_file())
-    stored = _review_tree(tmp_path) / campaign.relative_to(REPO)
-    with open(stored / "catalogue.csv", newline="") as handle:
+    with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    then = next(row for row in rows if row["instance_type"] == "g4dn.xlarge")
-    then["usd_per_hour"] = "9.99"
-    rows.append({**then, "instance_type": "g4dn.gone", "usd_per_hour": "0.5"})
-    with open(stored / "catalogue.csv", "w", newline="") as handle:
+    rows = edit(rows)
+    with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def test_a_campaign_is_priced_at_its_own_catalogue(tmp_path):
+    """A reviewer's rebuild prices from the catalogue and spot prices the campaign keeps, never today's:
+    prices changed today leave it alone, a price that has changed since stays the campaign's, and a type
+    that has left today's catalogue is still known."""
+    from kpbench.core.files import read_json
+
+    campaign = next(path.parent for path in CAMPAIGNS if (path.parent / "catalogue.csv").is_file())
+    root = _review_tree(tmp_path)
+    stored = root / campaign.relative_to(REPO)
+
+    def then(rows):  # the campaign's own: g4dn.xlarge at 9.99, and a type gone from today's
+        kept = next(row for row in rows if row["instance_type"] == "g4dn.xlarge")
+        kept["usd_per_hour"] = "9.99"
+        return rows + [{**kept, "instance_type": "g4dn.gone", "usd_per_hour": "0.5"}]
+
+    def today(rows):  # today's files, changed since: never the rebuild's
+        for row in rows:
+            row["usd_per_hour"] = "123.0"
+        return rows
+
+    _edit_csv(stored / "catalogue.csv", then)
+    _edit_csv(stored / "spot_prices.csv", lambda rows: [
+        {**row, "usd_per_hour": "0.0777"} if row["instance_type"] == "g4dn.xlarge" else row for row in rows])
+    _edit_csv(root / "config" / "catalogue.csv", today)
+    _edit_csv(root / "config" / "spot_prices.csv", today)
     snakemake(tmp_path, "--cores", "1", "paper/build/forecast.json", "--configfile",
               str((stored / "config.yaml").relative_to(tmp_path)))
     priced = {row["instance_type"]: row for row in read_json(tmp_path / "paper" / "build" / "forecast.json")["catalogue"]}
     assert priced["g4dn.xlarge"]["usd_per_hour"] == 9.99 and priced["g4dn.gone"]["usd_per_hour"] == 0.5
+    assert priced["g4dn.xlarge"]["spot_usd_per_hour"] == 0.0777
+    assert all(row["usd_per_hour"] != 123.0 and row["spot_usd_per_hour"] != 123.0 for row in priced.values())
 
 
 def test_a_stored_campaign_keeps_the_catalogue_it_was_priced_at(tmp_path):
     source = REPO / CAMPAIGNS[0].parent / "results"
     out = store_campaign(source, [CAMPAIGNS[0]], tmp_path / "campaigns" / "priced")
     assert (out / "catalogue.csv").read_bytes() == (REPO / "config" / "catalogue.csv").read_bytes()
+    for name in ("spot_prices.csv", "spot_advisor.csv"):  # no plan snapshot here: the dated defaults
+        assert (out / name).read_bytes() == (REPO / CAMPAIGNS[0].parent / name).read_bytes()
 
 
 def test_a_latex_error_reaches_the_terminal(tmp_path):

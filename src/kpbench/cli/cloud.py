@@ -5,21 +5,26 @@ import json
 from pathlib import Path
 
 from kpbench import KpbenchError
-from kpbench.core.layout import MEASURED_MODEL_FILE, MEASURED_RUNS, MEASURED_SWEEPS, SETUP_MEASURED
+from kpbench.cli.probes import write_candidates
+from kpbench.cli.spot import print_spot, snapshot_spot_prices
+from kpbench.core.layout import MEASURED_MODEL_FILE, MEASURED_RUNS, MEASURED_SWEEPS, SETUP_MEASURED, SPOT_SNAPSHOT
 
 
 def _predicted(config, args):
     """The model's predictions for the configured workload, from whatever has been measured so far."""
-    from kpbench.core.catalogue import priced_at
+    from kpbench.core.catalogue import SPOT_ADVISOR, SPOT_PRICES, priced_at, spot_prices_at
     from kpbench.forecast.predict import configured_workload, load_inputs, predictions
 
     results = None if args.without_results else args.results
     summary, models, reference, runs = load_inputs(config, results, args.model, args.summary, args.original_model)
+    campaign = config.get("campaign")
+    snapshot = Path(results, SPOT_SNAPSHOT) if results and Path(results, SPOT_SNAPSHOT).is_file() else None
     return predictions(summary, models, args.runs if args.runs is not None else runs, args.measured,
-                       args.catalogue or priced_at(config.get("campaign"), "config/catalogue.csv"),
+                       args.catalogue or priced_at(campaign, "config/catalogue.csv"),
                        configured_workload(config), reference,
                        config["training"]["precision"], args.original_logs, args.setup, config["aws"], args.sweeps,
-                       args.probes)
+                       args.probes, args.spot_prices or spot_prices_at(campaign, snapshot, SPOT_PRICES),
+                       args.spot_advisor or priced_at(campaign, SPOT_ADVISOR, "spot_advisor.csv"))
 
 
 def _predict(args):
@@ -53,6 +58,7 @@ def _predict(args):
                   f"{'x' + format(row['band'], '.2f'):>6} {fmt(row['cost_usd'], '.4f'):>8} "
                   f"{fmt(row['cost_usd_high'], '.4f'):>8} {fmt(row['time_to_target_s'], '.1f'):>11} "
                   f"{fmt(row['cost_to_target_usd'], '.4f'):>13}  {row['dominant']}")
+    print_spot(result)
     front = [r["instance_type"] for r in result["catalogue"] if r["pareto"]]
     print(f"\nPareto front (end-to-end time against billed cost): {', '.join(front)}")
     for change in result["crossovers"]:
@@ -77,50 +83,7 @@ def _predict(args):
     if args.csv:
         write_csv(result["catalogue"], args.csv)
     if args.candidates:
-        _write_candidates(result, int(args.candidates[0]), Path(args.candidates[1]))
-
-
-def _write_candidates(result, count, path):
-    """The `count` machines of least predicted cost as a configuration overlay of EC2 rows to probe."""
-    import yaml
-
-    from kpbench.forecast.probe import candidates
-
-    rows = candidates(result, count)
-    header = (f"# The {len(rows)} current catalogue machines of least predicted cost (kpbench predict --candidates),\n"
-              "# as EC2 rows to probe: snakemake --cores 8 probe --configfile config/aws.yaml my-aws.yaml THIS-FILE\n")
-    path.write_text(header + yaml.safe_dump({"instances": rows}, sort_keys=False))
-    print(f"\nprobe candidates written to {path}: {', '.join(r['instance_type'] for r in rows)}")
-
-
-def _probe(args):
-    import pandas as pd
-
-    from kpbench.core.files import write_json
-    from kpbench.core.run_reader import read_run
-    from kpbench.forecast import rental
-    from kpbench.forecast.probe import probe_report, write_probe_csv
-
-    if args.each and len(args.each) != len(args.runs):
-        raise KpbenchError(f"--each names {len(args.each)} file(s) for {len(args.runs)} probe(s)")
-    config = json.loads(args.settings)
-    summary = pd.read_csv(args.summary) if args.summary else None
-    report = probe_report([read_run(path) for path in args.runs], [read_run(path) for path in args.full_runs],
-                          summary, rental.read_setup(args.setup), config["aws"])
-    for path, probe in zip(args.each or [], report["probes"]):
-        write_json(path, probe)
-    for probe in report["probes"]:
-        f = probe["facts"]
-        print(f"{probe['instance']}: {f['steady_steps']} steady steps, {1000 * f['step_s']:.1f} ms a step "
-              f"(p10 {1000 * f['step_p10_s']:.1f}, p90 {1000 * f['step_p90_s']:.1f}); {probe['epochs']} epochs "
-              f"extrapolated: training {probe['train_s']:.1f} s [{probe['train_s_low']:.1f}, {probe['train_s_high']:.1f}], "
-              f"run {probe['run_s']:.1f} s; the probe took {probe['probe_s']:.1f} s")
-    for check in report["validation"]:
-        print(f"{check['instance']}: extrapolated training {check['extrapolated_train_s']:.1f} s against "
-              f"{check['measured_train_s']:.1f} s measured ({100 * check['train_error']:+.1f} %), run "
-              f"{100 * check['run_error']:+.1f} %; the probe cost {100 * check['probe_share']:.1f} % of the run's time")
-    write_json(args.out, report)
-    write_probe_csv(report, args.csv)
+        write_candidates(result, int(args.candidates[0]), Path(args.candidates[1]))
 
 
 def _plan(args):
@@ -131,6 +94,9 @@ def _plan(args):
 
     config = load_config(args.configfile, launching=False) if args.configfile else json.loads(args.settings)
     workload = settings.workload(config)
+    if args.spot_snapshot:
+        snapshot_spot_prices(config, args)
+        args.spot_prices = args.spot_snapshot
     prediction = _predicted(config, args)
     predicted = {row["instance_type"]: row for row in prediction["catalogue"]}
     # measured rows at the original study's batch: ours by instance name, the study's by its row name
@@ -231,6 +197,11 @@ def _prediction_inputs(p):
                         "made by bench/setup.py)")
     p.add_argument("--sweeps", nargs="*", type=Path, default=sorted(Path().glob(MEASURED_SWEEPS)),
                    help=f"batch sweeps (bench/batch_sweep.py), a stack's per-step floor on a GPU (default: {MEASURED_SWEEPS})")
+    p.add_argument("--spot-prices", type=Path,
+                   help=f"spot prices per zone (default: a stored campaign's own, else the results' plan snapshot "
+                        f"{SPOT_SNAPSHOT}, else config/spot_prices.csv)")
+    p.add_argument("--spot-advisor", type=Path,
+                   help="interruption bands per type (default: a stored campaign's own, else config/spot_advisor.csv)")
 
 
 def add_commands(commands):
@@ -244,6 +215,8 @@ def add_commands(commands):
     p.add_argument("--out", type=Path, help="write the plan as JSON (only when within budget and quotas)")
     p.add_argument("--no-quota-check", action="store_true",
                    help="skip the account's EC2 vCPU quota check (offline planning; needs no credentials)")
+    p.add_argument("--spot-snapshot", type=Path,
+                   help="take the spot prices in effect (DescribeSpotPriceHistory) into this file, and price from it")
     p.add_argument("--probe", action="store_true",
                    help="plan the probes (config probe:) instead of the runs: refused over probe.max_usd or max_total_usd")
     _prediction_inputs(p)
@@ -259,17 +232,6 @@ def add_commands(commands):
     p.add_argument("--candidates", nargs=2, metavar=("K", "FILE"),
                    help="write the K machines of least predicted cost as a configuration overlay of EC2 rows to probe")
     p.set_defaults(func=_predict)
-
-    p = commands.add_parser("probe", help="probe runs extrapolated to the workload, checked against full runs")
-    p.add_argument("--settings", required=True, help="the validated configuration as JSON (the Snakemake rule's)")
-    p.add_argument("--runs", nargs="+", type=Path, required=True, help="the probes' run.json files")
-    p.add_argument("--full-runs", nargs="*", type=Path, default=[], help="full runs to check the extrapolations against")
-    p.add_argument("--summary", type=Path, help="summary.csv: epochs to the quality target of our runs")
-    p.add_argument("--setup", type=Path, default=Path(SETUP_MEASURED))
-    p.add_argument("--each", nargs="*", type=Path, help="one probe.json per probe, in the order of --runs")
-    p.add_argument("--out", type=Path, required=True, help="the probes and their validation as JSON")
-    p.add_argument("--csv", type=Path, required=True, help="one row per probe")
-    p.set_defaults(func=_probe)
 
     p = commands.add_parser("aws-setup", help="create (idempotently) the bucket, role and instance profile EC2 runs use")
     source = p.add_mutually_exclusive_group(required=True)

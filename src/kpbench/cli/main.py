@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from kpbench import KpbenchError
-from kpbench.cli import cloud
+from kpbench.cli import cloud, probes, spot
 from kpbench.core.read_trace import trace_reads, write_trace
 
 
@@ -183,8 +183,8 @@ def _campaign_commands(commands):
 def build_parser():
     parser = argparse.ArgumentParser(prog="kpbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_data_commands, _training_commands, _analysis_commands, cloud.add_commands,
-                _campaign_commands):
+    for add in (_data_commands, _training_commands, _analysis_commands, cloud.add_commands, probes.add_commands,
+                spot.add_commands, _campaign_commands):
         add(commands)
     return parser
 

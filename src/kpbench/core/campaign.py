@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 
 from kpbench import KpbenchError
-from kpbench.core.catalogue import CAMPAIGN_CATALOGUE, priced_at
+from kpbench.core.catalogue import CAMPAIGN_CATALOGUE, SPOT_ADVISOR, SPOT_PRICES, priced_at, spot_prices_at
 from kpbench.core.files import atomic_path
-from kpbench.core.layout import PROBE_DIR, RUN_DIR, RUN_FILES, RUN_JSON, SOURCE_OURS
+from kpbench.core.layout import PROBE_DIR, RUN_DIR, RUN_FILES, RUN_JSON, SOURCE_OURS, SPOT_SNAPSHOT
 from kpbench.core.settings import load_config, run_spec, trained_instances
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
@@ -47,8 +47,13 @@ def store_campaign(results, config_paths, out):
             target = staging / "results" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(results / name, target)
-        # The prices it was priced at travel with it (kpbench.core.catalogue.priced_at).
+        # The prices it was priced at travel with it (kpbench.core.catalogue.priced_at): the catalogue,
+        # the plan's spot snapshot or else the dated default spot prices, and the interruption bands.
         shutil.copyfile(priced_at(config.get("campaign")), staging / CAMPAIGN_CATALOGUE)
+        spot_prices = spot_prices_at(config.get("campaign"), results / SPOT_SNAPSHOT
+                                     if (results / SPOT_SNAPSHOT).is_file() else None, SPOT_PRICES)
+        shutil.copyfile(spot_prices, staging / ("spot.json" if spot_prices.suffix == ".json" else "spot_prices.csv"))
+        shutil.copyfile(priced_at(config.get("campaign"), SPOT_ADVISOR, "spot_advisor.csv"), staging / "spot_advisor.csv")
         config["campaign"] = out.as_posix()
         with atomic_path(staging / "config.yaml") as tmp:
             tmp.write_text("# A stored campaign: `snakemake --cores 1 paper --configfile "

@@ -10,6 +10,12 @@ from kpbench import REPO_ROOT, KpbenchError
 CATALOGUE = REPO_ROOT / "config" / "catalogue.csv"
 # A stored campaign's copy of the catalogue it was priced at (kpbench.core.campaign).
 CAMPAIGN_CATALOGUE = "catalogue.csv"
+# And of its spot prices (the plan's snapshot, else the dated default) and interruption bands
+# (kpbench.forecast.spot), named by the file they came from.
+CAMPAIGN_SPOT_FILES = ("spot.json", "spot_prices.csv", "spot_advisor.csv")
+# The dated default spot prices per zone, and AWS's interruption bands (kpbench.forecast.spot).
+SPOT_PRICES = REPO_ROOT / "config" / "spot_prices.csv"
+SPOT_ADVISOR = REPO_ROOT / "config" / "spot_advisor.csv"
 COLUMNS = ("instance_type", "status", "vcpus", "device", "devices", "interconnect_gbps", "network_gbps",
            "usd_per_hour", "region", "price_date", "price_source", "spec_source", "spec_date")
 # The instance-row fields a catalogue row decides.
@@ -17,13 +23,24 @@ MACHINE_FACTS = ("ec2_catalogue", "vcpus", "gpu_model", "gpus", "network_gbps", 
                  "price_source", "peak_device")
 
 
-def priced_at(campaign, default=CATALOGUE):
-    """The catalogue a run's prices come from: a stored campaign's own copy where it keeps one (a
-    reviewer's rebuild prices at the campaign's date, never at today's, and a type that has left
-    today's catalogue stays known), else the repository's (`default`: as the caller names it)."""
-    if campaign and Path(campaign, CAMPAIGN_CATALOGUE).is_file():
-        return Path(campaign, CAMPAIGN_CATALOGUE)
+def priced_at(campaign, default=CATALOGUE, name=CAMPAIGN_CATALOGUE):
+    """The price file a run's prices come from (the catalogue, or a spot file by `name`): a stored
+    campaign's own copy where it keeps one (a reviewer's rebuild prices at the campaign's date, never
+    at today's, and a type that has left today's catalogue stays known), else the repository's
+    (`default`: as the caller names it)."""
+    if campaign and Path(campaign, name).is_file():
+        return Path(campaign, name)
     return Path(default)
+
+
+def spot_prices_at(campaign, snapshot, default):
+    """The spot prices a forecast reads: a stored campaign's own (its plan's snapshot, else the
+    default it was priced at), else this campaign's plan snapshot where a plan makes one (`snapshot`,
+    None without rented rows), else the dated default."""
+    for name in CAMPAIGN_SPOT_FILES[:2]:
+        if campaign and Path(campaign, name).is_file():
+            return Path(campaign, name)
+    return Path(snapshot or default)
 
 
 def _number(value):

@@ -34,6 +34,8 @@ ALLREDUCE_FILE = "allreduce.json"
 MEASURED_RUNS = f"bench/measured/*/{RUN_JSON}"
 # What setting a machine up took, as bench/setup.py measured it (kpbench.forecast.rental).
 SETUP_MEASURED = "bench/measured/setup.json"
+# The spot prices `kpbench plan` found in effect (DescribeSpotPriceHistory), under the results folder.
+SPOT_SNAPSHOT = "prices/spot.json"
 MEASURED_MODEL_FILE = "model.json"
 # Batch sweeps (bench/batch_sweep.py), one folder each: a stack's per-step floor on its device kind.
 SWEEP_FILE = "sweep.json"

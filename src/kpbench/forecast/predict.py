@@ -33,7 +33,7 @@ from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, RUN_JSON, SETUP_ME
 from kpbench.core.run_reader import run_model
 from kpbench.core.settings import images_trained
 from kpbench.core.version import code_label
-from kpbench.forecast import rental
+from kpbench.forecast import rental, spot
 from kpbench.forecast.calibration import SOFTWARE, TODAY, calibrate, leave_one_out, measured_rows
 from kpbench.forecast.errors import band_for, device_spread, error_summary
 from kpbench.forecast.perf_model import device_kind, device_peaks, layer_costs, machine, predict_seconds, roofline
@@ -43,11 +43,12 @@ from kpbench.model.registry import REFERENCE_MODEL
 
 
 def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, epochs_to_target, latency,
-                      training_flops_per_image, setup, aws, sweeps=()):
+                      training_flops_per_image, setup, aws, sweeps=(), spot_prices=None, advisor=None):
     """Every catalogue row: predicted images/s, the steady training time with the band [t / f, t × f]
     from the leave-one-out errors (band_for), and the whole rental end to end and as EC2 bills it
-    (kpbench.forecast.rental), for the workload and to the quality target. The Pareto front is on
-    the rental's end-to-end time and billed cost."""
+    (kpbench.forecast.rental), for the workload and to the quality target, on demand and (where a spot
+    price and an interruption band are known) as the expected spot rental (kpbench.forecast.spot).
+    The Pareto front is on the rental's end-to-end time and billed cost, on demand."""
     fixed = fixed_terms(rows, TODAY)
     out = []
     for entry in catalogue:
@@ -66,6 +67,7 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
         target_slow = (rental.with_training(priced, per_epoch * epochs_to_target * band, workload,
                                             priced["usd_per_hour"]) if epochs_to_target else None)
         images_per_s = workload["train_images"] * workload["epochs"] / seconds
+        spot_side = spot.spot_row(entry, target or priced, spot_prices or {}, advisor or {}, aws, 1, per_epoch)
         peak_flops_s = device_peaks(m["entry"], m["per_replica"] * m["replicas"], precision)[0]
         out.append({
             "instance_type": entry["instance_type"], "status": entry["status"], "device": entry["device"],
@@ -83,7 +85,9 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
             "cost_to_target_usd": target["cost_usd"] if target else None,
             "cost_to_target_usd_high": target_slow["cost_usd"] if target_slow else None,
             "region": entry["region"], "price_date": entry["price_date"], "price_source": entry["price_source"],
-            "spec_source": entry["spec_source"], "spec_date": entry["spec_date"]})
+            "spec_source": entry["spec_source"], "spec_date": entry["spec_date"],
+            "spot": spot_side, "spot_usd_per_hour": spot_side.get("usd_per_hour"), "spot_band": spot_side.get("band"),
+            "spot_usd": spot_side.get("usd"), "spot_cheaper": spot_side.get("cheaper")})
     current = [r for r in out if r["status"] == "current" and r["cost_usd"] is not None]
     for row in out:
         row["pareto"] = row in current and not any(
@@ -208,14 +212,15 @@ def _with_measured_models(models, paths, runs):
 
 def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, workload, reference,
                 precision="float32", original_logs=None, setup_path=SETUP_MEASURED, aws=None, sweep_paths=(),
-                probe_paths=()):
+                probe_paths=(), spot_prices_path=None, advisor_path=None):
     """Everything `kpbench predict`, `plan`, the figures and the paper show (forecast.json), for
     the workload's model; measured rows are modelled with the model each of them trained, the
     original study's as its logs show (`original_logs`: config/original_study_runs.json). A rental
     is priced with the measured set-up (`setup_path`) and the aws settings' volume and address
     prices (`aws`; none: the instance alone); a GPU's per-step floor comes from floor-bound rows,
     else from the batch sweeps (`sweep_paths`, bench/batch_sweep.py); probes (`probe_paths`, their
-    run.json) are measured rows of their devices."""
+    run.json) are measured rows of their devices; spot rentals are priced from `spot_prices_path` and
+    `advisor_path` (kpbench.forecast.spot), where given."""
     from kpbench.analysis.aggregate import by_instance
     from kpbench.core.run_reader import read_run
 
@@ -236,7 +241,9 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     setup = rental.read_setup(setup_path)
     catalogue = predict_catalogue(machines, rows, results, layers, parameters, workload,
                                   precision, target_epochs, latency, model["training_flops_per_image"], setup,
-                                  aws or {}, sweeps)
+                                  aws or {}, sweeps,
+                                  spot.read_prices(spot_prices_path) if spot_prices_path else None,
+                                  spot.read_advisor(advisor_path) if advisor_path else None)
     sizes = [2 ** k / 8 for k in range(0, 15)]  # 1/8 to 2,048 times the workload's epochs
     cheapest, changes = rental.crossovers(catalogue, workload, sizes)
     rooflines = {}
@@ -251,7 +258,10 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
             "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
             "setup": setup, "cheapest_by_size": cheapest, "crossovers": changes,
-            "catalogue_path": str(catalogue_path), "measured_extra": [str(p) for p in extra_run_paths],
+            "catalogue_path": str(catalogue_path),
+            "spot_inputs": {"prices": str(spot_prices_path) if spot_prices_path else None,
+                            "advisor": str(advisor_path) if advisor_path else None},
+            "measured_extra": [str(p) for p in extra_run_paths],
             "measured_extra_rows": [measured_row_provenance(path, run) for path, run in zip(extra_run_paths, extra_runs)],
             "original_logs": str(original_logs) if logged else None,
             "distribution": distribution_check(logged, baseline_gbps, latency)}

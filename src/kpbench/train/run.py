@@ -15,15 +15,7 @@ from kpbench.core.files import write_json
 from kpbench.core.layout import ALLREDUCE_FILE, PROGRESS_FILE, STEPS_FILE
 from kpbench.machine.detect import FRAMEWORKS, process_start_time
 from kpbench.model.objectives import per_keypoint_rmse
-from kpbench.train.callbacks import (
-    checkpoint_archive,
-    epoch_journal,
-    epoch_timer,
-    heartbeat,
-    injected_fault,
-    step_timer,
-    time_limit,
-)
+from kpbench.train import callbacks as cb
 from kpbench.train.run_writer import config_hash, history_csv, run_record, write_run
 
 # What defines a measurement (kpbench.core.settings fills each from the configuration); how it is
@@ -241,18 +233,18 @@ def _fit(run, model, feed, train_images):
     training seconds (a resumed run's are those of the epochs its result is made of)."""
     keras = run.keras
     earlier_rows, journal = _journalled_epochs(run.backup_dir, run.worker_index)
-    timer, steps = epoch_timer(keras, earlier_rows), step_timer(keras)
+    timer, steps = cb.epoch_timer(keras, earlier_rows), cb.step_timer(keras)
     callbacks = [timer, steps]
     if journal is not None:
-        callbacks.append(epoch_journal(keras, journal, timer))
-    callbacks.append(heartbeat(keras, run.out_dir / PROGRESS_FILE, timer))
+        callbacks.append(cb.epoch_journal(keras, journal, timer))
+    callbacks.append(cb.heartbeat(keras, run.out_dir / PROGRESS_FILE, timer))
     if run.backup_dir is not None:
         callbacks.append(keras.callbacks.BackupAndRestore(str(Path(run.backup_dir) / "checkpoint")))
         if journal is not None and run.spec["instance"].get("spot"):  # after the backup: it archives it
-            callbacks.append(checkpoint_archive(keras, Path(run.backup_dir)))
+            callbacks.append(cb.checkpoint_archive(keras, Path(run.backup_dir)))
     if run.max_seconds is not None:
-        callbacks.append(time_limit(keras, run.max_seconds))
-    fault = injected_fault(keras, run.worker_index)
+        callbacks.append(cb.time_limit(keras, run.max_seconds))
+    fault = cb.injected_fault(keras, run.worker_index)
     if fault is not None:
         callbacks.append(fault)
     epochs, probe = int(run.spec["workload"]["epochs"]), _probe_steps(run, feed, train_images)

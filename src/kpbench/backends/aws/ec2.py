@@ -15,20 +15,19 @@ after `aws.spot_fallback_after` interruptions, and the new set resumes from that
 records every interruption and bills every instance it held.
 """
 
-import io
 import secrets
 import shutil
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from kpbench import PACKAGE_ROOT, KpbenchError
+from kpbench import KpbenchError
 from kpbench.backends.aws import api, bucket_keys, provision
 from kpbench.backends.aws.bucket import Exchange, delete_prefix, sha256
+from kpbench.backends.aws.bundle import code_bundle
 from kpbench.backends.aws.instance import user_data
-from kpbench.backends.aws.interruption import checkpoint_facts
+from kpbench.backends.aws.recovery import SpotRecovery
 from kpbench.backends.aws.watch import Watch
 from kpbench.backends.base import Backend, run_label, say
 from kpbench.backends.registry import register
@@ -44,24 +43,9 @@ SPOT_RECLAIMED = "Server.SpotInstanceTermination"
 COSTS_DIR = ".costs"  # every EC2 run's bill, <run id>.json, failed runs' too (Snakemake does not know it)
 
 
-def code_bundle():
-    """The kpbench package as a tar.gz (no caches), byte-stable for the same sources."""
-    package = PACKAGE_ROOT
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(package.rglob("*")):
-            if "__pycache__" in path.parts or path.is_dir():
-                continue
-            info = tar.gettarinfo(path, arcname=str(Path("kpbench") / path.relative_to(package)))
-            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-            with open(path, "rb") as handle:
-                tar.addfile(info, handle)
-    return buffer.getvalue()
-
-
 @register("ec2", cluster=False)
 @register("ec2-cluster", cluster=True)
-class Ec2Instances(Backend):
+class Ec2Instances(SpotRecovery, Backend):
     """One run's instances, from launch to teardown (see the module's docstring)."""
 
     provider = "aws"
@@ -96,19 +80,8 @@ class Ec2Instances(Backend):
             # The id is kept before the group is authorised: a refusal after this still has it deleted.
             self.group_id = provision.create_security_group(client, f"kpbench-{self.run_id}", self.run_id, vpc)
             provision.authorize_peers(client, self.group_id, self.aws["worker_port"])
-            params = provision.launch_params(
-                instance_type=self.instance_type, count=self.workers, ami=ami, group_id=self.group_id,
-                user_data=user_data(self.aws["bucket"], self.run.root, self.region, self.aws["max_lifetime_h"],
-                                    int(self.instance["gpus"]), account),
-                profile_name=self.aws["instance_profile"], run_id=self.run_id, instance_name=self.instance["name"],
-                max_lifetime_h=self.aws["max_lifetime_h"], subnet_id=self.aws["subnet_id"],
-                spot=bool(self.instance.get("spot")), volume_gb=self.aws["volume_gb"],
-                root_device=provision.root_device(client, ami))
             self.ami, self.account, self.launched = ami, account, time.time()
             self._start(provision.zone_order(self._zones(), movable=not self.aws["subnet_id"]))
-
-    def _zones(self):
-        return [] if self.aws["subnet_id"] else provision.zones(self.clients["ec2"])
 
     def _start(self, zone_order, resume_from=None):
         """Launch the run's `workers` instances (one attempt), give each its inputs (and the checkpoint
@@ -147,14 +120,6 @@ class Ec2Instances(Backend):
                 held.update(zone=zone, running_at=self.running_at, usd_per_hour=self._price(zone))
         if self.workers > 1:
             self._write_cluster(described)
-
-    def _price(self, zone):
-        """One machine's price per hour in its market: the catalogue's on-demand price, or the spot
-        price in effect in its zone at launch (None: EC2 gave none, the bill says unknown)."""
-        if self.market == "on-demand":
-            price = self.instance.get("usd_per_hour")
-            return None if price is None else float(price)
-        return provision.spot_price(self.clients["ec2"], self.instance_type, zone)
 
     def _upload_inputs(self):
         print(f"run {self.run_id}: uploading code, data and spec to s3://{self.run.bucket}/{self.run.root}",
@@ -239,43 +204,6 @@ class Ec2Instances(Backend):
                 if time.time() > deadline:
                     raise KpbenchError(f"no result within {self.limits['deadline_s']:.0f} s of launch (limits.deadline_s)")
                 time.sleep(float(self.aws["poll_s"]))
-
-    def _recover(self, instance_id, statuses):
-        """One instance was interrupted: record it, end the whole set, and relaunch it from the chief's
-        last checkpoint, away from the zone that reclaimed it (on demand once the configured number
-        of interruptions is reached)."""
-        now, status = time.time(), statuses.get(instance_id, {})
-        chief = self.folders[self.instance_ids[0]]
-        held = next(h for h in self.held if h["instance_id"] == instance_id)
-        stopped = status.get("stopped_at", now)
-        self._end_attempt()
-        with tempfile.TemporaryDirectory() as scratch:
-            resume_from, kept, since = None, 0, held["running_at"] or now
-            if chief.exists(bucket_keys.CHECKPOINT):
-                resume_from = Path(scratch) / bucket_keys.CHECKPOINT
-                chief.download(bucket_keys.CHECKPOINT, resume_from)
-                kept, since = checkpoint_facts(resume_from)
-            self.interruptions.append({
-                "instance_id": instance_id, "worker": held["slot"], "zone": held["zone"], "attempt": self.attempt,
-                "at": stopped, "notice": status.get("notice"), "rebalance": status.get("rebalance"),
-                "epochs_kept": kept, "work_lost_s": max(0.0, stopped - since)})
-            say(f"{run_label(self.spec)}: {instance_id} (worker {held['slot']}, {held['zone']}) interrupted; "
-                f"{kept} epoch(s) kept, {self.interruptions[-1]['work_lost_s']:.0f} s of work lost")
-            fallback = int(self.aws["spot_fallback_after"])
-            if self.market == "spot" and len(self.interruptions) >= fallback:
-                self.market = "on-demand"
-                say(f"{run_label(self.spec)}: {len(self.interruptions)} interruption(s) (aws.spot_fallback_after "
-                    f"= {fallback}): relaunching on demand")
-            self.attempt += 1
-            self._start(provision.zone_order(self._zones(), avoid=held["zone"], movable=not self.aws["subnet_id"]),
-                        resume_from)
-
-    def _end_attempt(self):
-        """Terminate the current set and close its instances' bills."""
-        ended = provision.terminate(self.clients["ec2"], self.instance_ids)
-        for held in self.held:
-            if held["instance_id"] in self.instance_ids and held["ended_at"] is None:
-                held["ended_at"] = ended
 
     def collect(self):
         """The chief's files, checked against its manifest, with every worker's step times."""
