@@ -98,9 +98,9 @@ def main():
     if precisions is None:
         precisions = ["mixed_float16"] if gpus else (["mixed_bfloat16"] if "avx512_bf16" in cpu_flags() else [])
     if args.framework == "tf":
-        from kpbench.train.inputs import make_dataset
+        from kpbench.train.inputs import training_feed
 
-        feed = {"x": make_dataset(x, pack_targets(pixels, mask), args.batch_size, shuffle_seed=0)}
+        feed = training_feed(x, pack_targets(pixels, mask), args.batch_size, seed=0)  # as a run's fit reads it
         source = "tf.data"
         xla = [False, True] if (bool(gpus) if args.xla is None else args.xla) else [False]
     else:
@@ -114,6 +114,15 @@ def main():
                 keras, lambda e, c, m=model: m.fit(**feed, epochs=e, callbacks=c, verbose=0),
                 args.images, args.epochs, args.repeats)
 
+    if args.framework == "tf":  # the feed a run read before one iterator per fit, side by side (RESULTS §11)
+        from kpbench.train.inputs import make_dataset
+
+        keras.utils.set_random_seed(0)
+        model = compile_model(build_model(REFERENCE_MODEL, "float32", keras), 1e-3, 3.0, False, keras)
+        finite = make_dataset(x, pack_targets(pixels, mask), args.batch_size, shuffle_seed=0)
+        results["kpbench: finite tf.data (an iterator per epoch), float32"] = fit_images_per_s(
+            keras, lambda e, c: model.fit(finite, epochs=e, callbacks=c, verbose=0), args.images, args.epochs,
+            args.repeats)
     print(f"machine: {machine_line(args.framework)}; GPU: {', '.join(gpus) or False}")
     if args.framework == "keras3-jax":
         print("JAX compiles every path with XLA, the original study's plain fit included")

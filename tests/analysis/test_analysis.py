@@ -272,3 +272,15 @@ def test_one_code_version_is_stated_not_flagged(finished, tmp_path):
         _edit(path, lambda run: (_quiet(run), run.update(code={"commit": "c" * 40, "dirty": False, "package": "0.1.0"})))
     text = " ".join(_build(results, tmp_path, None).split())
     assert "code versions" not in text and "c" * 12 in text  # the provenance's shared values
+
+
+def test_a_spot_runs_restarts_are_marked_with_the_work_they_lost():
+    """A run relaunched after spot interruptions (kpbench.backends.aws.ec2) is marked resumed, with its
+    interruptions and the work they cost, also when none came after a checkpoint (epoch 0)."""
+    from kpbench.analysis.analyse import run_marks
+
+    interrupted = {"timings": {"resumed_from_epoch": 0}, "resumed": False,
+                   "remote": {"interruptions": [{"work_lost_s": 12.4}, {"work_lost_s": 30.0}]}}
+    assert run_marks(interrupted) == ["resumed after epoch 0 (2 spot interruptions, 42 s of work lost, every "
+                                      "instance held billed): its timings were made by more than one process"]
+    assert run_marks({"timings": {}, "remote": {"interruptions": []}}) == []

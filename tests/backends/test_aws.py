@@ -491,6 +491,10 @@ def test_four_ec2_runs_at_once_through_snakemake_share_one_setup(aws_env, tmp_pa
     assert len((tree / "benchmarks/aws_setup.tsv").read_text().splitlines()) == 2  # header and one run
     # The plan's quota check counts the four runs at once: 4 x 2 vCPUs of the standard quota.
     assert "vCPU quotas suffice: Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances 8" in (tree / "logs/plan.log").read_text()
+    # The plan kept the spot prices in effect, as EC2 answered them (moto: one price per zone offering the type).
+    snapshot = json.loads((tree / "results/prices/spot.json").read_text())
+    assert snapshot["source"].startswith("DescribeSpotPriceHistory") and snapshot["prices"]
+    assert {p["instance_type"] for p in snapshot["prices"]} == {TEST_TYPE}
     iam = boto3.client("iam")
     assert [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]] == [BUCKET]
     assert [r["RoleName"] for r in iam.list_roles()["Roles"]] == [aws_config()["instance_profile"]]

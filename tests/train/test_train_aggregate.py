@@ -248,3 +248,12 @@ def test_a_runs_peak_is_its_measured_devices_times_how_many_it_ran_on():
     blank = {"cpu_cores": 8, "gpu_count": 0, "cpu": describe_cpu({})}
     assert machine_peak({"backend": "local", "workers": 1}, blank, "float32", 10.0)["peak_origin"] == "unknown"
 
+
+
+def test_a_run_without_a_step_of_its_own_has_no_step_rate():
+    """Resumed after its last epoch's checkpoint (a spot interruption during its final write), a run
+    trains no step: its steady rate is missing, not a division by zero."""
+    from kpbench.train.run_writer import steady_step_images_per_s
+
+    assert steady_step_images_per_s([], []) is None
+    assert steady_step_images_per_s([0.5, 0.1, 0.1], [64, 64, 64]) == pytest.approx(128 / 0.2)

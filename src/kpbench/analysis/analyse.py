@@ -48,9 +48,13 @@ def run_marks(run, majority_code=None):
         share = record.get("foreign_cpu_share")
         marks.append("contended" + ("" if share is None else f": {100 * share:.0f} % of the CPU used by other processes")
                      + ("; other processes on its GPU" if record.get("gpu_foreign_processes") else ""))
-    if run.get("resumed") or run["timings"].get("resumed_from_epoch"):
-        marks.append(f"resumed after epoch {run['timings'].get('resumed_from_epoch')}: its timings were made by "
-                     "more than one process")
+    interruptions = (run.get("remote") or {}).get("interruptions") or []
+    if run.get("resumed") or run["timings"].get("resumed_from_epoch") or interruptions:
+        spot = (f" ({len(interruptions)} spot interruption{'s' if len(interruptions) != 1 else ''}, "
+                f"{sum(i['work_lost_s'] for i in interruptions):.0f} s of work lost, every instance held billed)"
+                if interruptions else "")
+        marks.append(f"resumed after epoch {run['timings'].get('resumed_from_epoch') or 0}{spot}: its timings were "
+                     "made by more than one process")
     if majority_code and code_label(run) != majority_code:
         marks.append(f"code {code_label(run)}, where most runs used {majority_code}")
     return marks

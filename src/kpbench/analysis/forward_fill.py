@@ -78,7 +78,7 @@ def train_labels_only(images, targets_px, mask, run, label):
 
     from kpbench.model.objectives import compile_model, pack_targets
     from kpbench.model.registry import build_model
-    from kpbench.train.inputs import make_dataset
+    from kpbench.train.inputs import training_feed
     from kpbench.train.multi_worker import learning_rate
 
     training, workload = run["training"], run["workload"]
@@ -88,7 +88,7 @@ def train_labels_only(images, targets_px, mask, run, label):
     keras.utils.set_random_seed(seed)
     model = compile_model(build_model(run_model(run), training.get("precision", "float32"), keras), rate,
                           float(training["pck_radius_px"]), False, keras)
-    model.fit(make_dataset(images, pack_targets(np.nan_to_num(targets_px), mask), batch_size, seed),
+    model.fit(**training_feed(images, pack_targets(np.nan_to_num(targets_px), mask), batch_size, seed),
               epochs=epochs, callbacks=[progress], verbose=0)
     return model
 

@@ -34,19 +34,30 @@ def fit_feed(framework, strategy, workers, arrays, batch_size, seed):
     if workers > 1:
         return distributed_datasets(strategy, x_train, y_train, x_val, y_val, batch_size, seed)
     if framework == "tf":
-        return {"x": make_dataset(x_train, y_train, batch_size, shuffle_seed=seed),
-                "validation_data": make_dataset(x_val, y_val, batch_size)}
+        return {**training_feed(x_train, y_train, batch_size, seed), "validation_data": make_dataset(x_val, y_val, batch_size)}
     return {"x": x_train, "y": y_train, "batch_size": batch_size, "shuffle": True, "validation_data": (x_val, y_val)}
 
 
-def make_dataset(images, packed_targets, batch_size, shuffle_seed=None):
-    """In-memory tf.data pipeline: reshuffled each epoch when seeded, batches prefetched."""
+def training_feed(images, packed_targets, batch_size, seed):
+    """One machine's training data for `fit`: reshuffled every pass, repeated, and each epoch's steps
+    given (one pass: ⌈images / batch⌉ steps, the last batch partial), so that `fit` keeps one iterator
+    for all its epochs; of a finite dataset tf-keras makes a new one every epoch, which cost 16-26 s a
+    `fit` on a 2-core Zen 3 EPYC (bench/RESULTS.md §11). A probe's shorter epochs and a resumed run's
+    remaining ones read on from the same stream."""
+    return {"x": make_dataset(images, packed_targets, batch_size, shuffle_seed=seed, repeat=True),
+            "steps_per_epoch": -(-len(images) // batch_size)}
+
+
+def make_dataset(images, packed_targets, batch_size, shuffle_seed=None, repeat=False):
+    """In-memory tf.data pipeline: reshuffled each pass when seeded, repeated without end when asked,
+    batches prefetched."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((images, packed_targets))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    return (dataset.repeat() if repeat else dataset).prefetch(tf.data.AUTOTUNE)
 
 
 def distributed_datasets(strategy, x_train, y_train, x_val, y_val, per_worker_batch, seed):

@@ -46,6 +46,8 @@ def steady_step_images_per_s(step_s, batch_sizes):
         seen.add(size)
     if not steady:  # every step traced: all of them is the best there is
         steady = list(zip(batch_sizes, step_s))
+    if not steady:  # no step at all: a run resumed after its last epoch's checkpoint
+        return None
     return sum(size for size, _ in steady) / sum(step for _, step in steady)
 
 
