@@ -88,13 +88,14 @@ def test_a_spot_instance_noticed_at_an_epoch_finishes_from_its_checkpoint(aws_en
     stand_in = metadata(notice_first_launch(0))
     player(metadata=stand_in)
     out = tmp_path / "out"
-    run = run_instance(*spot_spec(), tiny_dataset, out)
+    run = run_instance(*spot_spec(epochs=4), tiny_dataset, out)
 
     (interruption,) = run["remote"]["interruptions"]
-    kept = interruption["epochs_kept"]
-    assert 1 <= kept < 3 and interruption["notice"]["action"] == "terminate" and interruption["work_lost_s"] >= 0
+    kept = interruption["epochs_kept"]  # at least the epoch shipped when the notice came; on a slow
+    # machine the tiny epochs can all be done before the notice is read (the relaunch then only writes)
+    assert 1 <= kept <= 4 and interruption["notice"]["action"] == "terminate" and interruption["work_lost_s"] >= 0
     # The relaunch resumed from the checkpoint: the history goes on from it, each epoch once.
-    assert history_epochs(out) == [1, 2, 3]
+    assert history_epochs(out) == [1, 2, 3, 4]
     assert run["resumed"] is True and run["timings"]["resumed_from_epoch"] == kept
     first, second = run["remote"]["instances"]
     assert first["market"] == second["market"] == "spot" and first["attempt"] == 0 and second["attempt"] == 1
@@ -106,11 +107,12 @@ def test_a_spot_instance_noticed_at_an_epoch_finishes_from_its_checkpoint(aws_en
 def test_a_cluster_that_loses_one_worker_resumes_as_a_whole(aws_env, tiny_dataset, tmp_path, player, metadata):
     player(metadata=metadata(notice_first_launch(1)))
     out = tmp_path / "out"
-    run = run_instance(*spot_spec("ec2-cluster", 2), tiny_dataset, out)
+    run = run_instance(*spot_spec("ec2-cluster", 2, epochs=6), tiny_dataset, out)
 
     (interruption,) = run["remote"]["interruptions"]
-    assert interruption["worker"] == 1 and interruption["epochs_kept"] >= 1
-    assert history_epochs(out) == [1, 2, 3] and run["timings"]["resumed_from_epoch"] == interruption["epochs_kept"]
+    assert interruption["worker"] == 1 and 1 <= interruption["epochs_kept"] <= 6
+    assert history_epochs(out) == [1, 2, 3, 4, 5, 6]
+    assert run["timings"]["resumed_from_epoch"] == interruption["epochs_kept"]
     assert run["cluster"]["workers"] == 2
     # Both machines of the first launch ended and were replaced: four instances billed.
     assert [h["attempt"] for h in run["remote"]["instances"]] == [0, 0, 1, 1]

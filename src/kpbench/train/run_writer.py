@@ -74,9 +74,9 @@ def model_flops_utilisation(instance, hardware, training, framework, train_step_
                             training_flops_per_image):
     """Achieved GFLOP/s of the training step, against this machine's measured matmul and copy
     bandwidth and against the peak of the devices it ran on (MFU; blank where that peak is unknown or
-    wrong)."""
+    wrong); nothing achieved where the run made no step of its own (resumed after its last epoch)."""
     precision = training["precision"]
-    achieved = train_step_images_per_s * training_flops_per_image / 1e9
+    achieved = train_step_images_per_s * training_flops_per_image / 1e9 if train_step_images_per_s else None
     matmul = matmul_gflops(int(training["peak_matmul_size"]), framework=framework)
     peak = machine_peak(instance, hardware, precision, matmul)
     return {
@@ -85,7 +85,7 @@ def model_flops_utilisation(instance, hardware, training, framework, train_step_
         "achieved_gflops": achieved,
         "matmul_gflops": matmul,
         "copy_gbs": copy_gbs(),
-        "share_of_matmul": achieved / matmul,
+        "share_of_matmul": achieved / matmul if achieved is not None else None,
         **peak,
         "mfu": mfu(achieved, peak["peak_tflops"]),
     }

@@ -14,10 +14,11 @@ def merge_step_times(run, steps_per_worker, sweeps_per_worker):
 
 
 def step_summary(steps_per_worker):
-    """Median step seconds per worker (the first step, which traces the graph, left out)."""
+    """Median step seconds per worker (the first step, which traces the graph, left out); None for a
+    worker that made no step (a run resumed after its last epoch's checkpoint)."""
     import statistics
 
-    return [statistics.median(w["step_s"][1:] or w["step_s"]) for w in steps_per_worker]
+    return [statistics.median(w["step_s"][1:] or w["step_s"]) if w["step_s"] else None for w in steps_per_worker]
 
 
 def wait_estimate(steps_per_worker):
@@ -29,6 +30,8 @@ def wait_estimate(steps_per_worker):
     """
     import numpy as np
 
+    if not all(w["step_s"] for w in steps_per_worker):
+        return None  # a worker made no step: nothing to estimate the wait from
     excess = np.concatenate([np.asarray(w["step_s"][1:] or w["step_s"]) - np.median(w["compute_step_s"])
                              for w in steps_per_worker])
     compute = float(np.median(np.concatenate([w["compute_step_s"] for w in steps_per_worker])))

@@ -11,6 +11,19 @@ from kpbench.backends.aws.interruption import checkpoint_facts
 from kpbench.backends.base import run_label, say
 
 
+def _download_settled(chief, path, tries=5, pause_s=2.0):
+    """The chief's checkpoint, once it has stopped changing: an upload that was under way when the set
+    was terminated can still replace it, and a ranged download that straddles two versions is refused
+    (PreconditionFailed, or a checksum that does not match)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return chief.download(bucket_keys.CHECKPOINT, path)
+        except Exception:  # noqa: BLE001 - botocore's ClientError or s3transfer's S3DownloadFailedError
+            if attempt == tries:
+                raise
+            time.sleep(pause_s)
+
+
 class SpotRecovery:
     """The launcher's spot side; its instance (Ec2Instances) holds the run's state."""
 
@@ -38,7 +51,7 @@ class SpotRecovery:
             resume_from, kept, since = None, 0, held["running_at"] or now
             if chief.exists(bucket_keys.CHECKPOINT):
                 resume_from = Path(scratch) / bucket_keys.CHECKPOINT
-                chief.download(bucket_keys.CHECKPOINT, resume_from)
+                _download_settled(chief, resume_from)
                 kept, since = checkpoint_facts(resume_from)
             self.interruptions.append({
                 "instance_id": instance_id, "worker": held["slot"], "zone": held["zone"], "attempt": self.attempt,
