@@ -68,7 +68,9 @@ CATALOGUE = str(priced_at(CAMPAIGN, "config/catalogue.csv"))
 # else the dated default) and the interruption bands (kpbench.forecast.spot).
 SPOT_SNAPSHOT = f"results/{layout.SPOT_SNAPSHOT}"
 SPOT_PRICES = str(
-    spot_prices_at(CAMPAIGN, SPOT_SNAPSHOT if RENTED else None, "config/spot_prices.csv")
+    spot_prices_at(
+        CAMPAIGN, SPOT_SNAPSHOT if RENTED else None, "config/spot_prices.csv"
+    )
 )
 SPOT_ADVISOR = str(priced_at(CAMPAIGN, "config/spot_advisor.csv", "spot_advisor.csv"))
 # Runs measured outside the pipeline (bench/measured/), each with its model's description.
