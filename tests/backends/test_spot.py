@@ -1,6 +1,6 @@
 """Spot rows on the moto stand-in: an interruption notice (played by an IMDSv2 stand-in) at an epoch
 ends in a finished run that continues from its checkpoint and bills every instance it held; a zone
-without capacity moves the launch; the on-demand fallback; nothing is left behind."""
+without capacity moves the launch and the relaunch; the on-demand fallback; nothing is left behind."""
 
 import csv
 import json
@@ -121,17 +121,32 @@ def test_a_cluster_that_loses_one_worker_resumes_as_a_whole(aws_env, tiny_datase
 
 
 def test_after_the_configured_interruptions_the_run_falls_back_to_on_demand(aws_env, tiny_dataset, tmp_path, player,
-                                                                            metadata):
+                                                                            metadata, monkeypatch):
     def spot_at_once(instance_id):  # every spot instance is noticed as soon as it trains
         return described(instance_id).get("InstanceLifecycle") == "spot"
 
+    # The first relaunch's first choice of zone has no capacity: it moves on to the next.
+    zones = provision.zones(boto3.client("ec2"))
+    placed = []
+
+    def no_capacity_on_relaunch(params, **_):
+        zone = params["body"].get("Placement.AvailabilityZone")
+        placed.append(zone)
+        if len(placed) == 2:  # the first relaunch's first try
+            return _Refusal(), {"Error": {"Code": "InsufficientInstanceCapacity", "Message": "injected"}}
+        return None
+
+    inject(monkeypatch, "before-call.ec2.RunInstances", no_capacity_on_relaunch)
     stand_in = metadata(spot_at_once)
     player(metadata=stand_in)
     out = tmp_path / "out"
     run = run_instance(*spot_spec(epochs=2, spot_fallback_after=2), tiny_dataset, out)
 
     assert len(run["remote"]["interruptions"]) == 2
-    assert [h["market"] for h in run["remote"]["instances"]] == ["spot", "spot", "on-demand"]
+    first, second, third = run["remote"]["instances"]
+    assert [first["market"], second["market"], third["market"]] == ["spot", "spot", "on-demand"]
+    away = [z for z in zones if z != first["zone"]]  # the relaunch tries every other zone first
+    assert placed[:3] == [None, away[0], away[1]] and second["zone"] == away[1]
     assert run["remote"]["market"] == "on-demand" and history_epochs(out) == [1, 2]
     assert len(stand_in.noticed) == 2
     assert_billed_every_instance(run, out, 3)
