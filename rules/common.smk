@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 from kpbench.core import layout
-from kpbench.core.catalogue import priced_at, spot_prices_at
+from kpbench.core.catalogue import CAMPAIGN_SPOT_ADVISOR, priced_at, spot_prices_at
 from kpbench.core.files import write_if_changed
 from kpbench.model.registry import REFERENCE_MODEL
 from kpbench.core.settings import (
@@ -72,7 +72,7 @@ SPOT_PRICES = str(
         CAMPAIGN, SPOT_SNAPSHOT if RENTED else None, "config/spot_prices.csv"
     )
 )
-SPOT_ADVISOR = str(priced_at(CAMPAIGN, "config/spot_advisor.csv", "spot_advisor.csv"))
+SPOT_ADVISOR = str(priced_at(CAMPAIGN, "config/spot_advisor.csv", CAMPAIGN_SPOT_ADVISOR))
 # Runs measured outside the pipeline (bench/measured/), each with its model's description.
 MEASURED_ELSEWHERE = sorted(str(p) for p in Path().glob(layout.MEASURED_RUNS))
 # Batch sweeps measured outside the pipeline (bench/batch_sweep.py): a stack's per-step floor on a GPU.

@@ -12,7 +12,7 @@ from kpbench.core.layout import MEASURED_MODEL_FILE, MEASURED_RUNS, MEASURED_SWE
 
 def _predicted(config, args):
     """The model's predictions for the configured workload, from whatever has been measured so far."""
-    from kpbench.core.catalogue import SPOT_ADVISOR, SPOT_PRICES, priced_at, spot_prices_at
+    from kpbench.core.catalogue import CAMPAIGN_SPOT_ADVISOR, SPOT_ADVISOR, SPOT_PRICES, priced_at, spot_prices_at
     from kpbench.forecast.predict import configured_workload, load_inputs, predictions
 
     results = None if args.without_results else args.results
@@ -24,7 +24,7 @@ def _predicted(config, args):
                        configured_workload(config), reference,
                        config["training"]["precision"], args.original_logs, args.setup, config["aws"], args.sweeps,
                        args.probes, args.spot_prices or spot_prices_at(campaign, snapshot, SPOT_PRICES),
-                       args.spot_advisor or priced_at(campaign, SPOT_ADVISOR, "spot_advisor.csv"))
+                       args.spot_advisor or priced_at(campaign, SPOT_ADVISOR, CAMPAIGN_SPOT_ADVISOR))
 
 
 def _predict(args):

@@ -8,7 +8,16 @@ from pathlib import Path
 import yaml
 
 from kpbench import KpbenchError
-from kpbench.core.catalogue import CAMPAIGN_CATALOGUE, SPOT_ADVISOR, SPOT_PRICES, priced_at, spot_prices_at
+from kpbench.core.catalogue import (
+    CAMPAIGN_CATALOGUE,
+    CAMPAIGN_SPOT_ADVISOR,
+    CAMPAIGN_SPOT_PRICES,
+    CAMPAIGN_SPOT_SNAPSHOT,
+    SPOT_ADVISOR,
+    SPOT_PRICES,
+    priced_at,
+    spot_prices_at,
+)
 from kpbench.core.files import atomic_path
 from kpbench.core.layout import PROBE_DIR, RUN_DIR, RUN_FILES, RUN_JSON, SOURCE_OURS, SPOT_SNAPSHOT
 from kpbench.core.settings import load_config, run_spec, trained_instances
@@ -52,8 +61,9 @@ def store_campaign(results, config_paths, out):
         shutil.copyfile(priced_at(config.get("campaign")), staging / CAMPAIGN_CATALOGUE)
         spot_prices = spot_prices_at(config.get("campaign"), results / SPOT_SNAPSHOT
                                      if (results / SPOT_SNAPSHOT).is_file() else None, SPOT_PRICES)
-        shutil.copyfile(spot_prices, staging / ("spot.json" if spot_prices.suffix == ".json" else "spot_prices.csv"))
-        shutil.copyfile(priced_at(config.get("campaign"), SPOT_ADVISOR, "spot_advisor.csv"), staging / "spot_advisor.csv")
+        shutil.copyfile(spot_prices, staging / (CAMPAIGN_SPOT_SNAPSHOT if spot_prices.suffix == ".json" else CAMPAIGN_SPOT_PRICES))
+        shutil.copyfile(priced_at(config.get("campaign"), SPOT_ADVISOR, CAMPAIGN_SPOT_ADVISOR),
+                        staging / CAMPAIGN_SPOT_ADVISOR)
         config["campaign"] = out.as_posix()
         with atomic_path(staging / "config.yaml") as tmp:
             tmp.write_text("# A stored campaign: `snakemake --cores 1 paper --configfile "

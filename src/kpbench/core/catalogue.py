@@ -12,7 +12,7 @@ CATALOGUE = REPO_ROOT / "config" / "catalogue.csv"
 CAMPAIGN_CATALOGUE = "catalogue.csv"
 # And of its spot prices (the plan's snapshot, else the dated default) and interruption bands
 # (kpbench.forecast.spot), named by the file they came from.
-CAMPAIGN_SPOT_FILES = ("spot.json", "spot_prices.csv", "spot_advisor.csv")
+CAMPAIGN_SPOT_SNAPSHOT, CAMPAIGN_SPOT_PRICES, CAMPAIGN_SPOT_ADVISOR = "spot.json", "spot_prices.csv", "spot_advisor.csv"
 # The dated default spot prices per zone, and AWS's interruption bands (kpbench.forecast.spot).
 SPOT_PRICES = REPO_ROOT / "config" / "spot_prices.csv"
 SPOT_ADVISOR = REPO_ROOT / "config" / "spot_advisor.csv"
@@ -37,7 +37,7 @@ def spot_prices_at(campaign, snapshot, default):
     """The spot prices a forecast reads: a stored campaign's own (its plan's snapshot, else the
     default it was priced at), else this campaign's plan snapshot where a plan makes one (`snapshot`,
     None without rented rows), else the dated default."""
-    for name in CAMPAIGN_SPOT_FILES[:2]:
+    for name in (CAMPAIGN_SPOT_SNAPSHOT, CAMPAIGN_SPOT_PRICES):
         if campaign and Path(campaign, name).is_file():
             return Path(campaign, name)
     return Path(snapshot or default)

@@ -13,6 +13,7 @@ session token from PUT /latest/api/token goes with every read
 
 import json
 import os
+import subprocess
 import tarfile
 import time
 import urllib.error
@@ -131,7 +132,7 @@ def stop_for(process, grace_s=30.0):
     process.terminate()
     try:
         process.wait(timeout=grace_s)
-    except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: it ignored SIGTERM
+    except subprocess.TimeoutExpired:  # it ignored SIGTERM
         process.kill()
         process.wait()
     return time.time()
