@@ -72,7 +72,9 @@ SPOT_PRICES = str(
         CAMPAIGN, SPOT_SNAPSHOT if RENTED else None, "config/spot_prices.csv"
     )
 )
-SPOT_ADVISOR = str(priced_at(CAMPAIGN, "config/spot_advisor.csv", CAMPAIGN_SPOT_ADVISOR))
+SPOT_ADVISOR = str(
+    priced_at(CAMPAIGN, "config/spot_advisor.csv", CAMPAIGN_SPOT_ADVISOR)
+)
 # Runs measured outside the pipeline (bench/measured/), each with its model's description.
 MEASURED_ELSEWHERE = sorted(str(p) for p in Path().glob(layout.MEASURED_RUNS))
 # Batch sweeps measured outside the pipeline (bench/batch_sweep.py): a stack's per-step floor on a GPU.
