@@ -140,7 +140,7 @@ class LocalProcesses(Backend):
                                    "a lost peer); stopped. Where each worker was:\n" + self._stacks())
             time.sleep(0.5)
 
-    def _stacks(self, wait_s=3.0, lines=40):
+    def _stacks(self, wait_s=3.0, lines=120):
         """Each running worker's Python stack, most recent call first, as its SIGUSR1 handler writes
         it into its log (kpbench.cli.main's worker)."""
         logs = {}

@@ -1,6 +1,6 @@
 """The callbacks a timed training run hands to `model.fit`, one job each: epoch and step timing,
 the heartbeat the launcher watches, the journal a resumed run starts from, a spot run's checkpoint
-archive, the time limit, and the fault injection the launcher's tests use. Each is made for the Keras module it runs under
+archive, the trained weights, the time limit, and the fault injection the launcher's tests use. Each is made for the Keras module it runs under
 (tf-keras or Keras 3), whose Callback it must subclass."""
 
 import os
@@ -110,6 +110,21 @@ def checkpoint_archive(keras, backup_dir):
             os.replace(partial, archive)
 
     return CheckpointArchive()
+
+
+def final_weights(keras):
+    """The trained weights, read in `on_train_end`: under MultiWorkerMirroredStrategy reading the
+    batch-norm statistics is an all-reduce, and inside `fit` every worker reaches it at the same point.
+    Read after `fit` returned, one worker's all-reduce could wait on a peer still releasing its
+    iterators, and once did for over a minute on a 2-core machine."""
+
+    class FinalWeights(keras.callbacks.Callback):
+        weights = None
+
+        def on_train_end(self, logs=None):
+            self.weights = self.model.get_weights()
+
+    return FinalWeights()
 
 
 def time_limit(keras, max_seconds):

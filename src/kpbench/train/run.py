@@ -131,8 +131,7 @@ def run_training(spec, dataset_path, out_dir, backup_dir=None, max_seconds=None)
     write_json(run.out_dir / STEPS_FILE, {"worker": run.worker_index, "step_s": fitted["step_s"],
                                           "compute_step_s": compute_step_s})
     _beat(run)
-    # Reading batch-norm statistics is itself an all-reduce under MWMS: every worker takes part.
-    weights = model.get_weights()
+    weights = fitted.pop("weights")
     if run.worker_index != 0:
         return None
     _beat(run)
@@ -229,12 +228,12 @@ def _self_profile(run, model, arrays):
 
 
 def _fit(run, model, feed, train_images):
-    """`model.fit` with one callback per job; the history rows, step seconds, epochs resumed from and
-    training seconds (a resumed run's are those of the epochs its result is made of)."""
+    """`model.fit` with one callback per job; the history rows, step seconds, epochs resumed from,
+    training seconds (a resumed run's are those of the epochs its result is made of) and the weights."""
     keras = run.keras
     earlier_rows, journal = _journalled_epochs(run.backup_dir, run.worker_index)
-    timer, steps = cb.epoch_timer(keras, earlier_rows), cb.step_timer(keras)
-    callbacks = [timer, steps]
+    timer, steps, trained = cb.epoch_timer(keras, earlier_rows), cb.step_timer(keras), cb.final_weights(keras)
+    callbacks = [timer, steps, trained]
     if journal is not None:
         callbacks.append(cb.epoch_journal(keras, journal, timer))
     callbacks.append(cb.heartbeat(keras, run.out_dir / PROGRESS_FILE, timer))
@@ -255,7 +254,8 @@ def _fit(run, model, feed, train_images):
     train_s = time.time() - fit_start
     if earlier_rows:
         train_s = sum(row["epoch_s"] for row in timer.rows)
-    fitted = {"rows": timer.rows, "step_s": steps.step_s, "resumed_from_epoch": len(earlier_rows), "train_s": train_s}
+    fitted = {"rows": timer.rows, "step_s": steps.step_s, "resumed_from_epoch": len(earlier_rows), "train_s": train_s,
+              "weights": trained.weights}
     return {**fitted, "probe": {**probe, "step_s": steps.step_s}} if probe else fitted
 
 
