@@ -18,3 +18,9 @@ REPO_ROOT = PACKAGE_ROOT.parents[1]
 
 class KpbenchError(Exception):
     """An error the user can act on; the CLI prints it without a traceback."""
+
+
+# oneDNN's optimisations are read once, when TensorFlow is imported: chosen here from the CPU's ISA.
+from kpbench.machine.cpu_settings import choose_tensorflow_settings  # noqa: E402
+
+choose_tensorflow_settings()

@@ -37,6 +37,17 @@ def test_throughput_benchmark_reports_images_per_second_against_the_matmul_peak(
         assert re.search(re.escape(name) + r".* [\d.]+ img/s .* % of matmul", out), out
 
 
+def test_cpu_settings_benchmark_sets_onednn_per_process_and_compares_the_losses():
+    out = run("cpu_settings.py", "--images", "16", "--epochs", "1", "--rounds", "1", "--matmul-size", "128")
+    for setting in ("oneDNN off", "oneDNN on"):
+        assert re.search(re.escape(setting) + r": FP32 matmul 128\^2 [\d.]+ GFLOP/s", out), out
+        assert re.search(re.escape(setting) + r": kpbench: tf.data, masked loss, float32 +step +[\d.]+ img/s", out), out
+    before = re.search(r"loss before training: oneDNN off ([\d.]+) ; oneDNN on ([\d.]+) ;", out)
+    assert before and float(before[1]) == pytest.approx(float(before[2]), rel=1e-4)  # the same model, either way
+    assert re.search(r"loss per epoch: oneDNN off [\d.]+; oneDNN on [\d.]+", out), out
+    assert re.search(r"after training: off against on [\d.e+-]+, seed 0 against seed 1 [\d.e+-]+", out), out
+
+
 def test_init_benchmark_times_both_paths_in_fresh_processes():
     out = run("init.py", "--rows", "12", "--repeats", "1")
     assert re.search(r"original study .* median [\d.]+ s", out)

@@ -54,6 +54,7 @@ def test_training_writes_a_complete_timed_run(trained):
     assert stored["workload"]["train_images"] == 24 and stored["workload"]["validation_images"] == 8
     assert stored["hardware"]["cpu_cores"] >= 1 and stored["hardware"]["gpu_count"] == 0
     assert stored["software"]["tensorflow"].startswith("2.")
+    assert isinstance(stored["cpu_settings"]["onednn_opts"], bool) and stored["cpu_settings"]["rule"]
     assert stored["cost"]["usd"] == pytest.approx(timings["wall_s"] / 3600 * 0.5)
     assert set(stored["metrics"]["per_keypoint_rmse_px"]) == set(KEYPOINTS)
     performance = stored["performance"]

@@ -17,6 +17,7 @@ from kpbench.core import billing
 from kpbench.core.files import write_json
 from kpbench.core.layout import HISTORY_CSV, KEYPOINTS_FILE, RUN_FILES, RUN_JSON
 from kpbench.core.metrics import KERAS_COLUMNS, METRICS
+from kpbench.machine.cpu_settings import settings_record
 from kpbench.machine.detect import copy_gbs, detect_hardware, matmul_gflops, package_versions
 from kpbench.machine.device_peaks import checked, device_entry, float32_peak, mfu, peak_for, resolve_hardware
 
@@ -114,6 +115,7 @@ def run_record(spec, framework, cluster, fitted, timings, evaluation):
         "config_hash": config_hash(spec),
         "hardware": hardware,
         "software": package_versions(framework),
+        "cpu_settings": settings_record(framework),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timings["process_start"])),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         # Resumed from an interrupted run's checkpoint: its epochs were timed in two processes.

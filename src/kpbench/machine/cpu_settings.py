@@ -1,0 +1,59 @@
+"""TensorFlow settings that depend on the CPU, chosen from its ISA as /proc/cpuinfo reports it, never
+from its name, before TensorFlow is imported (kpbench/__init__.py); every run records them.
+
+oneDNN's graph optimisations (TF_ENABLE_ONEDNN_OPTS, read once, at import): on Linux, TensorFlow turns
+them on by default only where the CPU has AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX
+(tensorflow/core/util/util.cc, IsMklEnabled; TensorFlow RFC 400, "Enabling oneDNN operations for x86
+CPUs"). Elsewhere its convolutions run through Eigen. On an x86 CPU with AVX2 and FMA but none of
+those (AMD Zen 2 and 3, Intel Haswell to Skylake), the reference model trained 1.7x faster with them on,
+its losses agreeing to rounding (bench/cpu_settings.py, bench/RESULTS.md section 12). So kpbench turns
+them on for every x86 CPU with AVX2 and FMA, where TensorFlow's default either agrees or was measured
+slower, and leaves TensorFlow's default on every other CPU (Arm, older x86), where nothing was
+measured. A value already in the environment is the user's and is kept.
+"""
+
+import os
+
+from kpbench.machine.description import describe_cpu
+
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+ONEDNN_RULE = ("on for x86 CPUs with AVX2 and FMA (measured 1.7x faster on an AVX2 AMD EPYC, "
+               "bench/RESULTS.md section 12); TensorFlow's default elsewhere")
+
+
+def this_cpu():
+    """This machine's CPU, from /proc/cpuinfo alone (cheap enough for every import of kpbench; TensorFlow
+    runs here, whatever description KPBENCH_HARDWARE stands in for the run record)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return describe_cpu({"cpuinfo": handle.read()})
+    except OSError:
+        return describe_cpu({})
+
+
+def onednn_rule(cpu):
+    """TF_ENABLE_ONEDNN_OPTS as kpbench chooses it for `cpu` (a kpbench.machine.description CPU): "1",
+    or None for TensorFlow's own default."""
+    isa = cpu.get("isa") or {}
+    return "1" if isa.get("avx2") and isa.get("fma") else None
+
+
+def choose_tensorflow_settings(environ=os.environ, cpu=None):
+    """Put the CPU's settings into `environ` where the user has not set them."""
+    value = onednn_rule(cpu or this_cpu())
+    if value is not None:
+        environ.setdefault(ONEDNN_ENV, value)
+
+
+def settings_record(framework, environ=os.environ, cpu=None):
+    """For run.json: oneDNN's setting, who set it, the rule, and whether TensorFlow has it on (asked of
+    TensorFlow itself, so the record holds even where it was imported before the choice)."""
+    if framework != "tf":
+        return {"onednn_opts": None, "source": f"not TensorFlow ({framework})"}
+    from tensorflow.python.util import _pywrap_util_port
+
+    value, rule = environ.get(ONEDNN_ENV), onednn_rule(cpu or this_cpu())
+    source = ("TensorFlow's default" if value is None else
+              "kpbench's rule, from the CPU's ISA" if value == rule else "set in the environment")
+    return {"onednn_opts": bool(_pywrap_util_port.IsMklEnabled()), ONEDNN_ENV: value, "source": source,
+            "rule": ONEDNN_RULE}
