@@ -5,8 +5,9 @@ oneDNN's graph optimisations (TF_ENABLE_ONEDNN_OPTS, read once, at import): on L
 them on by default only where the CPU has AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX
 (tensorflow/core/util/util.cc, IsMklEnabled; TensorFlow RFC 400, "Enabling oneDNN operations for x86
 CPUs"). Elsewhere its convolutions run through Eigen. On an x86 CPU with AVX2 and FMA but none of
-those (AMD Zen 2 and 3, Intel Haswell to Skylake), the reference model trained 1.7x faster with them on,
-its losses agreeing to rounding (bench/cpu_settings.py, bench/RESULTS.md section 12). So kpbench turns
+those (AMD Zen 2 and 3, Intel Haswell to Skylake), the reference model stepped 1.6x faster with them on
+a Zen 3 EPYC, the same model (its untrained loss equal to 7 digits, its trained losses nearer than
+another seed's; bench/cpu_settings.py, bench/RESULTS.md section 12). So kpbench turns
 them on for every x86 CPU with AVX2 and FMA, where TensorFlow's default either agrees or was measured
 slower, and leaves TensorFlow's default on every other CPU (Arm, older x86), where nothing was
 measured. A value already in the environment is the user's and is kept.
@@ -17,7 +18,7 @@ import os
 from kpbench.machine.description import describe_cpu
 
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
-ONEDNN_RULE = ("on for x86 CPUs with AVX2 and FMA (measured 1.7x faster on an AVX2 AMD EPYC, "
+ONEDNN_RULE = ("on for x86 CPUs with AVX2 and FMA (measured 1.6x the step on an AVX2 AMD EPYC, "
                "bench/RESULTS.md section 12); TensorFlow's default elsewhere")
 
 
