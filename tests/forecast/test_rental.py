@@ -194,8 +194,25 @@ def test_predict_and_plan_price_one_rental_alike(forecast):
 
 
 def test_the_cheapest_machine_changes_with_the_workload_size(forecast):
-    _, result = forecast
+    from kpbench.forecast.predict import configured_workload
+
+    config, result = forecast
+    workload = configured_workload(config)
     sizes = [r["epochs"] for r in result["cheapest_by_size"]]
     assert sizes == sorted(sizes) and len(sizes) == 15
+    by_type = {r["instance_type"]: r for r in result["catalogue"]}
+
+    def cost(instance_type, epochs):
+        row = by_type[instance_type]
+        seconds = row["train_s"] * epochs / workload["epochs"]
+        return rental.with_training(row["rental"], seconds, workload, row["rental"]["usd_per_hour"])["cost_usd"]
+
     for change in result["crossovers"]:
         assert change["from"] != change["to"] and change["epochs"] > 0
+        # At the change the two machines cost the same (to a billed second: EC2 bills whole seconds); just
+        # below it the first is cheaper, above it the second.
+        below, above = change["epochs"] * 0.99, change["epochs"] * 1.01
+        second = max(by_type[t]["rental"]["usd_per_hour"] for t in (change["from"], change["to"])) / 3600
+        assert cost(change["from"], change["epochs"]) == pytest.approx(cost(change["to"], change["epochs"]), abs=second)
+        assert cost(change["from"], below) < cost(change["to"], below)
+        assert cost(change["from"], above) > cost(change["to"], above)

@@ -164,15 +164,30 @@ def with_training(priced, training_s, workload, usd_per_hour):
 
 def crossovers(catalogue, workload, sizes):
     """The cheapest current machine at each workload size (a multiple of the workload's epochs), and
-    where the cheapest changes: fixed costs decide small workloads, throughput large ones."""
+    where the cheapest changes: fixed costs decide small workloads, throughput large ones. A change
+    lies between two sizes of the grid; its epochs are where the two machines' costs meet, found by
+    bisection on the same cost model (a point between grid sizes would be a guess)."""
     rows = [r for r in catalogue if r["status"] == "current" and r["cost_usd"] is not None]
+
+    def cost(r, factor):
+        return with_training(r["rental"], r["train_s"] * factor, workload, r["rental"]["usd_per_hour"])["cost_usd"]
+
     cheapest = []
     for factor in sizes:
-        def cost(r):
-            return with_training(r["rental"], r["train_s"] * factor, workload, r["rental"]["usd_per_hour"])["cost_usd"]
-        best = min(rows, key=cost)
-        cheapest.append({"epochs": workload["epochs"] * factor, "instance_type": best["instance_type"],
-                         "cost_usd": cost(best)})
-    changes = [{"from": a["instance_type"], "to": b["instance_type"], "epochs": math.sqrt(a["epochs"] * b["epochs"])}
+        best = min(rows, key=lambda r, f=factor: cost(r, f))
+        cheapest.append({"epochs": workload["epochs"] * factor, "factor": factor, "row": best,
+                         "instance_type": best["instance_type"], "cost_usd": cost(best, factor)})
+    changes = [{"from": a["instance_type"], "to": b["instance_type"],
+                "epochs": workload["epochs"] * _meeting(lambda f, a=a, b=b: cost(a["row"], f) - cost(b["row"], f),
+                                                        a["factor"], b["factor"])}
                for a, b in zip(cheapest, cheapest[1:]) if a["instance_type"] != b["instance_type"]]
-    return cheapest, changes
+    return [{key: value for key, value in size.items() if key not in ("row", "factor")} for size in cheapest], changes
+
+
+def _meeting(difference, low, high, steps=60):
+    """Where `difference` (first machine's cost minus the second's: at most 0 at `low`, above 0 at
+    `high`) changes sign, by bisection."""
+    for _ in range(steps):
+        middle = (low + high) / 2
+        low, high = (middle, high) if difference(middle) <= 0 else (low, middle)
+    return (low + high) / 2
