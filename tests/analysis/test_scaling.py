@@ -120,6 +120,21 @@ def test_measured_speedups_pair_each_cluster_with_its_one_machine_baseline():
     # Two workers sharing one machine's cores: their ideal is 1x, so 0.75x is 75 % efficient, not 37.5 %.
     assert measured["local-2w"]["ideal"] == 1 and measured["local-2w"]["efficiency"] == pytest.approx(0.75)
     assert measured["4x g4dn.xlarge"]["ideal"] == 4
+    assert measured["local-2w"]["speedup_low"] is None and measured["2x g4dn.xlarge"]["speedup_low"] is None
+
+
+def test_a_speedup_of_repeated_instances_carries_the_range_their_runs_allow():
+    runs = [{"instance": {"name": "local", "backend": "local", "workers": 1}},
+            {"instance": {"name": "local-2w", "backend": "local-cluster", "workers": 2}}]
+    summary = _summary()
+    summary["repeats"] = [1, 1, 1, 3, 3]
+    summary["images_per_s_min"] = [None, None, None, 50.0, 40.0]
+    summary["images_per_s_max"] = [None, None, None, 64.0, 48.0]
+    measured = {m["instance"]: m for m in measured_speedups(summary, runs)}
+    local = measured["local-2w"]
+    assert local["speedup"] == pytest.approx(0.75)  # the rows' own means, as the runs table gives them
+    assert local["speedup_low"] == pytest.approx(40 / 64) and local["speedup_high"] == pytest.approx(48 / 50)
+    assert measured["2x g4dn.xlarge"]["speedup_low"] is None  # one published run each: no range
 
 
 def test_reference_step_is_the_published_time_per_step():

@@ -59,6 +59,7 @@ def test_a_negative_number_reads_as_one_in_the_text_layer(reviewed):
     text = subprocess.run(["pdftotext", str(root / "paper" / "build" / "paper.pdf"), "-"],
                           capture_output=True, text=True, check=True).stdout
     assert re.search(r"\u2212\d", text)
+    assert not re.search(r"[\x00-\x08\x0b\x0e-\x1f\x80-\x9f]", text)  # no glyph extracts as a control character
     assert not re.search(r"[(\s]=\d[\d.,]*\s?%", text), re.findall(r".{30}[(\s]=\d[\d.,]*\s?%", text)
 
 
@@ -83,6 +84,22 @@ def test_the_abstract_answers_the_papers_question_on_what_was_run(reviewed):
     cheapest = min(current, key=lambda r: r["cost_to_target_usd"])
     assert "Predicted, not measured" in abstract and f"cheapest rental is {cheapest['instance_type']}" in abstract
     assert "Projected to the original" not in abstract and "as published, never as projections" in abstract
+
+
+def test_the_rental_table_says_whether_each_machine_s_volume_and_address_are_priced(reviewed):
+    """The caption names the volume and address only where the campaign's configuration prices them."""
+    root, campaign, _ = reviewed
+    from kpbench.core.billing import machine_extras_usd_per_hour
+    from kpbench.core.files import read_json
+    from kpbench.core.settings import load_config
+
+    config = load_config([root / "config" / "config.yaml", root / campaign / "config.yaml"])
+    extras = read_json(root / "paper" / "build" / "forecast.json")["extras_usd_per_hour"]
+    assert extras == pytest.approx(machine_extras_usd_per_hour(config["aws"]))
+    text = " ".join(subprocess.run(["pdftotext", str(root / "paper" / "build" / "paper.pdf"), "-"],
+                                   capture_output=True, text=True, check=True).stdout.split())
+    said = "root volume and public address included" if extras else "prices no root volume or public address"
+    assert said in text
 
 
 def test_the_provenance_names_every_measured_row_the_prediction_used(reviewed):

@@ -130,14 +130,27 @@ def measured_speedups(summary, runs):
         baseline = summary[(summary["source"] == record["source"]) & (summary["instance"] == base)]
         if base is None or baseline.empty:
             continue
-        speedup = float(record["images_per_s"]) / float(baseline.iloc[0]["images_per_s"])
+        base_row = baseline.iloc[0]
+        speedup = float(record["images_per_s"]) / float(base_row["images_per_s"])
+        # With repeats, the widest range their runs allow: the slowest cluster run over the fastest baseline, and back.
+        low, high = (_ratio(record.get("images_per_s_min"), base_row.get("images_per_s_max")),
+                     _ratio(record.get("images_per_s_max"), base_row.get("images_per_s_min")))
+        repeated = int(record.get("repeats") or 1) > 1 or int(base_row.get("repeats") or 1) > 1
         # Workers sharing one machine's cores can at best match one worker on it: their ideal is 1x.
         loopback = record["source"] == SOURCE_OURS and not registry.kind(instance["backend"]).rented
         ideal = 1 if loopback else workers
         rows.append({"source": record["source"], "instance": record["instance"], "baseline": base,
                      "workers": workers, "speedup": speedup, "ideal": ideal, "loopback": loopback,
-                     "efficiency": speedup / ideal, "network_gbps": record.get("network_gbps")})
+                     "efficiency": speedup / ideal, "network_gbps": record.get("network_gbps"),
+                     "speedup_low": low if repeated else None, "speedup_high": high if repeated else None})
     return rows
+
+
+def _ratio(numerator, denominator):
+    """numerator / denominator, or None where either is missing (None or NaN) or the denominator is 0."""
+    if any(value is None or value != value for value in (numerator, denominator)) or not denominator:
+        return None
+    return float(numerator) / float(denominator)
 
 
 def scaling_analysis(summary, runs, parameters, reference_instance, workers=(2, 4, 8)):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from kpbench import KpbenchError
 from kpbench.analysis.original_logs import distribution_check, read_runs
+from kpbench.core import billing
 from kpbench.core.catalogue import read_catalogue
 from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, RUN_JSON, SETUP_MEASURED, SOURCE_OURS
 from kpbench.core.run_reader import run_model
@@ -258,6 +259,7 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
             "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
             "setup": setup, "cheapest_by_size": cheapest, "crossovers": changes,
+            "extras_usd_per_hour": billing.machine_extras_usd_per_hour(aws or {}),
             "catalogue_path": str(catalogue_path),
             "spot_inputs": {"prices": str(spot_prices_path) if spot_prices_path else None,
                             "advisor": str(advisor_path) if advisor_path else None},

@@ -16,7 +16,6 @@ Terms, in the order a rental goes through them, each with its source:
     (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ec2-instance-lifecycle.html#instance-billing).
 """
 
-import math
 import statistics
 from pathlib import Path
 
