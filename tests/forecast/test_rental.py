@@ -216,3 +216,19 @@ def test_the_cheapest_machine_changes_with_the_workload_size(forecast):
         assert cost(change["from"], change["epochs"]) == pytest.approx(cost(change["to"], change["epochs"]), abs=second)
         assert cost(change["from"], below) < cost(change["to"], below)
         assert cost(change["from"], above) > cost(change["to"], above)
+
+
+def test_gpu_machines_predicted_below_another_software_s_measured_floor_are_named(forecast):
+    """Today's software has no measured GPU floor; the H200 row (Keras 3 on JAX) measured one: every current
+    GPU machine predicted to step faster than it is named, and no other."""
+    from kpbench.forecast.perf_model import device_kind
+    from kpbench.forecast.predict import configured_workload
+
+    config, result = forecast
+    workload, floors = configured_workload(config), result["other_floors"]
+    h200 = next(r for r in result["validation"] if "H200" in r["name"])
+    assert h200["floor_bound_row"] and floors["floor_s"] == pytest.approx(h200["measured_step_s"])
+    steps = -(-workload["train_images"] // workload["batch_size"])
+    gpus = [r for r in result["catalogue"] if r["status"] == "current" and device_kind(r["class"]) == "gpu"]
+    assert floors["rows"] and set(floors["rows"]) == {r["instance_type"] for r in gpus
+                                                      if r["per_epoch_s"] / steps < floors["floor_s"]}

@@ -260,6 +260,7 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
             "setup": setup, "cheapest_by_size": cheapest, "crossovers": changes,
             "extras_usd_per_hour": billing.machine_extras_usd_per_hour(aws or {}),
+            "other_floors": rental.below_other_floors(catalogue, rows, workload, TODAY),
             "catalogue_path": str(catalogue_path),
             "spot_inputs": {"prices": str(spot_prices_path) if spot_prices_path else None,
                             "advisor": str(advisor_path) if advisor_path else None},

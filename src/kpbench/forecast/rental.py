@@ -106,6 +106,20 @@ def step_floor(rows, stack, kind, sweeps=()):
     return 0.0, f"not measured for {stack} on a {kind.upper()} (no floor-bound row, no batch sweep): not modelled"
 
 
+def below_other_floors(catalogue, rows, workload, stack):
+    """Where `stack`'s own per-step floor on a GPU is not measured: the lowest floor measured with other
+    software, and today's GPU machines predicted to step faster than it (their times assume no floor,
+    so they may be optimistic)."""
+    floors = [r["measured_step_s"] for r in rows
+              if r.get("floor_bound") and r["origin"] != stack and device_kind(r["class"]) == "gpu"]
+    if not floors:
+        return {"floor_s": None, "rows": []}
+    floor, steps = min(floors), -(-int(workload["train_images"]) // int(workload["batch_size"]))
+    return {"floor_s": floor, "rows": [c["instance_type"] for c in catalogue
+                                       if c["status"] == "current" and device_kind(c["class"]) == "gpu"
+                                       and not c["floor_s"] and c["per_epoch_s"] / steps < floor]}
+
+
 def is_floor_bound(ideal_step_s, measured_step_s):
     return measured_step_s > 0 and ideal_step_s < FLOOR_EVIDENCE_SHARE * measured_step_s
 
