@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line  # noqa: E402
 
-from kpbench.machine.cpu_settings import ONEDNN_ENV  # noqa: E402
+from kpbench.machine.cpu_settings import CHOSEN_ENV, ONEDNN_ENV  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = {"oneDNN off": "0", "oneDNN on": "1"}
@@ -53,7 +53,7 @@ def losses(setting, seed, args):
 
 
 def _child(command, setting):
-    env = {**os.environ, ONEDNN_ENV: setting}
+    env = {**{key: value for key, value in os.environ.items() if key != CHOSEN_ENV}, ONEDNN_ENV: setting}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed under {ONEDNN_ENV}={setting}:\n{done.stderr[-3000:]}")

@@ -203,9 +203,7 @@ def test_the_cheapest_machine_changes_with_the_workload_size(forecast):
     by_type = {r["instance_type"]: r for r in result["catalogue"]}
 
     def cost(instance_type, epochs):
-        row = by_type[instance_type]
-        seconds = row["train_s"] * epochs / workload["epochs"]
-        return rental.with_training(row["rental"], seconds, workload, row["rental"]["usd_per_hour"])["cost_usd"]
+        return rental.cost_at(by_type[instance_type], epochs, workload)
 
     for change in result["crossovers"]:
         assert change["from"] != change["to"] and change["epochs"] > 0
@@ -219,8 +217,8 @@ def test_the_cheapest_machine_changes_with_the_workload_size(forecast):
 
 
 def test_gpu_machines_predicted_below_another_software_s_measured_floor_are_named(forecast):
-    """Today's software has no measured GPU floor; the H200 row (Keras 3 on JAX) measured one: every current
-    GPU machine predicted to step faster than it is named, and no other."""
+    """Today's software has no measured GPU floor; the H200 row (Keras 3 on JAX) measured one. A GPU
+    machine is named where its step, over all its GPUs, is predicted faster than that floor."""
     from kpbench.forecast.perf_model import device_kind
     from kpbench.forecast.predict import configured_workload
 
@@ -228,7 +226,11 @@ def test_gpu_machines_predicted_below_another_software_s_measured_floor_are_name
     workload, floors = configured_workload(config), result["other_floors"]
     h200 = next(r for r in result["validation"] if "H200" in r["name"])
     assert h200["floor_bound_row"] and floors["floor_s"] == pytest.approx(h200["measured_step_s"])
-    steps = -(-workload["train_images"] // workload["batch_size"])
+    assert "H200" in floors["source"]
     gpus = [r for r in result["catalogue"] if r["status"] == "current" and device_kind(r["class"]) == "gpu"]
-    assert floors["rows"] and set(floors["rows"]) == {r["instance_type"] for r in gpus
-                                                      if r["per_epoch_s"] / steps < floors["floor_s"]}
+    # A step takes the global batch: batch x GPUs images, so an 8-GPU machine takes an eighth of the steps.
+    step = {r["instance_type"]: r["per_epoch_s"] / -(-workload["train_images"] // (workload["batch_size"] * r["devices"]))
+            for r in gpus}
+    assert set(floors["rows"]) == {name for name, s in step.items() if s < floors["floor_s"]}
+    p5 = next(r for r in gpus if r["instance_type"] == "p5.48xlarge")
+    assert p5["predicted_step_s"] == pytest.approx(step["p5.48xlarge"]) and p5["devices"] == 8

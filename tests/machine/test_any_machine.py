@@ -18,7 +18,13 @@ import pytest
 
 from kpbench.core.files import read_json, write_json
 from kpbench.machine.cpu_peaks import cpu_peak
-from kpbench.machine.cpu_settings import ONEDNN_ENV, choose_tensorflow_settings, onednn_rule, settings_record
+from kpbench.machine.cpu_settings import (
+    CHOSEN_ENV,
+    ONEDNN_ENV,
+    choose_tensorflow_settings,
+    onednn_rule,
+    settings_record,
+)
 from kpbench.machine.description import HARDWARE_ENV, describe_cpu, parse_nvidia_smi, read_sources
 from kpbench.machine.detect import detect_hardware
 from kpbench.machine.device_peaks import checked, mfu, peak_for, resolve_gpu, resolve_hardware
@@ -97,16 +103,19 @@ def test_onednn_is_chosen_from_the_isa_and_a_value_the_user_set_is_kept(folder, 
     environ = {}
     choose_tensorflow_settings(environ, cpu)
     assert environ.get(ONEDNN_ENV) == onednn  # None: TensorFlow's own default stands
-    users = {ONEDNN_ENV: "0"}
+    users = {ONEDNN_ENV: "1"}
     choose_tensorflow_settings(users, cpu)
-    assert users == {ONEDNN_ENV: "0"}
+    assert users == {ONEDNN_ENV: "1"}  # the user's, even where it agrees with the rule
     assert onednn_rule(describe_cpu({"cpuinfo": EMPTY_NAME})) == "1"  # no name, AVX2 and FMA: on
     assert onednn_rule(describe_cpu({})) is None  # nothing known: TensorFlow's default
 
 
 def test_a_run_records_who_set_onednn_and_whether_tensorflow_has_it_on():
     avx2, arm = _cpu("xeon-avx2", "cpuinfo"), _cpu("neoverse-v1", "cpuinfo")
-    assert settings_record("tf", {ONEDNN_ENV: "1"}, avx2)["source"] == "kpbench's rule, from the CPU's ISA"
+    chosen = {}
+    choose_tensorflow_settings(chosen, avx2)
+    assert settings_record("tf", chosen, avx2)["source"] == "kpbench's rule, from the CPU's ISA"
+    assert settings_record("tf", {ONEDNN_ENV: "1"}, avx2)["source"] == "set in the environment"  # the user's 1
     assert settings_record("tf", {ONEDNN_ENV: "0"}, avx2)["source"] == "set in the environment"
     default = settings_record("tf", {}, arm)
     assert default["source"] == "TensorFlow's default" and default[ONEDNN_ENV] is None
@@ -118,7 +127,7 @@ def test_the_choice_reaches_tensorflow_in_a_fresh_process():
     code = ("import json, kpbench, tensorflow\n"
             "from kpbench.machine.cpu_settings import onednn_rule, settings_record, this_cpu\n"
             "print(json.dumps([onednn_rule(this_cpu()), settings_record('tf')]))")
-    environ = {key: value for key, value in os.environ.items() if key != ONEDNN_ENV}
+    environ = {key: value for key, value in os.environ.items() if key not in (ONEDNN_ENV, CHOSEN_ENV)}
     done = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
     rule, record = json.loads(done.stdout.splitlines()[-1])
     if rule == "1":  # this CPU has AVX2 and FMA: kpbench turned oneDNN on, and TensorFlow has it on

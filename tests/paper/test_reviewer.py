@@ -98,7 +98,7 @@ def test_the_rental_table_says_whether_each_machine_s_volume_and_address_are_pri
     assert extras == pytest.approx(machine_extras_usd_per_hour(config["aws"]))
     text = " ".join(subprocess.run(["pdftotext", str(root / "paper" / "build" / "paper.pdf"), "-"],
                                    capture_output=True, text=True, check=True).stdout.split())
-    said = "root volume and public address included" if extras else "prices no root volume or public address"
+    said = "root volume and public address ($" if extras else "prices no root volume or public address"
     assert said in text
 
 

@@ -106,18 +106,18 @@ def step_floor(rows, stack, kind, sweeps=()):
     return 0.0, f"not measured for {stack} on a {kind.upper()} (no floor-bound row, no batch sweep): not modelled"
 
 
-def below_other_floors(catalogue, rows, workload, stack):
+def below_other_floors(catalogue, rows, stack):
     """Where `stack`'s own per-step floor on a GPU is not measured: the lowest floor measured with other
-    software, and today's GPU machines predicted to step faster than it (their times assume no floor,
-    so they may be optimistic)."""
-    floors = [r["measured_step_s"] for r in rows
-              if r.get("floor_bound") and r["origin"] != stack and device_kind(r["class"]) == "gpu"]
-    if not floors:
-        return {"floor_s": None, "rows": []}
-    floor, steps = min(floors), -(-int(workload["train_images"]) // int(workload["batch_size"]))
-    return {"floor_s": floor, "rows": [c["instance_type"] for c in catalogue
-                                       if c["status"] == "current" and device_kind(c["class"]) == "gpu"
-                                       and not c["floor_s"] and c["per_epoch_s"] / steps < floor]}
+    software (and its row), and today's GPU machines predicted to step faster than it, each step over
+    all its replicas as the model counts it (their times assume no floor, so they may be optimistic)."""
+    bound = [r for r in rows if r.get("floor_bound") and r["origin"] != stack and device_kind(r["class"]) == "gpu"]
+    if not bound:
+        return {"floor_s": None, "source": None, "rows": []}
+    lowest = min(bound, key=lambda r: r["measured_step_s"])
+    return {"floor_s": lowest["measured_step_s"], "source": f"{lowest['name']} ({lowest['origin']})",
+            "rows": [c["instance_type"] for c in catalogue
+                     if c["status"] == "current" and device_kind(c["class"]) == "gpu" and not c["floor_s"]
+                     and c["predicted_step_s"] < lowest["measured_step_s"]]}
 
 
 def is_floor_bound(ideal_step_s, measured_step_s):
@@ -183,7 +183,7 @@ def crossovers(catalogue, workload, sizes):
     rows = [r for r in catalogue if r["status"] == "current" and r["cost_usd"] is not None]
 
     def cost(r, factor):
-        return with_training(r["rental"], r["train_s"] * factor, workload, r["rental"]["usd_per_hour"])["cost_usd"]
+        return cost_at(r, workload["epochs"] * factor, workload)
 
     cheapest = []
     for factor in sizes:
@@ -195,6 +195,13 @@ def crossovers(catalogue, workload, sizes):
                                                         a["factor"], b["factor"])}
                for a, b in zip(cheapest, cheapest[1:]) if a["instance_type"] != b["instance_type"]]
     return [{key: value for key, value in size.items() if key not in ("row", "factor")} for size in cheapest], changes
+
+
+def cost_at(row, epochs, workload):
+    """A predicted catalogue row's billed cost for `epochs` of its workload's images: its fixed terms as
+    they are, its training scaled."""
+    seconds = row["train_s"] * epochs / workload["epochs"]
+    return with_training(row["rental"], seconds, workload, row["rental"]["usd_per_hour"])["cost_usd"]
 
 
 def _meeting(difference, low, high, steps=60):

@@ -1,16 +1,12 @@
 """TensorFlow settings that depend on the CPU, chosen from its ISA as /proc/cpuinfo reports it, never
 from its name, before TensorFlow is imported (kpbench/__init__.py); every run records them.
 
-oneDNN's graph optimisations (TF_ENABLE_ONEDNN_OPTS, read once, at import): on Linux, TensorFlow turns
-them on by default only where the CPU has AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX
-(tensorflow/core/util/util.cc, IsMklEnabled; TensorFlow RFC 400, "Enabling oneDNN operations for x86
-CPUs"). Elsewhere its convolutions run through Eigen. On an x86 CPU with AVX2 and FMA but none of
-those (AMD Zen 2 and 3, Intel Haswell to Skylake), the reference model stepped 1.6x faster with them on
-a Zen 3 EPYC, the same model (its untrained loss equal to 7 digits, its trained losses nearer than
-another seed's; bench/cpu_settings.py, bench/RESULTS.md section 12). So kpbench turns
-them on for every x86 CPU with AVX2 and FMA, where TensorFlow's default either agrees or was measured
-slower, and leaves TensorFlow's default on every other CPU (Arm, older x86), where nothing was
-measured. A value already in the environment is the user's and is kept.
+oneDNN's graph optimisations (TF_ENABLE_ONEDNN_OPTS, read once, at import): on Linux TensorFlow turns
+them on by itself only for CPUs with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX (IsMklEnabled in
+tensorflow/core/util/util.cc). On one AVX2 Zen 3 EPYC, where that default is off, turning them on made
+the reference model's step 1.6x faster, the same model (bench/RESULTS.md section 12). kpbench turns
+them on for every x86 CPU with AVX2 and FMA: measured on that one CPU, assumed for the others. Elsewhere
+TensorFlow's default stands; a value the user exported is kept.
 """
 
 import os
@@ -18,8 +14,11 @@ import os
 from kpbench.machine.description import describe_cpu
 
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
-ONEDNN_RULE = ("on for x86 CPUs with AVX2 and FMA (measured 1.6x the step on an AVX2 AMD EPYC, "
-               "bench/RESULTS.md section 12); TensorFlow's default elsewhere")
+# Set beside ONEDNN_ENV when kpbench chose its value, so that a run (or a child process) tells kpbench's
+# choice from the user's.
+CHOSEN_ENV = "KPBENCH_ONEDNN_CHOSEN"
+ONEDNN_RULE = ("on for x86 CPUs with AVX2 and FMA (measured 1.6x the step on one AVX2 AMD EPYC, assumed for "
+               "the others, bench/RESULTS.md section 12); TensorFlow's default elsewhere")
 
 
 def this_cpu():
@@ -42,8 +41,8 @@ def onednn_rule(cpu):
 def choose_tensorflow_settings(environ=os.environ, cpu=None):
     """Put the CPU's settings into `environ` where the user has not set them."""
     value = onednn_rule(cpu or this_cpu())
-    if value is not None:
-        environ.setdefault(ONEDNN_ENV, value)
+    if value is not None and ONEDNN_ENV not in environ:
+        environ[ONEDNN_ENV], environ[CHOSEN_ENV] = value, "1"
 
 
 def settings_record(framework, environ=os.environ, cpu=None):
@@ -53,8 +52,9 @@ def settings_record(framework, environ=os.environ, cpu=None):
         return {"onednn_opts": None, "source": f"not TensorFlow ({framework})"}
     from tensorflow.python.util import _pywrap_util_port
 
-    value, rule = environ.get(ONEDNN_ENV), onednn_rule(cpu or this_cpu())
+    value = environ.get(ONEDNN_ENV)
+    chosen = environ.get(CHOSEN_ENV) == "1" and value == onednn_rule(cpu or this_cpu())
     source = ("TensorFlow's default" if value is None else
-              "kpbench's rule, from the CPU's ISA" if value == rule else "set in the environment")
+              "kpbench's rule, from the CPU's ISA" if chosen else "set in the environment")
     return {"onednn_opts": bool(_pywrap_util_port.IsMklEnabled()), ONEDNN_ENV: value, "source": source,
             "rule": ONEDNN_RULE}

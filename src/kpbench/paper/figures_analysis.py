@@ -142,7 +142,7 @@ def rent_by_size(result, out_path):
     """Billed cost of one rental against the workload's size (epochs of its images), log-log, for the
     machines cheapest at some size and the fastest, with the sizes where the cheapest changes marked:
     fixed costs decide small workloads, throughput large ones."""
-    from kpbench.forecast.rental import with_training
+    from kpbench.forecast.rental import cost_at
 
     result = result or {}
     by_size, catalogue = result.get("cheapest_by_size") or [], {r["instance_type"]: r for r in result.get("catalogue", [])}
@@ -156,8 +156,7 @@ def rent_by_size(result, out_path):
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     for name in shown:
         row = catalogue[name]
-        costs = [with_training(row["rental"], row["train_s"] * e / workload["epochs"], workload,
-                               row["rental"]["usd_per_hour"])["cost_usd"] for e in epochs]
+        costs = [cost_at(row, e, workload) for e in epochs]
         ax.plot([e * workload["train_images"] for e in epochs], costs, linewidth=0.9, label=name)
     for change in result.get("crossovers", []):
         ax.axvline(change["epochs"] * workload["train_images"], color="#888888", linewidth=0.5, linestyle=":")
