@@ -205,10 +205,12 @@ def test_the_paper_prints_the_chosen_runs_labels_projections_and_shows_stalls(fi
     assert summary.loc[("local", 2), "projected_train_s"] == pytest.approx(summary.loc[("local", 3), "projected_train_s"])
     tex = {name: (tmp_path / "build" / "sections" / f"{name}.tex").read_text() for name in ("results", "cost")}
     row = next(line for line in tex["results"].splitlines() if line.startswith("local & "))
-    assert r"\num{3.33}" in row and r"\num{2.22}" not in row and r"\num{1.11}" not in row
+    cells = row.rstrip(" \\").split(" & ")
+    assert cells[8] == r"\num{3.33}" and cells[-1] == r"\num{1.11}--\num{3.33}"  # the kept run's; all runs' range
+    assert r"\num{2.22}" not in row and r"\num{1.11}" not in " & ".join(cells[:-1])
     assert row.startswith("local & 1 of 3 & ") and r"\num{25.0}" in row and r"\num{5.0}" in row
     ours = [line for line in tex["cost"].splitlines() if line.startswith("kpbench & ")]
-    assert ours and all(line.rstrip(" \\").endswith("projected") for line in ours)
+    assert ours and all("& projected, " in line for line in ours)
     theirs = [line for line in tex["cost"].splitlines() if line.startswith("original study & ")]
     assert theirs and not any("projected" in line for line in theirs)
 
@@ -234,9 +236,11 @@ def test_contended_and_resumed_runs_are_marked_and_contended_ones_left_out_of_th
     assert "local \\#1: contended: 42 \\% of the CPU used by other processes." in tex
     assert "local-2w \\#2: resumed after epoch 1: its timings were made by more than one process." in tex
     assert "local \\#1$^{\\dagger}$" in tex and "local-2w \\#2$^{\\ddagger}$" in tex
-    # The contended run's 99 px is not in local's mean: only repeat 2 is averaged.
+    # The contended run's 99 px is not in local's mean: only repeat 2 is averaged (the last column, the
+    # range over all runs, still shows it).
     row = next(line for line in tex.splitlines() if line.startswith("local & "))
-    assert row.startswith("local & 1 of 2 & ") and "99.00" not in row
+    cells = row.rstrip(" \\").split(" & ")
+    assert row.startswith("local & 1 of 2 & ") and "99.00" not in cells[8] and cells[-1].endswith(r"\num{99.00}")
     assert "Marked runs" in text
 
     # Every repeat contended: they are averaged anyway, and the paper says so.
@@ -245,7 +249,7 @@ def test_contended_and_resumed_runs_are_marked_and_contended_ones_left_out_of_th
     tex = (tmp_path / "build" / "sections" / "results.tex").read_text()
     assert "Every run of local was contended" in tex
     row = next(line for line in tex.splitlines() if line.startswith("local & "))
-    assert row.startswith("local & 2 & ") and "99.00" in row
+    assert row.startswith("local & 2 & ") and row.rstrip(" \\").split(" & ")[8] == r"\num{99.00}"  # in the mean now
 
 
 def test_runs_made_by_different_code_are_flagged(finished, tmp_path):
