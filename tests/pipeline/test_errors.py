@@ -51,7 +51,9 @@ def test_a_malformed_study_log_puts_its_reason_on_the_terminal(user_tree):
 
     broken = user_tree / "config" / "original_study_logs" / "g4dn.xlarge.log.gz"
     broken.write_bytes(gzip.compress(b"Epoch 1/100\nnot a Keras line\n"))
-    result = snakemake(user_tree, "--cores", "1", "--forcerun", "original_logs", "config/original_study_runs.json",
+    # The target before --forcerun: that option takes every word after it, and a target it swallowed would
+    # leave Snakemake building the whole paper, the failing job only somewhere in it.
+    result = snakemake(user_tree, "--cores", "1", "config/original_study_runs.json", "--forcerun", "original_logs",
                        check=False)
     assert result.returncode != 0
     log = (user_tree / "logs" / "original_logs.log").read_text().strip().splitlines()[-1]
