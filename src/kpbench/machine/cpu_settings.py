@@ -39,9 +39,13 @@ def onednn_rule(cpu):
 
 
 def choose_tensorflow_settings(environ=os.environ, cpu=None):
-    """Put the CPU's settings into `environ` where the user has not set them."""
+    """Put the CPU's settings into `environ` where the user has not set them. Runs at every import of
+    kpbench: where the value is already set (by the user, or inherited from a parent kpbench) the CPU is
+    not read at all."""
+    if ONEDNN_ENV in environ:
+        return
     value = onednn_rule(cpu or this_cpu())
-    if value is not None and ONEDNN_ENV not in environ:
+    if value is not None:
         environ[ONEDNN_ENV], environ[CHOSEN_ENV] = value, "1"
 
 
