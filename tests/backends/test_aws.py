@@ -23,6 +23,7 @@ import urllib.request
 import boto3
 import botocore.exceptions
 import pytest
+import yaml
 
 from kpbench import KpbenchError
 from kpbench.backends import registry
@@ -944,7 +945,9 @@ def test_aws_matrix_plans_first_and_never_trains_retired_rows(tmp_path):
     assert result.returncode == 0, result.stderr
     trained = sorted(line.split("instance=", 1)[1].split(",")[0] for line in result.stdout.splitlines()
                      if line.strip().startswith("wildcards: instance="))
-    assert trained == ["2x-g4dn.xlarge", "4x-g4dn.xlarge", "c5.4xlarge", "g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
+    repeats = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["repeats"]
+    current = ["2x-g4dn.xlarge", "4x-g4dn.xlarge", "c5.4xlarge", "g4dn.xlarge", "g5.xlarge", "g6.xlarge"]
+    assert trained == sorted(current * repeats)  # each current row, once per repeat
     assert result.stdout.count("rule plan:") == 1
     assert result.stdout.count("rule aws_setup:") == 1  # one set-up for every run: no races to create
 

@@ -78,6 +78,9 @@ def test_the_abstract_answers_the_papers_question_on_what_was_run(reviewed):
     ours = summary[summary["source"] == "kpbench"]
     assert ("synthetic faces" in abstract) == (config["data"]["source"] == "synthetic")
     assert f"{int(ours['train_images'].iloc[0]):,} training images" in abstract
+    study = config.get("original_study") or yaml.safe_load((root / "config" / "config.yaml").read_text())["original_study"]
+    share = ours["train_images"].iloc[0] * ours["epochs"].iloc[0] / (study["train_images"] * study["epochs"])
+    assert re.search(rf"\({100 * share:.1f}\s?% of the original study.s {study['train_images']:,} images", abstract)
     assert f"each run {config['repeats']} times" in abstract or (config["repeats"] == 1 and "each run once" in abstract)
     current = [r for r in read_json(root / "paper" / "build" / "forecast.json")["catalogue"]
                if r["status"] == "current" and r["cost_to_target_usd"]]
