@@ -23,6 +23,11 @@ if not CAMPAIGN:
     include: "rules/forward_fill.smk"
     include: "rules/probe.smk"
 
+    # What mixed_bfloat16 saves is measured on a local single-worker instance only.
+    if PRECISION_RUN:
+
+        include: "rules/precision.smk"
+
 
 include: "rules/original_study.smk"
 include: "rules/analyse.smk"

@@ -109,6 +109,22 @@ FORWARD_FILL = [
     if not CAMPAIGN or Path(path).exists()
 ]
 
+# What mixed_bfloat16 saves on this CPU (rules/precision.smk), measured on the first local single-worker
+# instance's first run; none without such an instance, or in a campaign stored before it was measured.
+PRECISION_RUN = next(
+    (
+        name
+        for name, row in INSTANCES.items()
+        if row["backend"] == "local" and row["workers"] == 1
+    ),
+    None,
+)
+PRECISION = [
+    path
+    for path in [f"{RESULTS}/precision.json"]
+    if PRECISION_RUN and (not CAMPAIGN or Path(path).exists())
+]
+
 
 # A failed command's one-line reason (its log's last line) also reaches the terminal, where Snakemake's
 # own report only points at the log; the full output stays in the log.

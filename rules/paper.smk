@@ -32,6 +32,7 @@ rule render_tex:
         stats=f"{RESULTS}/dataset/stats.json",
         model=f"{RESULTS}/model.json",
         forward_fill=FORWARD_FILL,
+        precision=PRECISION,
         forecast=f"{FORECAST}.json",
         probes=PROBE_VALIDATION,
         original_runs="config/original_study_runs.json",

@@ -111,7 +111,8 @@ def test_local_runs_never_overlap_whatever_cores_snakemake_is_given(tmp_path):
 # a rule-only stage by its rule).
 # The rules each command runs in (a command two rules share is checked against what either declares).
 COMMAND_RULES = {"fetch": ("fetch_data",), "preprocess": ("preprocess",), "describe-model": ("describe_model",),
-                 "forward-fill": ("forward_fill",), "train": ("train", "probe_run"), "worker": ("train", "probe_run"),
+                 "forward-fill": ("forward_fill",), "train": ("train", "probe_run"),
+                 "worker": ("train", "probe_run", "precision"), "precision": ("precision",),
                  "predict": ("predict",), "original-logs": ("original_logs",),
                  "probe": ("probe_extrapolate", "probe_validation")}
 
@@ -139,7 +140,8 @@ def test_every_file_a_step_reads_is_declared_to_its_rule(tree, tmp_path):
     trace = tmp_path / "reads"
     trace.mkdir()
     env = {"KPBENCH_READ_TRACE": str(trace)}
-    downstream = ("describe_model", "forward_fill", "aggregate", "analyse", "predict", "render_figures", "render_tex")
+    downstream = ("describe_model", "forward_fill", "precision", "aggregate", "analyse", "predict", "render_figures",
+                  "render_tex")
     snakemake(copy, "--cores", "1", "paper", "--forcerun", *downstream, "--configfile", "tiny.yaml", env=env)
     snakemake(copy, "--cores", "2", "results/runs/local-2w/r1/run.json", "--forcerun", "train",
               "--configfile", "tiny.yaml", env=env)
@@ -148,15 +150,16 @@ def test_every_file_a_step_reads_is_declared_to_its_rule(tree, tmp_path):
     declared = _declared(copy)
     records = [json.loads(path.read_text()) for path in sorted(trace.glob("*.json"))]
     steps = {record["step"] for record in records}
-    assert {"fetch", "preprocess", "train", "worker", "predict", "describe-model", "forward-fill", "aggregate",
-            "analyse", "render_figures", "render_tex"} <= steps, steps
+    assert {"fetch", "preprocess", "train", "worker", "predict", "describe-model", "forward-fill", "precision",
+            "aggregate", "analyse", "render_figures", "render_tex"} <= steps, steps
     undeclared = {}
     for record in records:
         rules = COMMAND_RULES.get(record["step"], (record["step"],))
         rule = "/".join(rules)
         allowed = [path for name in rules for path in declared.get(name, [])]
-        # A training reads what its own workers write into its run (or probe) folder.
-        own = [path for path in allowed if "/runs/" in path or "/probes/" in path] if "train" in rules else []
+        # A training reads what its own workers write into its run (probe, precision) folder.
+        own = ([path for path in allowed if any(f"/{kind}/" in path for kind in ("runs", "probes", "precision"))]
+               if {"train", "precision"} & set(rules) else [])
         extra = [path for path in record["reads"] if path not in allowed
                  and not any(path.startswith(str(Path(o).parent) + "/") for o in own)]
         if extra:

@@ -85,6 +85,19 @@ def _forward_fill(args):
               f"masked {models['masked']['blank_rmse_px']:.2f} px")
 
 
+def _precision(args):
+    from kpbench.analysis.precision import BF16, compare
+    from kpbench.core.files import read_json
+    from kpbench.train.run import load_spec
+
+    result = compare(args.reference, load_spec(args.spec), read_json(args.launch), args.dataset, args.run_dir, args.out)
+    if result:
+        print(f"{BF16}: steps {result['step_speedup']:.2f}x FP32's, validation RMSE "
+              f"{result[BF16]['val_rmse_px']:.2f} px against {result['reference']['val_rmse_px']:.2f} px")
+    else:
+        print(f"{BF16} not measured: {read_json(args.out)['reason']}")
+
+
 def _original_logs(args):
     from kpbench.analysis.original_logs import write_parsed
 
@@ -129,7 +142,7 @@ def _data_commands(commands):
 
 
 def _training_commands(commands):
-    """train, worker, forward-fill: the timed runs."""
+    """train, worker, forward-fill, precision: the timed runs."""
     p = commands.add_parser("train", help="one instance's timed run, through its backend")
     p.add_argument("--spec", required=True, help="run spec as JSON, or @file")
     p.add_argument("--launch", required=True, type=Path, help="launch settings (limits, aws) as a JSON file")
@@ -152,6 +165,15 @@ def _training_commands(commands):
     p.add_argument("--run", type=Path, help="run.json of the masked run to compare with (with --truth)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=_forward_fill)
+
+    p = commands.add_parser("precision", help="the reference run again in mixed_bfloat16, on a CPU with bfloat16 units")
+    p.add_argument("--reference", required=True, type=Path, help="run.json of the FP32 run to compare with")
+    p.add_argument("--spec", required=True, help="that run's spec as JSON, or @file")
+    p.add_argument("--launch", required=True, type=Path, help="launch settings (limits) as a JSON file")
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--run-dir", required=True, type=Path, help="where the mixed_bfloat16 run is written")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_precision)
 
 
 def _analysis_commands(commands):

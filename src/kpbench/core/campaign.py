@@ -24,9 +24,9 @@ from kpbench.core.settings import load_config, run_spec, trained_instances
 
 # What the figures and the paper read; data/ and training checkpoints are deliberately left out.
 CAMPAIGN_FILES = ("summary.csv", "model.json", "dataset/stats.json", "dataset/samples.npz")
-# Kept where the results have them: forward fill (absent before it was measured), the original
-# study's model description (made only where ours trained another model).
-OPTIONAL_FILES = ("forward_fill.json", "original_model.json")
+# Kept where the results have them: forward fill and precision (absent before they were measured), the
+# original study's model description (made only where ours trained another model).
+OPTIONAL_FILES = ("forward_fill.json", "precision.json", "original_model.json")
 
 
 def store_campaign(results, config_paths, out):

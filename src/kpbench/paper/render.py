@@ -174,7 +174,8 @@ def provenance(runs):
 
 
 def build_context(analysis_path, stats_path, model_path, settings, forward_fill_path=None,
-                  forecast_path=None, original_runs_path=None, original_epochs_path=None, probes_path=None):
+                  forecast_path=None, original_runs_path=None, original_epochs_path=None, probes_path=None,
+                  precision_path=None):
     """Everything the templates print: the analysis (kpbench.analysis.analyse), the dataset's statistics,
     the model and the configuration (the forward-fill measurement is None where a stored campaign
     predates it; so are the predictions where none were made)."""
@@ -213,6 +214,7 @@ def build_context(analysis_path, stats_path, model_path, settings, forward_fill_
                         for run in runs if run["marks"]],
         "quota_refusal": quota_refusal(),
         "forward_fill": read_json(forward_fill_path) if forward_fill_path else None,
+        "precision": read_json(precision_path) if precision_path else None,
         "rent_today": read_json(forecast_path) if forecast_path else None,
         "probes": read_json(probes_path) if probes_path else None,
         "logged": _logged(original_runs_path, original_epochs_path, analysis, model_path, settings),
