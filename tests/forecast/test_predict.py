@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from kpbench import KpbenchError
@@ -280,6 +281,18 @@ def test_predict_command_writes_the_ranked_catalogue(tmp_path, capsys):
     g4dn = next(row for row in json.loads(out.read_text())["catalogue"] if row["instance_type"] == "g4dn.xlarge")
     line = next(line for line in printed.splitlines() if line.startswith("g4dn.xlarge") and "unknown" in line)
     assert f"{g4dn['spot']['usd_per_hour']:.4f}" in line and f">={g4dn['spot']['usd_if_uninterrupted']:.4f}" in line
+    # To the target only where runs of ours with as many replicas reached it: 8 GPUs train a global
+    # batch 8 times as large, which no run here measured.
+    forecast = json.loads(out.read_text())
+    summary = pd.read_csv(CAMPAIGN / "results" / "summary.csv")
+    ours = summary[summary["source"] == "kpbench"]
+    for workers in (1, 2):
+        reached = ours[ours["workers"] == workers]["epochs_to_target"].dropna()
+        assert forecast["epochs_to_target_by_replicas"][str(workers)] == pytest.approx(reached.median())
+    assert p5["time_to_target_s"] is None and p5["cost_to_target_usd"] is None and p5["cost_usd"] > 0
+    assert g4dn["time_to_target_s"] == pytest.approx(
+        g4dn["rental_s"] - g4dn["train_s"] + g4dn["per_epoch_s"] * forecast["epochs_to_target"])
+    assert "no time to the target, so not compared: " in printed and "p5.48xlarge" in printed.split("not compared: ")[1]
 
 
 def test_the_original_clusters_all_reduce_at_their_types_guaranteed_bandwidth():

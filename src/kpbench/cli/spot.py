@@ -15,9 +15,11 @@ def print_spot(result):
           f"{inputs['advisor'] or 'none'}; expected cost = spot price x expected time with restarts):")
     print(f"{'instance':<14} {'on-demand USD':>13} {'spot USD/h':>10} {'zones':>5} {'band':>6} {'interruptions':>13} "
           f"{'spot USD':>9} {'saves':>6}  cheaper bet")
-    for row in ranked(result["catalogue"], "cost_usd"):
+    key = "cost_to_target_usd" if result["epochs_to_target"] is not None else "cost_usd"
+    rows = ranked(result["catalogue"], "cost_usd")
+    for row in (row for row in rows if row[key] is not None):
         side = row["spot"]
-        on_demand = row["cost_to_target_usd"] if result["epochs_to_target"] is not None else row["cost_usd"]
+        on_demand = row[key]
         if "usd" not in side:  # no band: the bill if never interrupted, a lower bound (>=)
             price, floor = side.get("usd_per_hour"), side.get("usd_if_uninterrupted")
             print(f"{row['instance_type']:<14} {on_demand:>13.4f} {'-' if price is None else format(price, '.4f'):>10} "
@@ -27,6 +29,10 @@ def print_spot(result):
         print(f"{row['instance_type']:<14} {on_demand:>13.4f} {side['usd_per_hour']:>10.4f} {side['zones']:>5} "
               f"{side['band']:>6} {side['interruptions']:>13.4f} {side['usd']:>9.4f} {100 * side['saving']:>5.0f}%  "
               f"{'spot' if side['cheaper'] else 'on demand'}")
+    untargeted = [row["instance_type"] for row in rows if row[key] is None]
+    if untargeted:
+        print(f"no time to the target, so not compared: {', '.join(untargeted)} (no run of ours with as many replicas "
+              "reached it)")
 
 
 def snapshot_spot_prices(config, args):

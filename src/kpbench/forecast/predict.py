@@ -43,18 +43,22 @@ from kpbench.machine.device_peaks import device_entry, mfu_of_rate
 from kpbench.model.registry import REFERENCE_MODEL
 
 
-def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, epochs_to_target, latency,
+def predict_catalogue(catalogue, rows, results, layers, parameters, workload, precision, target_epochs, latency,
                       training_flops_per_image, setup, aws, sweeps=(), spot_prices=None, advisor=None):
     """Every catalogue row: predicted images/s, the steady training time with the band [t / f, t × f]
     from the leave-one-out errors (band_for), and the whole rental end to end and as EC2 bills it
     (kpbench.forecast.rental), for the workload and to the quality target, on demand and (where a spot
     price and an interruption band are known) as the expected spot rental (kpbench.forecast.spot).
+    `target_epochs` maps a replica count to the epochs our runs with as many replicas needed: a machine
+    of 8 GPUs trains a global batch 8 times as large, which converges in other epochs than one GPU's,
+    so without runs of its count it has no time to the target.
     The Pareto front is on the rental's end-to-end time and billed cost, on demand."""
     fixed = fixed_terms(rows, TODAY)
     out = []
     for entry in catalogue:
         m = machine(entry["device"], entry["devices"], precision, entry["vcpus"],
                     link_gbps=entry["interconnect_gbps"] or entry["network_gbps"])
+        epochs_to_target = target_epochs.get(m["replicas"])
         klass = device_peaks(m["entry"], 1, precision)[2]
         efficiency, level, _ = calibrate(rows, klass, TODAY, entry["device"])
         floor_s, floor_source = step_floor(rows, TODAY, device_kind(klass), sweeps)
@@ -239,7 +243,8 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
                                   [read_run(p) for p in probe_paths])
     sweeps = [rental.read_sweep(path, SOFTWARE) for path in sweep_paths]
     results = leave_one_out(rows, models, reference, latency, sweeps)
-    target_epochs = epochs_to_target(summary)
+    target_epochs = {workers: epochs_to_target(summary, workers)
+                     for workers in sorted({1, *summary["workers"].dropna().astype(int)})}
     setup = rental.read_setup(setup_path)
     catalogue = predict_catalogue(machines, rows, results, layers, parameters, workload,
                                   precision, target_epochs, latency, model["training_flops_per_image"], setup,
@@ -256,7 +261,8 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
     return {"workload": workload, "reference": reference, "precision": precision, "software": TODAY,
             "device_spread": {klass: spread for klass in sorted({r["class"] for r in results})
                               if (spread := device_spread(results, klass)) is not None},
-            "epochs_to_target": target_epochs, "epochs_to_target_runs": len(epochs_reached(summary)),
+            "epochs_to_target": target_epochs[1], "epochs_to_target_runs": len(epochs_reached(summary)),
+            "epochs_to_target_by_replicas": target_epochs,
             "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
             "setup": setup, "cheapest_by_size": cheapest, "crossovers": changes,

@@ -215,6 +215,9 @@ def build_context(analysis_path, stats_path, model_path, settings, forward_fill_
         "quota_refusal": quota_refusal(),
         "forward_fill": read_json(forward_fill_path) if forward_fill_path else None,
         "precision": read_json(precision_path) if precision_path else None,
+        # Instances priced as the catalogue's nearest type to the machine they ran on, not as themselves.
+        "stand_ins": {run["instance"]["name"]: run["instance"]["price_source"] for run in runs
+                      if run["instance"].get("stand_in") and run["instance"].get("price_source")},
         "rent_today": read_json(forecast_path) if forecast_path else None,
         "probes": read_json(probes_path) if probes_path else None,
         "logged": _logged(original_runs_path, original_epochs_path, analysis, model_path, settings),
