@@ -90,6 +90,7 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
             "time_to_target_s": target["wall_s"] if target else None,
             "cost_to_target_usd": target["cost_usd"] if target else None,
             "cost_to_target_usd_high": target_slow["cost_usd"] if target_slow else None,
+            "time_to_target_s_high": target_slow["wall_s"] if target_slow else None,
             "region": entry["region"], "price_date": entry["price_date"], "price_source": entry["price_source"],
             "spec_source": entry["spec_source"], "spec_date": entry["spec_date"],
             "spot": spot_side, "spot_usd_per_hour": spot_side.get("usd_per_hour"), "spot_band": spot_side.get("band"),

@@ -215,6 +215,7 @@ def build_context(analysis_path, stats_path, model_path, settings, forward_fill_
         "quota_refusal": quota_refusal(),
         "forward_fill": read_json(forward_fill_path) if forward_fill_path else None,
         "precision": read_json(precision_path) if precision_path else None,
+        "best_run": analysis.get("best_run"),  # the run whose predictions the faces figure draws
         # Instances priced as the catalogue's nearest type to the machine they ran on, not as themselves.
         "stand_ins": {run["instance"]["name"]: run["instance"]["price_source"] for run in runs
                       if run["instance"].get("stand_in") and run["instance"].get("price_source")},
