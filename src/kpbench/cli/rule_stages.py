@@ -55,8 +55,8 @@ def render_tex(input, params, output):
 
     context = build_context(input.analysis, input.stats, input.model, json.loads(params.settings),
                             forward_fill_path=_optional(input.forward_fill), forecast_path=input.forecast,
-                            precision_path=_optional(input.precision), original_runs_path=input.original_runs, original_epochs_path=input.original_epochs,
-                            probes_path=_optional(input.probes))
+                            precision_path=_optional(input.precision), original_runs_path=input.original_runs,
+                            original_epochs_path=input.original_epochs, probes_path=_optional(input.probes))
     # Every template under the folder the templates share renders to the folder the outputs share.
     for path in render(os.path.commonpath(input.templates), os.path.commonpath(output), context):
         print(path)

@@ -7,15 +7,15 @@ from pathlib import Path
 
 def print_spot(result):
     """On demand and spot side by side, for the rental `predict` ranks (to the target where known)."""
-    from kpbench.forecast.predict import ranked
+    from kpbench.forecast.predict import cost_key, ranked
 
-    scope = "to the quality target" if result["epochs_to_target"] is not None else "for the workload"
+    key = cost_key(result)
+    scope = "to the quality target" if key == "cost_to_target_usd" else "for the workload"
     inputs = result["spot_inputs"]
     print(f"\non demand against spot, {scope} (spot prices: {inputs['prices'] or 'none'}; interruption bands: "
           f"{inputs['advisor'] or 'none'}; expected cost = spot price x expected time with restarts):")
     print(f"{'instance':<14} {'on-demand USD':>13} {'spot USD/h':>10} {'zones':>5} {'band':>6} {'interruptions':>13} "
           f"{'spot USD':>9} {'saves':>6}  cheaper bet")
-    key = "cost_to_target_usd" if result["epochs_to_target"] is not None else "cost_usd"
     rows = ranked(result["catalogue"], "cost_usd")
     for row in (row for row in rows if row[key] is not None):
         side = row["spot"]

@@ -278,6 +278,12 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
             "distribution": distribution_check(logged, baseline_gbps, latency)}
 
 
+def cost_key(result):
+    """The cost a choice of machine compares: to the quality target where our runs reached it, else the
+    workload's whole bill."""
+    return "cost_to_target_usd" if result["epochs_to_target"] is not None else "cost_usd"
+
+
 def ranked(catalogue, key):
     """Current rows ranked by `key` (rows without it last), for `kpbench predict`."""
     return sorted((r for r in catalogue if r["status"] == "current"),

@@ -23,7 +23,7 @@ import numpy as np
 from kpbench import KpbenchError
 from kpbench.backends import registry
 from kpbench.forecast import rental
-from kpbench.forecast.predict import epochs_to_target, ranked
+from kpbench.forecast.predict import cost_key, epochs_to_target, ranked
 
 
 def probe_facts(run):
@@ -179,7 +179,7 @@ def candidates(result, count):
     """The `count` current catalogue machines a user would probe first, as configuration rows: the
     least predicted billed cost to the quality target (of the workload where no run reached it yet),
     each an EC2 row of its type (kpbench.core.settings reads its facts from the catalogue)."""
-    key = "cost_to_target_usd" if result["epochs_to_target"] is not None else "cost_usd"
+    key = cost_key(result)
     rows = [r for r in ranked(result["catalogue"], key) if r[key] is not None][:count]
     what = "cost to the quality target" if key == "cost_to_target_usd" else "billed cost of the workload"
     return [{"name": f"probe-{r['instance_type']}", "backend": "ec2", "instance_type": r["instance_type"], "workers": 1,
