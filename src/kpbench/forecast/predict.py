@@ -30,6 +30,7 @@ from kpbench import KpbenchError
 from kpbench.analysis.original_logs import distribution_check, read_runs
 from kpbench.core import billing
 from kpbench.core.catalogue import read_catalogue
+from kpbench.core.files import read_json
 from kpbench.core.layout import MEASURED_MODEL_FILE, RUN_DIR, RUN_JSON, SETUP_MEASURED, SOURCE_OURS
 from kpbench.core.run_reader import run_model
 from kpbench.core.settings import images_trained
@@ -140,8 +141,6 @@ def configured_workload(config):
 
 def _description(path, name):
     """A model description from its file where there is one, else made from the model (TensorFlow)."""
-    from kpbench.core.files import read_json
-
     if path is not None and Path(path).is_file():
         return read_json(path)
     from kpbench.model.registry import describe_model
@@ -184,8 +183,6 @@ def load_inputs(config, results_dir, model_path=None, summary_path=None, origina
 def _measured_models(paths, runs):
     """The model descriptions beside runs measured elsewhere, by model name: each folder keeps the
     description of the model it trained, so that no model is rebuilt (nor TensorFlow needed) here."""
-    from kpbench.core.files import read_json
-
     found = {}
     for path, run in zip(paths, runs):
         description = Path(path).with_name(MEASURED_MODEL_FILE)
