@@ -1154,6 +1154,30 @@ def test_a_second_signal_during_teardown_does_not_skip_termination(aws_env, tiny
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_ctrl_c_whose_exception_was_lost_still_stops_the_wait(aws_env, tiny_dataset, tmp_path):
+    """Python can run a signal handler inside a finalizer and drop its KeyboardInterrupt; the stop
+    must still be seen at the wait's next poll, long before the deadline."""
+    lost = []
+
+    def swallowed(**_):
+        if not lost:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the handler runs here, and its exception is dropped as a finalizer's is
+            except KeyboardInterrupt:
+                lost.append(True)
+
+    started = time.time()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        inject(monkeypatch, "after-call.s3.GetObject", swallowed)
+        with pytest.raises(KpbenchError, match="interrupted"):
+            run_instance(*ec2_spec(limits={"deadline_s": 120}), tiny_dataset, tmp_path / "out")
+    assert lost == [True]
+    assert time.time() - started < 60
+    assert live_instances() == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_an_instance_that_never_reports_is_torn_down_at_the_boot_deadline(aws_env, tiny_dataset, tmp_path):
     started = time.time()
     with pytest.raises(KpbenchError, match=r"no status from instance\(s\) i-\w+ within 3 s of launch"):

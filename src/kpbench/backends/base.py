@@ -2,10 +2,26 @@
 teardown in `finally`), the collect step's last act, and the progress lines a person watches."""
 
 import sys
+import threading
+import time
 
 from kpbench.core.files import write_json
 from kpbench.core.layout import RUN_JSON
 from kpbench.train.run_writer import move_run_files
+
+STOP = threading.Event()  # set by kpbench.backends.launch's handler of SIGINT and SIGTERM
+
+
+def pause(seconds):
+    """Sleep between two polls of a wait, and stop there once a signal asked to. The handler's
+    KeyboardInterrupt alone can be lost: Python runs a handler after any bytecode, also in a finalizer,
+    whose exceptions it prints and ignores; a flag checked at every poll cannot be (the signal module's
+    "Note on Signal Handlers and Exceptions", https://docs.python.org/3/library/signal.html)."""
+    for _ in range(2):
+        if STOP.is_set():
+            raise KeyboardInterrupt("stop requested by a signal")
+        time.sleep(seconds)
+        seconds = 0
 
 
 def say(line):

@@ -9,7 +9,7 @@ import threading
 
 from kpbench import KpbenchError
 from kpbench.backends import registry
-from kpbench.backends.base import say
+from kpbench.backends.base import STOP, say
 from kpbench.backends.run_lock import RunLock
 from kpbench.core.version import code_version
 
@@ -24,7 +24,8 @@ def make_backend(spec, launch, dataset, out_dir):
     return kind.launcher(spec, launch, dataset, out_dir, kind.workers(instance))
 
 
-def _stop_on_sigterm(signum, frame):
+def _stop(signum, frame):
+    STOP.set()  # seen at the wait's next poll even if this exception is lost (kpbench.backends.base.pause)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -43,9 +44,12 @@ def run_instance(spec, launch, dataset, out_dir):
     backend.code = code_version()  # the code that launches it, read before an edit could change it
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {}
+    STOP.clear()
     if in_main_thread:
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        for signum, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # ignored: started in the background, as a shell does
+                signal.signal(signum, _stop)
     try:
         with RunLock(out_dir):  # one launcher per run folder: its checkpoint has one writer
             try:
@@ -60,6 +64,7 @@ def run_instance(spec, launch, dataset, out_dir):
     except KeyboardInterrupt:
         raise KpbenchError("interrupted; every launched machine was torn down") from None
     finally:
+        STOP.clear()
         for signum, handler in previous.items():
             if handler is not None:  # None: installed outside Python, cannot be put back
                 signal.signal(signum, handler)

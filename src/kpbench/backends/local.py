@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from kpbench import KpbenchError
-from kpbench.backends.base import Backend, epoch_line, run_label, say
+from kpbench.backends.base import Backend, epoch_line, pause, run_label, say
 from kpbench.backends.registry import register
 from kpbench.backends.run_lock import launcher_environment
 from kpbench.core.contention import Sampler
@@ -138,7 +138,7 @@ class LocalProcesses(Backend):
                 raise KpbenchError(f"worker(s) {', '.join(map(str, stalled))} of {self.workers} made no "
                                    f"training progress for {self.stall_timeout_s:.0f} s (hung, or waiting on "
                                    "a lost peer); stopped. Where each worker was:\n" + self._stacks())
-            time.sleep(0.5)
+            pause(0.5)
 
     def _stacks(self, wait_s=3.0, lines=120):
         """Each running worker's Python stack, most recent call first, as its SIGUSR1 handler writes

@@ -29,7 +29,7 @@ from kpbench.backends.aws.bundle import code_bundle
 from kpbench.backends.aws.instance import user_data
 from kpbench.backends.aws.recovery import SpotRecovery
 from kpbench.backends.aws.watch import Watch
-from kpbench.backends.base import Backend, run_label, say
+from kpbench.backends.base import Backend, pause, run_label, say
 from kpbench.backends.registry import register
 from kpbench.core import billing
 from kpbench.core.files import read_json, write_json
@@ -170,7 +170,7 @@ class Ec2Instances(SpotRecovery, Backend):
             if time.time() > deadline:
                 raise KpbenchError(f"instance(s) not running within {self.aws['launch_timeout_s']:.0f} s: "
                                    + ", ".join(f"{i} {s}" for i, s in states.items()))
-            time.sleep(float(self.aws["poll_s"]))
+            pause(float(self.aws["poll_s"]))
 
     def wait(self):
         with self._translated():
@@ -203,7 +203,7 @@ class Ec2Instances(SpotRecovery, Backend):
                                        + self.watch.log(gone[0]))
                 if time.time() > deadline:
                     raise KpbenchError(f"no result within {self.limits['deadline_s']:.0f} s of launch (limits.deadline_s)")
-                time.sleep(float(self.aws["poll_s"]))
+                pause(float(self.aws["poll_s"]))
 
     def collect(self):
         """The chief's files, checked against its manifest, with every worker's step times."""
