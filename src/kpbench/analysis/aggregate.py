@@ -151,12 +151,13 @@ def _flag(group, column):
 
 def chosen_runs(group):
     """MLPerf's rule, applied once per instance: its finished runs that had the machine to themselves
-    (all of them if every one was contended), ordered by training time, the fastest and the slowest
-    dropped when there are three or more. Every column of the instance is then averaged over these
-    same runs, so a row never mixes runs."""
+    (all of them if every one was contended), ordered by the metric MLPerf scores, the time to the
+    quality target (a run that never reached it counts as slowest; ties, and instances none of whose
+    runs reached it, by training time), the fastest and the slowest dropped when there are three or
+    more. Every column of the instance is then averaged over these same runs, so a row never mixes runs."""
     done = group[(group["status"] == "measured") & group["train_s"].notna()]
     quiet = done[~_flag(done, "contended")]
-    ordered = (quiet if len(quiet) else done).sort_values("train_s", kind="stable")
+    ordered = (quiet if len(quiet) else done).sort_values(["time_to_target_s", "train_s"], na_position="last")
     return ordered.iloc[1:-1] if len(ordered) >= 3 else ordered
 
 

@@ -4,7 +4,7 @@ nobody has rented yet."""
 import numpy as np
 
 from kpbench.core.layout import SOURCE_ORIGINAL, SOURCE_OURS
-from kpbench.paper.plotting import COLOURS, note, plt, save
+from kpbench.paper.plotting import COLOURS, label_points, note, plain_log_ticks, plt, save
 
 
 def scaling(analysis, out_path):
@@ -125,16 +125,14 @@ def predicted_measured(result, out_path):
                      {"facecolors": colour if fill else "none", "edgecolors": colour})
             ax.scatter([r["measured_s"] for r in chosen], [r[key] for r in chosen], marker=marker, s=22,
                        label=f"{label}, {group}", **style)
-    for r in rows:
-        ax.annotate(r["name"], (r["measured_s"], r["predicted_s"]), fontsize=5, xytext=(3, 2),
-                    textcoords="offset points")
     values = [v for r in rows for v in (r["measured_s"], r["predicted_s"], r["machine_out_predicted_s"], r["naive_s"])]
     low, high = min(values) / 2, max(values) * 2
     ax.plot([low, high], [low, high], color="black", linewidth=0.6, linestyle="--")
     ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high),
-           xlabel="measured training time of the original study's workload (s)",
+           xlabel="reference training time of the original study's workload (s; steps × measured step)",
            ylabel="predicted, leave-one-out (s)")
-    ax.legend(frameon=False, loc="upper left", fontsize=6)
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=6)  # clear of labels
+    label_points(ax, [(r["measured_s"], r["predicted_s"], r["name"]) for r in rows])
     save(fig, out_path)
 
 
@@ -175,19 +173,18 @@ def rent_pareto(result, out_path):
         note("no predictions", out_path)
         return
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
-    # Neighbours in time get labels above and below in turn, so close points stay readable.
-    for rank, r in enumerate(sorted(rows, key=lambda r: r["rental_s"])):
+    for r in rows:
         ax.errorbar(r["rental_s"], r["cost_usd"], xerr=[[r["rental_s"] - r["rental_s_low"]],
                                                         [r["rental_s_high"] - r["rental_s"]]],
                     fmt="o", markersize=3, color=COLOURS[SOURCE_OURS] if r["pareto"] else "#888888",
                     elinewidth=0.5, capsize=0)
-        ax.annotate(r["instance_type"], (r["rental_s"], r["cost_usd"]), fontsize=5,
-                    xytext=(3, 3 if rank % 2 == 0 else -7), textcoords="offset points")
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["rental_s"])
     ax.plot([r["rental_s"] for r in front], [r["cost_usd"] for r in front], "--", color=COLOURS[SOURCE_OURS],
             linewidth=0.8)
     ax.set(xscale="log", yscale="log", xlabel="predicted end-to-end time of the rental (s)",
            ylabel="predicted billed cost (USD)")
+    plain_log_ticks(ax.xaxis)
+    label_points(ax, [(r["rental_s"], r["cost_usd"], r["instance_type"]) for r in rows])
     save(fig, out_path)
 
 

@@ -6,6 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from kpbench.core.files import atomic_path  # noqa: E402
 from kpbench.core.layout import SOURCE_ORIGINAL, SOURCE_OURS  # noqa: E402
@@ -49,3 +50,41 @@ def spread(rows, column):
     low = rows[f"{column}_min"].fillna(rows[column]).to_numpy(dtype=float)
     high = rows[f"{column}_max"].fillna(rows[column]).to_numpy(dtype=float)
     return np.vstack([centre - low, high - centre])
+
+
+def plain_log_ticks(axis):
+    """Ticks at 1, 2 and 5 of each decade written as plain numbers, and no labels on the minor ticks,
+    whose scientific labels overprint each other on a short log axis."""
+    axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def label_points(ax, points, fontsize=5):
+    """Each (x, y, name) labelled beside its point, right or left of it, moved up or down by whole lines
+    until it overlaps no label placed before it (staying inside the axes where it can), with a thin line
+    back to its point when moved. Call after the axes' scales and limits are final: the places are
+    worked out on the drawn figure."""
+    ax.figure.canvas.draw()
+    scale = ax.figure.dpi / 72  # display pixels per point
+    line, placed = fontsize * 1.25 * scale, []
+    bottom, top = ax.get_window_extent().y0 + line / 2, ax.get_window_extent().y1 - line / 2
+    for x, y, name in sorted(points, key=lambda p: -ax.transData.transform((p[0], p[1]))[1]):
+        px, py = ax.transData.transform((x, y))
+        width = len(name) * fontsize * 0.55 * scale
+
+        def box(side, shift):
+            return (px + 3 * scale if side > 0 else px - 3 * scale - width, py + shift * line)
+
+        def free(side, shift):
+            left, low = box(side, shift)
+            return not any(abs(low - other_y) < line and left < other_x + other_w and other_x < left + width
+                           for other_x, other_y, other_w in placed)
+
+        candidates = [(side, sign * k) for k in range(2 * len(points) + 1) for sign in (-1, 1) for side in (1, -1)]
+        inside = [c for c in candidates if bottom <= box(*c)[1] <= top]
+        side, shift = next((c for c in inside if free(*c)), next(c for c in candidates if free(*c)))
+        placed.append((*box(side, shift), width))
+        ax.annotate(name, (x, y), xytext=(3 * side, shift * line / scale), textcoords="offset points",
+                    fontsize=fontsize, va="center", ha="left" if side > 0 else "right",
+                    arrowprops={"arrowstyle": "-", "linewidth": 0.3, "color": "#999999"} if shift else None)
