@@ -41,3 +41,27 @@ def test_undefined_template_variables_fail_loudly(tmp_path):
     (tmp_path / "t.tex.j2").write_text(r"\VAR{nothing}")
     with pytest.raises(jinja2.UndefinedError):
         make_environment(tmp_path).get_template("t.tex.j2").render()
+
+
+def test_point_labels_never_overlap_even_where_points_crowd():
+    """Eight points within a few pixels of each other (catalogue GPUs at one end-to-end time): every
+    label is drawn clear of the others, and each moved one keeps a line back to its point."""
+    from matplotlib.text import Text
+
+    from kpbench.paper.plotting import label_points, plain_log_ticks, plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    points = [(140 + i, 0.03 + 0.001 * i, f"g{i}.2xlarge") for i in range(8)] + [(600, 0.015, "c7a.large")]
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    ax.set(xscale="log", yscale="log", ylim=(1e-3, 10))  # the points a few pixels apart
+    plain_log_ticks(ax.xaxis)
+    label_points(ax, points)
+    fig.canvas.draw()  # places the annotations' texts
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(text, renderer) for text in ax.texts]  # the text alone, not its line
+    assert len(boxes) == len(points)
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    moved = [t for t in ax.texts if t.xyann[1] != 0]
+    assert moved and all(t.arrow_patch is not None for t in moved)
+    assert [label.get_text() for label in ax.xaxis.get_minorticklabels() if label.get_text()] == []
+    plt.close(fig)

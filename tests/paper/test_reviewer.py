@@ -86,6 +86,11 @@ def test_the_abstract_answers_the_papers_question_on_what_was_run(reviewed):
                if r["status"] == "current" and r["cost_to_target_usd"]]
     cheapest = min(current, key=lambda r: r["cost_to_target_usd"])
     assert "Predicted, not measured" in abstract and f"cheapest rental is {cheapest['instance_type']}" in abstract
+    # A machine left out of the ranking to the target is named there, with why.
+    untargeted = [r["instance_type"] for r in read_json(root / "paper" / "build" / "forecast.json")["catalogue"]
+                  if r["status"] == "current" and not r["cost_to_target_usd"]]
+    assert untargeted and all(name in abstract for name in untargeted)
+    assert "no run of ours with as many replicas reached it" in abstract
     assert "Projected to the original" not in abstract and "as published, never as projections" in abstract
 
 
