@@ -162,7 +162,7 @@ def test_measured_rows_are_named_apart_and_only_top_level_folders_count(tmp_path
     twin.mkdir()
     for name in ("run.json", "model.json"):
         (twin / name).write_text((SEPARABLE.parent / name).read_text())
-    with pytest.raises(KpbenchError, match="more than one is named AMD EPYC CPU: separable_cnn, float32, tf"):
+    with pytest.raises(KpbenchError, match=r"more than one is named AMD EPYC CPU \(AVX512_BF16\): separable_cnn, float32, tf"):
         predictions(summary, models, runs, [SEPARABLE, twin / "run.json"], REPO / "config" / "catalogue.csv",
                     configured_workload(config), reference)
 
@@ -198,7 +198,7 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
     assert {"local", "local-2w", "c5.4xlarge", "g4dn.xlarge", "4x g4dn.xlarge"} <= set(names)
     assert any("H200" in name for name in names) and len(names) == 10
     separable = next(r for r in result["validation"] if "separable_cnn" in r["name"])
-    assert separable["name"] == "AMD EPYC CPU: separable_cnn, float32, tf"  # device, model, precision, framework
+    assert separable["name"] == "AMD EPYC CPU (AVX512_BF16): separable_cnn, float32, tf"  # device, model, precision, framework
     # measured with the pipeline's own software on this machine's CPU: with the row held out it is
     # calibrated on `local` (same device and software); with its device held out, never on `local`
     assert separable["origin"] == calibration.TODAY and separable["device"] == "AMD EPYC"

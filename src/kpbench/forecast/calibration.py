@@ -54,6 +54,14 @@ def calibrate(rows, klass, stack=None, device=None):
     raise KpbenchError("no measured single-machine row to calibrate on")
 
 
+def _cpu_name(hardware):
+    """A CPU as a row measured elsewhere names it: its model name, and the bfloat16 units that tell two
+    CPUs of one name apart (an "AMD EPYC" of one generation has AVX512_BF16, of another none)."""
+    isa = (hardware.get("cpu") or {}).get("isa") or {"avx512_bf16": hardware.get("avx512_bf16")}
+    units = [feature.upper() for feature in ("amx_bf16", "avx512_bf16") if isa.get(feature)]
+    return f"{hardware['cpu_model']} CPU" + (f" ({', '.join(units)})" if units else "")
+
+
 def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=None, logged=None, probe_runs=()):
     """Every measured row as the model sees it: its measured seconds for the reference workload
     (ours projected from the steady step rate and validation rate, as the summary does; the original
@@ -97,7 +105,7 @@ def measured_rows(summary, runs, extra_runs, models, reference, baseline_gbps=No
         if framework not in SOFTWARE:
             raise KpbenchError(f"a measured run of {run['instance']['name']} names framework {framework!r}; "
                                f"known: {', '.join(SOFTWARE)}")
-        name = (f"{', '.join(hardware['gpu_names']) or hardware['cpu_model'] + ' CPU'}: {run_model(run)}, "
+        name = (f"{', '.join(hardware['gpu_names']) or _cpu_name(hardware)}: {run_model(run)}, "
                 f"{run['performance']['precision']}, {framework}")
         rows.append(_row(name, SOFTWARE[framework], m, seconds, _model_of(run, models), reference, latency,
                          run_fixed_terms(run)))

@@ -46,10 +46,20 @@ def band_for(results, klass):
     (as for most catalogue machines, whose devices nobody here measured), among the single-machine
     rows of the same kind (CPU or GPU); of all of them where a kind has none. A ratio, not a
     percentage, because the worst misses are underpredictions by several times."""
+    return math.exp(_worst_miss(results, klass)[0])
+
+
+def band_row(results, klass):
+    """The row whose miss sets `band_for`'s factor: one row decides a band, and the paper names it."""
+    return _worst_miss(results, klass)[1]
+
+
+def _worst_miss(results, klass):
+    """(|log(predicted / measured)|, row name) of the worst single-machine miss of the class's kind."""
     kind = device_kind(klass)
-    ratios = [(device_kind(r["class"]), abs(math.log(r["machine_out_predicted_s"] / r["measured_s"])))
+    misses = [(device_kind(r["class"]), abs(math.log(r["machine_out_predicted_s"] / r["measured_s"])), r["name"])
               for r in results if r["group"] == "single machine"]
-    return math.exp(max([v for k, v in ratios if k == kind] or [v for _, v in ratios]))
+    return max([(v, name) for k, v, name in misses if k == kind] or [(v, name) for _, v, name in misses])
 
 
 def device_spread(results, klass):

@@ -19,22 +19,26 @@ def scaling(analysis, out_path):
                 label=f"model, {prediction['gbps']:g} Gbit/s")
     if any(m["loopback"] for m in analysis["measured"]):
         ax.axhline(1.0, color="black", linewidth=0.6, linestyle="-.", label="ideal, workers sharing one machine")
+    # Ours a little left of their worker count, the original study's a little right: equal counts stay apart.
+    nudge = {SOURCE_OURS: -0.06, SOURCE_ORIGINAL: 0.06}
     for source, marker in ((SOURCE_OURS, "o"), (SOURCE_ORIGINAL, "s")):
         points = [m for m in analysis["measured"] if m["source"] == source and m["speedup"] is not None]
+        for m in points:  # the range over the repeats, where there were several
+            if m.get("speedup_low") is not None:
+                ax.errorbar(m["workers"] + nudge[source], m["speedup"], yerr=[[m["speedup"] - m["speedup_low"]],
+                            [m["speedup_high"] - m["speedup"]]], fmt="none", ecolor="black", elinewidth=0.6, capsize=2)
         if points:
-            ax.scatter([m["workers"] for m in points], [m["speedup"] for m in points], marker=marker, s=28,
+            ax.scatter([m["workers"] + nudge[source] for m in points], [m["speedup"] for m in points], marker=marker, s=28,
                        c=COLOURS[source], edgecolors="black", linewidths=0.4, zorder=3,
                        label=f"measured, {source}")
-            for m in points:  # ours labelled above their points, the original study's below
-                ax.annotate(m["instance"], (m["workers"], m["speedup"]),
-                            xytext=(5, 3) if source == SOURCE_OURS else (5, -9),
-                            textcoords="offset points", fontsize=6)
     ax.set_xlabel("workers")
     ax.set_ylabel("speedup over one worker")
     ax.set_xticks([1, *analysis["workers"]])
     ax.set_ylim(0, most + 0.5)
     ax.grid(True, linewidth=0.3, alpha=0.5)
     ax.legend(frameon=False, fontsize=6, loc="upper left")
+    label_points(ax, [(m["workers"] + nudge[m["source"]], m["speedup"], m["instance"])
+                      for m in analysis["measured"] if m["speedup"] is not None], fontsize=6, gap=5)
     save(fig, out_path)
 
 
@@ -73,37 +77,46 @@ def allreduce(analysis, out_path):
     save(fig, out_path)
 
 
-FORWARD_FILL_SERIES = (("invented", "forward-filled labels", "#bbbbbb"),
-                       ("forward_filled", "model trained on them (MSE)", "#ff7f0e"),
-                       ("masked", "kpbench's masked model", COLOURS[SOURCE_OURS]))
+def _forward_fill_series(result):
+    """(label, colour, model) of every training the forward-fill measurement made: the two whole
+    procedures, and where it was made the labels-only pair (kpbench's procedure on either labels)."""
+    models, labels_only = result["models"], result.get("labels_only")
+    series = [("study's procedure, forward-filled labels", "#ff7f0e", models["forward_filled"]),
+              ("kpbench's procedure, masked labels", COLOURS[SOURCE_OURS], models["masked"])]
+    if labels_only:
+        series += [("labels only: kpbench's, forward-filled", "#d62728", labels_only["forward_filled"]),
+                   ("labels only: kpbench's, masked", "#9ecae1", labels_only["masked"])]
+    return series
 
 
 def forward_fill(result, out_path):
-    """Validation RMSE against the true keypoints: on the coordinates the CSV labels and on those it
-    leaves blank, for the forward-filled and the masked model (left); per keypoint on the blanks,
-    with the forward-filled labels themselves beside them (right)."""
+    """Validation RMSE against the true keypoints, on the coordinates the CSV labels and on those it
+    leaves blank, for every training the measurement made (left); per keypoint on the blanks, with the
+    forward-filled labels themselves beside them (right)."""
     if not result or not result.get("ground_truth"):
         return note("no ground truth: forward fill's cost is measured on synthetic faces only", out_path)
-    models, per_keypoint = result["models"], {"invented": result["validation"]["invented_rmse_per_keypoint_px"]}
-    per_keypoint.update({name: models[name]["blank_rmse_per_keypoint_px"] for name in models})
-    names = [name for name, value in per_keypoint["masked"].items() if value is not None]
-    fig, (overall, by_keypoint) = plt.subplots(1, 2, figsize=(7.0, 2.6), gridspec_kw={"width_ratios": [1, 3.2]})
-    width = 0.38
-    for offset, (name, label, colour) in zip((-width / 2, width / 2), FORWARD_FILL_SERIES[1:]):
-        values = [models[name]["labelled_rmse_px"], models[name]["blank_rmse_px"]]
-        overall.bar(np.arange(2) + offset, [np.nan if v is None else v for v in values], width, color=colour,
-                    label=label)
+    series = _forward_fill_series(result)
+    invented = result["validation"]["invented_rmse_per_keypoint_px"]
+    names = [name for name, value in result["models"]["masked"]["blank_rmse_per_keypoint_px"].items()
+             if value is not None]
+    fig, (overall, by_keypoint) = plt.subplots(1, 2, figsize=(7.0, 2.6), gridspec_kw={"width_ratios": [1.3, 3.2]})
+    width = 0.8 / len(series)
+    for index, (label, colour, model) in enumerate(series):
+        values = [model["labelled_rmse_px"], model["blank_rmse_px"]]
+        overall.bar(np.arange(2) + (index - (len(series) - 1) / 2) * width, [np.nan if v is None else v for v in values],
+                    width, color=colour, label=label)
     overall.set_xticks(np.arange(2), ["labelled", "blank in CSV"])
     overall.set_ylabel("validation RMSE vs truth (px)")
-    width = 0.27
-    for offset, (name, label, colour) in zip((-width, 0.0, width), FORWARD_FILL_SERIES):
-        values = [per_keypoint[name][k] for k in names]
-        by_keypoint.bar(np.arange(len(names)) + offset, [np.nan if v is None else v for v in values], width,
-                        color=colour, label=label)
+    per_keypoint = [("forward-filled labels", "#bbbbbb", invented)] + [
+        (label, colour, model["blank_rmse_per_keypoint_px"]) for label, colour, model in series]
+    width = 0.8 / len(per_keypoint)
+    for index, (label, colour, values) in enumerate(per_keypoint):
+        by_keypoint.bar(np.arange(len(names)) + (index - (len(per_keypoint) - 1) / 2) * width,
+                        [np.nan if values[k] is None else values[k] for k in names], width, color=colour, label=label)
     by_keypoint.set_xticks(np.arange(len(names)), [k.replace("_", " ") for k in names], rotation=40, ha="right",
                            fontsize=6)
     by_keypoint.set_ylabel("RMSE on blank keypoints (px)")
-    by_keypoint.legend(frameon=False, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    by_keypoint.legend(frameon=False, ncol=3, fontsize=6, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     save(fig, out_path)
 
 
@@ -183,7 +196,8 @@ def rent_pareto(result, out_path):
             linewidth=0.8)
     ax.set(xscale="log", yscale="log", xlabel="predicted end-to-end time of the rental (s)",
            ylabel="predicted billed cost (USD)")
-    plain_log_ticks(ax.xaxis)
+    for axis in (ax.xaxis, ax.yaxis):
+        plain_log_ticks(axis)
     label_points(ax, [(r["rental_s"], r["cost_usd"], r["instance_type"]) for r in rows])
     save(fig, out_path)
 

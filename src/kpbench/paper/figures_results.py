@@ -4,7 +4,9 @@ import matplotlib.ticker
 import numpy as np
 
 from kpbench.core.layout import SOURCE_ORIGINAL, SOURCE_OURS
-from kpbench.paper.plotting import COLOURS, face_grid, note, plt, save, spread
+from kpbench.paper.plotting import COLOURS, face_grid, label_points, note, plain_log_ticks, plt, save, spread
+
+PROVENANCE = {SOURCE_OURS: "projected from its runs", SOURCE_ORIGINAL: "as published"}
 
 
 def sample_faces(samples_path, out_path, columns=6):
@@ -79,9 +81,7 @@ def time_cost(summary, out_path):
     for ax in (time_ax, cost_ax):
         ax.set_xscale("log")
         ax.margins(x=0.15)
-        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        plain_log_ticks(ax.xaxis)
         ax.set_yticks(positions)
         ax.invert_yaxis()
         ax.grid(True, axis="x", which="both", linewidth=0.3, alpha=0.5)
@@ -104,21 +104,16 @@ def pareto(summary, out_path):
     for source, marker in ((SOURCE_OURS, "o"), (SOURCE_ORIGINAL, "s")):
         chosen = (rows["source"] == source).to_numpy()
         ax.scatter(minutes[chosen], cost[chosen], c=COLOURS[source], marker=marker, s=28,
-                   edgecolors="black", linewidths=0.4, label=source)
+                   edgecolors="black", linewidths=0.4, label=f"{source}, {PROVENANCE[source]}")
     ax.plot(minutes[front], cost[front], color="black", linewidth=0.6, linestyle="--", label="Pareto front")
-    # Neighbours in time get labels above and below in turn, so close points stay readable.
-    for rank, i in enumerate(np.argsort(minutes, kind="stable")):
-        ax.annotate(rows["instance"].iloc[i], (minutes[i], cost[i]), xytext=(4, 4 if rank % 2 == 0 else -9),
-                    textcoords="offset points", fontsize=6)
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        plain_log_ticks(axis)
     ax.margins(0.15)
     ax.set_xlabel("training time (minutes)")
     ax.set_ylabel("cost of one run (USD)")
     ax.grid(True, which="major", linewidth=0.3, alpha=0.5)
     ax.legend(frameon=False, loc="lower right")
+    label_points(ax, list(zip(minutes, cost, rows["instance"])), fontsize=6, gap=5)
     save(fig, out_path)

@@ -60,10 +60,10 @@ def plain_log_ticks(axis):
     axis.set_minor_formatter(NullFormatter())
 
 
-def label_points(ax, points, fontsize=5):
+def label_points(ax, points, fontsize=5, gap=3):
     """Each (x, y, name) labelled beside its point, right or left of it, moved up or down by whole lines
     until it overlaps no label placed before it (staying inside the axes where it can), with a thin line
-    back to its point when moved. Call after the axes' scales and limits are final: the places are
+    back to its point when moved; `gap` points clear of the point's centre (more for larger markers). Call after the axes' scales and limits are final: the places are
     worked out on the drawn figure."""
     ax.figure.canvas.draw()
     scale = ax.figure.dpi / 72  # display pixels per point
@@ -74,7 +74,7 @@ def label_points(ax, points, fontsize=5):
         width = len(name) * fontsize * 0.55 * scale
 
         def box(side, shift):
-            return (px + 3 * scale if side > 0 else px - 3 * scale - width, py + shift * line)
+            return (px + gap * scale if side > 0 else px - gap * scale - width, py + shift * line)
 
         def free(side, shift):
             left, low = box(side, shift)
@@ -85,6 +85,7 @@ def label_points(ax, points, fontsize=5):
         inside = [c for c in candidates if bottom <= box(*c)[1] <= top]
         side, shift = next((c for c in inside if free(*c)), next(c for c in candidates if free(*c)))
         placed.append((*box(side, shift), width))
-        ax.annotate(name, (x, y), xytext=(3 * side, shift * line / scale), textcoords="offset points",
+        ax.annotate(name, (x, y), xytext=(gap * side, shift * line / scale), textcoords="offset points",
                     fontsize=fontsize, va="center", ha="left" if side > 0 else "right",
+                    bbox={"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
                     arrowprops={"arrowstyle": "-", "linewidth": 0.3, "color": "#999999"} if shift else None)
