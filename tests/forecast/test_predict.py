@@ -116,6 +116,7 @@ def test_a_machine_held_out_leaves_out_every_row_of_its_device(monkeypatch):
     assert summary["machine_out_median"] == pytest.approx(sorted(abs(r["machine_out_error"]) for r in results)[1])
     # the catalogue's band is the machine-held-out one: here A's and B's miss from C (4x, 2x)
     assert errors.band_for(results, "gpu-toy/fp32") == pytest.approx(4.0)
+    assert errors.bands(results) == {"gpu": {"factor": pytest.approx(4.0), "row": "A"}}  # A's miss sets it, named
     # every row on one device: nothing is left to predict it from, said by name
     alone, _ = _synthetic_rows(monkeypatch, [1.0, 2.0, 4.0], devices=("Toy A",) * 3)
     with pytest.raises(KpbenchError, match="no single-machine row besides those of 'Toy A' to predict A"):

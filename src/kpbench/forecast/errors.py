@@ -49,9 +49,10 @@ def band_for(results, klass):
     return math.exp(_worst_miss(results, klass)[0])
 
 
-def band_row(results, klass):
-    """The row whose miss sets `band_for`'s factor: one row decides a band, and the paper names it."""
-    return _worst_miss(results, klass)[1]
+def bands(results):
+    """Each device kind's band and the one row whose miss sets it, which the paper names."""
+    return {device_kind(klass): {"factor": band_for(results, klass), "row": _worst_miss(results, klass)[1]}
+            for klass in sorted({r["class"] for r in results})}
 
 
 def _worst_miss(results, klass):

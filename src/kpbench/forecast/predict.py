@@ -37,7 +37,7 @@ from kpbench.core.settings import images_trained
 from kpbench.core.version import code_label
 from kpbench.forecast import rental, spot
 from kpbench.forecast.calibration import SOFTWARE, TODAY, calibrate, leave_one_out, measured_rows
-from kpbench.forecast.errors import band_for, band_row, device_spread, error_summary
+from kpbench.forecast.errors import band_for, bands, device_spread, error_summary
 from kpbench.forecast.perf_model import device_kind, device_peaks, layer_costs, machine, predict_seconds, roofline
 from kpbench.forecast.rental import fixed_terms, step_floor
 from kpbench.machine.device_peaks import device_entry, mfu_of_rate
@@ -261,8 +261,7 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
                               if (spread := device_spread(results, klass)) is not None},
             "epochs_to_target": target_epochs[1], "epochs_to_target_runs": len(epochs_reached(summary)),
             "epochs_to_target_by_replicas": target_epochs,
-            "bands": {device_kind(klass): {"factor": band_for(results, klass), "row": band_row(results, klass)}
-                      for klass in sorted({r["class"] for r in results})},
+            "bands": bands(results),
             "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,
             "setup": setup, "cheapest_by_size": cheapest, "crossovers": changes,
