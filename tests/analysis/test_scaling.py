@@ -140,3 +140,20 @@ def test_a_speedup_of_repeated_instances_carries_the_range_their_runs_allow():
 def test_reference_step_is_the_published_time_per_step():
     assert reference_step_s(_summary(), "g4dn.xlarge") == pytest.approx(595.34 / (100 * math.ceil(6344 / 64)))
     assert reference_step_s(_summary(), "p3.2xlarge") is None
+
+
+def test_predictions_carry_the_range_of_the_latencies_fitted(monkeypatch):
+    """The median latency of three loopback runs makes the prediction; the largest and the smallest of
+    them bracket it, slowest first, so Table 11 prints a spread and not a single run's figure."""
+    from kpbench.analysis import scaling
+
+    fits = [{"loopback": True, "latency_resolved": True, "latency_s": alpha} for alpha in (1.2e-3, 1.6e-3, 2.2e-3)]
+    monkeypatch.setattr(scaling, "cluster_fits", lambda runs: fits)
+    result = scaling.scaling_analysis(_summary(), [], 7_266_494, "g4dn.xlarge")
+    assert result["latency_s"] == pytest.approx(1.6e-3) and result["latency_runs"] == 3
+    for prediction in result["predictions"]:
+        for n, (low, high) in prediction["speedup_ranges"].items():
+            assert low < prediction["speedups"][n] < high
+            compute = reference_step_s(_summary(), "g4dn.xlarge")
+            grad = scaling.gradient_bytes(7_266_494)
+            assert low == pytest.approx(predicted_speedup(int(n), compute, grad, prediction["gbps"], 2.2e-3))

@@ -217,6 +217,11 @@ def test_every_catalogue_machine_is_predicted_and_every_measured_row_validated()
         assert row["train_s_low"] < row["train_s"] < row["train_s_high"] and row["band"] > 1
         assert 0 < row["mfu"] <= 1
     assert any(r["pareto"] for r in result["catalogue"])
+    # On the front: no current row is both cheaper and within 1 % of its time (a tie in time is won on cost).
+    current = [r for r in result["catalogue"] if r["status"] == "current"]
+    for row in (r for r in current if r["pareto"]):
+        assert not [o for o in current if o is not row and o["cost_usd"] < row["cost_usd"]
+                    and o["rental_s"] <= row["rental_s"] * 1.01], row["instance_type"]
 
 
 def test_a_gpu_batch_sweep_of_todays_software_floors_the_gpu_rows_and_no_cpu_row(tmp_path):

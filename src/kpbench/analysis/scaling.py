@@ -160,14 +160,18 @@ def scaling_analysis(summary, runs, parameters, reference_instance, workers=(2, 
     fits = cluster_fits(runs)
     latency, latency_from = prediction_latency(fits)
     compute = reference_step_s(summary, reference_instance)
+    # The latencies the median came from: the predictions also at the least and the most of them.
+    fitted = [f["latency_s"] for f in fits if f["latency_resolved"] and f["loopback"] == (latency_from == "loopback")]
     predictions = []
     if compute:
         for gbps in PREDICTED_GBPS:
             predictions.append({"gbps": gbps, "speedups": {str(n): predicted_speedup(n, compute, grad_bytes, gbps, latency)
-                                                           for n in workers}})
-    latency_runs = sum(1 for f in fits if f["latency_resolved"] and f["loopback"] == (latency_from == "loopback"))
+                                                           for n in workers},
+                                "speedup_ranges": {str(n): [predicted_speedup(n, compute, grad_bytes, gbps, alpha)
+                                                            for alpha in (max(fitted or [latency]), min(fitted or [latency]))]
+                                                   for n in workers}})
     return {"gradient_bytes": grad_bytes, "fits": fits, "latency_s": latency, "latency_from": latency_from,
-            "latency_runs": latency_runs if latency_from else 0,
+            "latency_runs": len(fitted) if latency_from else 0,
             "reference_instance": reference_instance, "reference_step_s": compute, "workers": list(workers),
             "predictions": predictions, "measured": measured_speedups(summary, runs),
             "cluster_runs": sum(1 for run in runs if int((run.get("cluster") or {}).get("workers", 1)) > 1)}

@@ -98,8 +98,8 @@ def predict_catalogue(catalogue, rows, results, layers, parameters, workload, pr
             "spot_usd": spot_side.get("usd"), "spot_cheaper": spot_side.get("cheaper")})
     current = [r for r in out if r["status"] == "current" and r["cost_usd"] is not None]
     for row in out:
-        row["pareto"] = row in current and not any(
-            o["rental_s"] <= row["rental_s"] and o["cost_usd"] <= row["cost_usd"]
+        row["pareto"] = row in current and not any(  # times within 1 % tie: the cheaper of two such wins
+            o["rental_s"] <= row["rental_s"] * 1.01 and o["cost_usd"] <= row["cost_usd"]
             and (o["rental_s"] < row["rental_s"] or o["cost_usd"] < row["cost_usd"]) for o in current)
     return out
 
@@ -241,8 +241,8 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
                                   [read_run(p) for p in probe_paths])
     sweeps = [rental.read_sweep(path, SOFTWARE) for path in sweep_paths]
     results = leave_one_out(rows, models, reference, latency, sweeps)
-    target_epochs = {workers: epochs_to_target(summary, workers)
-                     for workers in sorted({1, *summary["workers"].dropna().astype(int)})}
+    ours = summary[summary["source"] == SOURCE_OURS]  # the worker counts we ran: a key means a run of ours
+    target_epochs = {workers: epochs_to_target(summary, workers) for workers in sorted({1, *ours["workers"].dropna().astype(int)})}
     setup = rental.read_setup(setup_path)
     catalogue = predict_catalogue(machines, rows, results, layers, parameters, workload,
                                   precision, target_epochs, latency, model["training_flops_per_image"], setup,

@@ -68,7 +68,8 @@ def label_points(ax, points, fontsize=5, gap=3):
     ax.figure.canvas.draw()
     scale = ax.figure.dpi / 72  # display pixels per point
     line, placed = fontsize * 1.25 * scale, []
-    bottom, top = ax.get_window_extent().y0 + line / 2, ax.get_window_extent().y1 - line / 2
+    frame = ax.get_window_extent()
+    bottom, top = frame.y0 + line / 2, frame.y1 - line / 2
     for x, y, name in sorted(points, key=lambda p: -ax.transData.transform((p[0], p[1]))[1]):
         px, py = ax.transData.transform((x, y))
         width = len(name) * fontsize * 0.55 * scale
@@ -82,7 +83,7 @@ def label_points(ax, points, fontsize=5, gap=3):
                            for other_x, other_y, other_w in placed)
 
         candidates = [(side, sign * k) for k in range(2 * len(points) + 1) for sign in (-1, 1) for side in (1, -1)]
-        inside = [c for c in candidates if bottom <= box(*c)[1] <= top]
+        inside = [c for c in candidates if bottom <= box(*c)[1] <= top and frame.x0 <= box(*c)[0] <= frame.x1 - width]
         side, shift = next((c for c in inside if free(*c)), next(c for c in candidates if free(*c)))
         placed.append((*box(side, shift), width))
         ax.annotate(name, (x, y), xytext=(gap * side, shift * line / scale), textcoords="offset points",
