@@ -61,6 +61,9 @@ def test_point_labels_never_overlap_even_where_points_crowd():
     boxes = [Text.get_window_extent(text, renderer) for text in ax.texts]  # the text alone, not its line
     assert len(boxes) == len(points)
     assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    centres = [ax.transData.transform((x, y)) for x, y, _ in points]  # and no label hides a point
+    assert not [(text.get_text(), i) for text, box in zip(ax.texts, boxes)
+                for i, (cx, cy) in enumerate(centres) if box.contains(cx, cy)]
     moved = [t for t in ax.texts if t.xyann[1] != 0]
     assert moved and all(t.arrow_patch is not None for t in moved)
     assert [label.get_text() for label in ax.xaxis.get_minorticklabels() if label.get_text()] == []

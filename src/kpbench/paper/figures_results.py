@@ -99,8 +99,10 @@ def pareto(summary, out_path):
              if not ((minutes <= minutes[i]) & (cost <= cost[i]) & ((minutes < minutes[i]) | (cost < cost[i]))).any()]
     front.sort(key=lambda i: minutes[i])
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
-    ax.errorbar(minutes, cost, xerr=spread(rows, "projected_train_s") / 60,
-                yerr=spread(rows, "projected_cost_usd"), fmt="none", ecolor="black", elinewidth=0.5, capsize=1.5)
+    xerr, yerr = spread(rows, "projected_train_s") / 60, spread(rows, "projected_cost_usd")
+    repeated = (xerr.sum(axis=0) + yerr.sum(axis=0)) > 0  # a single run has no spread to draw
+    ax.errorbar(minutes[repeated], cost[repeated], xerr=xerr[:, repeated], yerr=yerr[:, repeated], fmt="none",
+                ecolor="black", elinewidth=0.5, capsize=1.5)
     for source, marker in ((SOURCE_OURS, "o"), (SOURCE_ORIGINAL, "s")):
         chosen = (rows["source"] == source).to_numpy()
         ax.scatter(minutes[chosen], cost[chosen], c=COLOURS[source], marker=marker, s=28,

@@ -62,14 +62,19 @@ def plain_log_ticks(axis):
 
 def label_points(ax, points, fontsize=5, gap=3):
     """Each (x, y, name) labelled beside its point, right or left of it, moved up or down by whole lines
-    until it overlaps no label placed before it (staying inside the axes where it can), with a thin line
-    back to its point when moved; `gap` points clear of the point's centre (more for larger markers). Call after the axes' scales and limits are final: the places are
-    worked out on the drawn figure."""
+    until it covers no marker and no label placed before it (staying inside the axes where it can), with
+    a thin line back to its point when moved; `gap` points clear of the point's centre (more for larger
+    markers). Call after the axes' scales and limits are final: the places are worked out on the drawn
+    figure."""
     ax.figure.canvas.draw()
     scale = ax.figure.dpi / 72  # display pixels per point
     line, placed = fontsize * 1.25 * scale, []
     frame = ax.get_window_extent()
     bottom, top = frame.y0 + line / 2, frame.y1 - line / 2
+    # Every marker is taken before any label, so that no label's box hides another point.
+    for x, y, _ in points:
+        px, py = ax.transData.transform((x, y))
+        placed.append((px - 3 * scale, py, 6 * scale))
     for x, y, name in sorted(points, key=lambda p: -ax.transData.transform((p[0], p[1]))[1]):
         px, py = ax.transData.transform((x, y))
         width = len(name) * fontsize * 0.55 * scale
@@ -82,9 +87,9 @@ def label_points(ax, points, fontsize=5, gap=3):
             return not any(abs(low - other_y) < line and left < other_x + other_w and other_x < left + width
                            for other_x, other_y, other_w in placed)
 
-        candidates = [(side, sign * k) for k in range(2 * len(points) + 1) for sign in (-1, 1) for side in (1, -1)]
+        candidates = [(side, sign * k) for k in range(3 * len(points) + 1) for sign in (-1, 1) for side in (1, -1)]
         inside = [c for c in candidates if bottom <= box(*c)[1] <= top and frame.x0 <= box(*c)[0] <= frame.x1 - width]
-        side, shift = next((c for c in inside if free(*c)), next(c for c in candidates if free(*c)))
+        side, shift = next((c for c in inside + candidates if free(*c)), (1, 0))
         placed.append((*box(side, shift), width))
         ax.annotate(name, (x, y), xytext=(gap * side, shift * line / scale), textcoords="offset points",
                     fontsize=fontsize, va="center", ha="left" if side > 0 else "right",
