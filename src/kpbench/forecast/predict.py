@@ -23,7 +23,6 @@ FLOP/s.
 """
 
 import csv
-import statistics
 from pathlib import Path
 
 from kpbench import KpbenchError
@@ -40,6 +39,7 @@ from kpbench.forecast.calibration import SOFTWARE, TODAY, calibrate, leave_one_o
 from kpbench.forecast.errors import band_for, bands, device_spread, error_summary
 from kpbench.forecast.perf_model import device_kind, device_peaks, layer_costs, machine, predict_seconds, roofline
 from kpbench.forecast.rental import fixed_terms, step_floor
+from kpbench.forecast.target import epochs_range, epochs_reached, epochs_to_target
 from kpbench.machine.device_peaks import device_entry, mfu_of_rate
 from kpbench.model.registry import REFERENCE_MODEL
 
@@ -114,20 +114,6 @@ def measured_row_provenance(path, run):
             "software": ", ".join(f"{name} {version}" for name, version in sorted(software.items())
                                   if name != "framework" and version),
             "framework": software.get("framework")}
-
-
-def epochs_reached(summary, workers=1):
-    """The epochs to the quality target of each of our runs of the configured workload with `workers`
-    workers that reached it: more workers train a larger global batch, so only runs of the same count
-    compare."""
-    ours = summary[(summary["source"] == SOURCE_OURS) & (summary["workers"].fillna(1).astype(int) == workers)]
-    return ours["epochs_to_target"].dropna().astype(float)
-
-
-def epochs_to_target(summary, workers=1):
-    """Their median (None when no run reached the target)."""
-    reached = epochs_reached(summary, workers)
-    return float(statistics.median(reached)) if len(reached) else None
 
 
 def configured_workload(config):
@@ -260,7 +246,7 @@ def predictions(summary, models, run_paths, extra_run_paths, catalogue_path, wor
             "device_spread": {klass: spread for klass in sorted({r["class"] for r in results})
                               if (spread := device_spread(results, klass)) is not None},
             "epochs_to_target": target_epochs[1], "epochs_to_target_runs": len(epochs_reached(summary)),
-            "epochs_to_target_by_replicas": target_epochs,
+            "epochs_to_target_by_replicas": target_epochs, "epochs_to_target_range": epochs_range(summary),
             "bands": bands(results),
             "latency_s": latency, "validation": results,
             "errors": error_summary(results), "catalogue": catalogue, "rooflines": rooflines,

@@ -23,7 +23,8 @@ import numpy as np
 from kpbench import KpbenchError
 from kpbench.backends import registry
 from kpbench.forecast import rental
-from kpbench.forecast.predict import cost_key, epochs_to_target, ranked
+from kpbench.forecast.predict import cost_key, ranked
+from kpbench.forecast.target import epochs_to_target
 
 
 def probe_facts(run):

@@ -26,7 +26,8 @@ def scaling(analysis, out_path):
         for m in points:  # the range over the repeats, where there were several
             if m.get("speedup_low") is not None:
                 ax.errorbar(m["workers"] + nudge[source], m["speedup"], yerr=[[m["speedup"] - m["speedup_low"]],
-                            [m["speedup_high"] - m["speedup"]]], fmt="none", ecolor="black", elinewidth=0.6, capsize=2)
+                            [m["speedup_high"] - m["speedup"]]], fmt="none", ecolor="black", elinewidth=0.6, capsize=2,
+                            zorder=4)  # over the marker, which would hide a short range
         if points:
             ax.scatter([m["workers"] + nudge[source] for m in points], [m["speedup"] for m in points], marker=marker, s=28,
                        c=COLOURS[source], edgecolors="black", linewidths=0.4, zorder=3,
