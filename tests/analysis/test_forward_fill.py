@@ -148,3 +148,23 @@ def test_the_paper_section_states_the_result_it_finds(measured):
                   "labelled_rmse_px": models["masked"]["labelled_rmse_px"]}
         text = template.render(forward_fill={**result, "models": {**models, "forward_filled": filled}})
         assert finding in text and "What forward fill costs" not in text
+
+
+def test_the_fills_cost_is_set_against_the_spread_of_our_seeds(measured):
+    """Each forward-fill figure is one training: the section sets its cost beside how far our repeats,
+    which differ only in their seed, ended apart, and says whether a seed alone could make it."""
+    import re
+
+    from kpbench.paper.render import make_environment
+    from workflow import REPO
+
+    result, _ = measured
+    template = make_environment(REPO / "paper" / "templates").get_template("sections/forward_fill.tex.j2")
+    lo = result["labels_only"]
+    cost = lo["forward_filled"]["blank_rmse_px"] - lo["masked"]["blank_rmse_px"]
+    for spread, verdict in ((abs(cost) + 1.0, "within"), (0.0, "larger than that spread")):
+        row = {"instance": "local", "repeats": 3, "workers": 1, "val_rmse_px_min": 5.0, "val_rmse_px_max": 5.0 + spread}
+        text = " ".join(template.render(forward_fill=result, ours=[row]).split())
+        assert "local's 3 runs, which differ only in their seed" in text
+        found = re.search(r"The difference on the blank keypoints, \\num\{(-?[\d.]+)\}~px, is (larger than that spread|within)", text)
+        assert found and float(found.group(1)) == pytest.approx(cost, abs=0.006) and found.group(2) == verdict
