@@ -135,10 +135,11 @@ def predicted_measured(result, out_path):
                                        ("naive_s", "x", "naive peak ratio", "#888888")):
         for group, fill in (("single machine", True), ("cluster", False)):
             chosen = [r for r in rows if r["group"] == group]
+            # An "x" cannot be hollow: the naive clusters get a "+" instead.
             style = ({"color": colour} if marker == "x" else
                      {"facecolors": colour if fill else "none", "edgecolors": colour})
-            ax.scatter([r["measured_s"] for r in chosen], [r[key] for r in chosen], marker=marker, s=22,
-                       label=f"{label}, {group}", **style)
+            ax.scatter([r["measured_s"] for r in chosen], [r[key] for r in chosen],
+                       marker="+" if marker == "x" and not fill else marker, s=22, label=f"{label}, {group}", **style)
     values = [v for r in rows for v in (r["measured_s"], r["predicted_s"], r["machine_out_predicted_s"], r["naive_s"])]
     low, high = min(values) / 2, max(values) * 2
     ax.plot([low, high], [low, high], color="black", linewidth=0.6, linestyle="--")
