@@ -29,6 +29,7 @@ def test_bfloat16_units_are_read_from_the_recorded_isa(folder, units):
     (their flags, tests/fixtures/hardware)."""
     assert bf16_units(_recorded(folder)) == units
     assert bf16_units({}) == [] and bf16_units({"cpu": {"isa": {}}}) == []
+    assert bf16_units({"avx512_bf16": True}) == ["AVX512_BF16"]  # a record made before the CPU description
 
 
 def _reference(tmp_path, hardware, precision="float32"):

@@ -19,8 +19,8 @@ BF16_UNITS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512_BF16"}
 
 def bf16_units(hardware):
     """The names of the CPU's bfloat16 units in a run's hardware record; none where it has none (or
-    the record could not tell)."""
-    isa = (hardware.get("cpu") or {}).get("isa") or {}
+    the record could not tell). Records made before the CPU description kept only an avx512_bf16 flag."""
+    isa = (hardware.get("cpu") or {}).get("isa") or {"avx512_bf16": hardware.get("avx512_bf16")}
     return [name for feature, name in BF16_UNITS.items() if isa.get(feature)]
 
 

@@ -160,16 +160,17 @@ def scaling_analysis(summary, runs, parameters, reference_instance, workers=(2, 
     fits = cluster_fits(runs)
     latency, latency_from = prediction_latency(fits)
     compute = reference_step_s(summary, reference_instance)
-    # The latencies the median came from: the predictions also at the least and the most of them.
+    # The latencies the median came from: the predictions also at the most and the least of them.
     fitted = [f["latency_s"] for f in fits if f["latency_resolved"] and f["loopback"] == (latency_from == "loopback")]
+    slowest, fastest = max(fitted or [latency]), min(fitted or [latency])
     predictions = []
     if compute:
         for gbps in PREDICTED_GBPS:
-            predictions.append({"gbps": gbps, "speedups": {str(n): predicted_speedup(n, compute, grad_bytes, gbps, latency)
-                                                           for n in workers},
-                                "speedup_ranges": {str(n): [predicted_speedup(n, compute, grad_bytes, gbps, alpha)
-                                                            for alpha in (max(fitted or [latency]), min(fitted or [latency]))]
-                                                   for n in workers}})
+            def speedup(n, alpha, gbps=gbps):
+                return predicted_speedup(n, compute, grad_bytes, gbps, alpha)
+
+            predictions.append({"gbps": gbps, "speedups": {str(n): speedup(n, latency) for n in workers},
+                                "speedup_ranges": {str(n): [speedup(n, slowest), speedup(n, fastest)] for n in workers}})
     return {"gradient_bytes": grad_bytes, "fits": fits, "latency_s": latency, "latency_from": latency_from,
             "latency_runs": len(fitted) if latency_from else 0,
             "reference_instance": reference_instance, "reference_step_s": compute, "workers": list(workers),

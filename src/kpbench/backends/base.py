@@ -17,11 +17,14 @@ def pause(seconds):
     KeyboardInterrupt alone can be lost: Python runs a handler after any bytecode, also in a finalizer,
     whose exceptions it prints and ignores; a flag checked at every poll cannot be (the signal module's
     "Note on Signal Handlers and Exceptions", https://docs.python.org/3/library/signal.html)."""
-    for _ in range(2):
-        if STOP.is_set():
-            raise KeyboardInterrupt("stop requested by a signal")
-        time.sleep(seconds)
-        seconds = 0
+    _stop_if_asked()
+    time.sleep(seconds)
+    _stop_if_asked()
+
+
+def _stop_if_asked():
+    if STOP.is_set():
+        raise KeyboardInterrupt("stop requested by a signal")
 
 
 def say(line):

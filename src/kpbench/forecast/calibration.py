@@ -5,6 +5,7 @@ the naive peak-ratio baseline. kpbench.forecast.predict applies it to the catalo
 import math
 
 from kpbench import KpbenchError
+from kpbench.analysis.precision import bf16_units
 from kpbench.analysis.scaling import cluster_fits, prediction_latency
 from kpbench.backends import registry
 from kpbench.core import billing
@@ -57,8 +58,7 @@ def calibrate(rows, klass, stack=None, device=None):
 def _cpu_name(hardware):
     """A CPU as a row measured elsewhere names it: its model name, and the bfloat16 units that tell two
     CPUs of one name apart (an "AMD EPYC" of one generation has AVX512_BF16, of another none)."""
-    isa = (hardware.get("cpu") or {}).get("isa") or {"avx512_bf16": hardware.get("avx512_bf16")}
-    units = [feature.upper() for feature in ("amx_bf16", "avx512_bf16") if isa.get(feature)]
+    units = bf16_units(hardware)
     return f"{hardware['cpu_model']} CPU" + (f" ({', '.join(units)})" if units else "")
 
 
