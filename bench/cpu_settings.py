@@ -1,17 +1,19 @@
-"""Benchmark 12: TensorFlow's oneDNN graph optimisations off and on, side by side on this CPU.
+"""Benchmark 12: TensorFlow's CPU settings (oneDNN's graph optimisations off and on; one inter-op thread)
+side by side on this CPU.
 
 TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it is imported, so each setting runs as its own
-process of bench/throughput.py; rounds alternate the two settings (a stall of the machine falls on
-both alike) and each figure is the median over rounds. After the speeds, one seeded training of the
-reference model under each setting: the untrained model's loss must agree to rounding (the same
+process of bench/throughput.py; rounds alternate the settings (a stall of the machine falls on
+all alike) and each figure is the median over rounds. After the speeds, one seeded training of the
+reference model with oneDNN off and on: the untrained model's loss must agree to rounding (the same
 weights, other kernels), or the faster setting would be computing another model; the losses after
 training, where rounding differences have grown through the updates, beside a training with another
-seed, the yardstick of how far trainings of one model land apart. kpbench.machine.cpu_settings chooses the setting a run uses from this
-comparison (bench/RESULTS.md).
+seed, the yardstick of how far trainings of one model land apart. kpbench.machine.cpu_settings chooses
+the settings a run uses from these comparisons (bench/RESULTS.md).
 
     python bench/cpu_settings.py                      # 320 images, 2 timed epochs, 3 rounds
     python bench/cpu_settings.py --images 64 --epochs 1 --rounds 1 --matmul-size 256
     python bench/cpu_settings.py --rounds 0           # the losses only
+    python bench/cpu_settings.py --no-losses          # the speeds only
 """
 
 import argparse
@@ -29,7 +31,11 @@ from common import machine_line  # noqa: E402
 from kpbench.machine.cpu_settings import CHOSEN_ENV, ONEDNN_ENV  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SETTINGS = {"oneDNN off": "0", "oneDNN on": "1"}
+# Each setting is the environment of its processes. TensorFlow sizes its inter-op pool (ops run side by side)
+# from TF_NUM_INTEROP_THREADS, read when its first session starts (tensorflow/core/common_runtime/process_util.cc);
+# by default it is the number of cores, so on a small machine two ops can each ask every core for its threads.
+SETTINGS = {"oneDNN off": {ONEDNN_ENV: "0"}, "oneDNN on": {ONEDNN_ENV: "1"},
+            "oneDNN on, 1 inter-op thread": {ONEDNN_ENV: "1", "TF_NUM_INTEROP_THREADS": "1"}}
 ROW = re.compile(r"^(?P<name>.+?)\s+(?P<step>[\d.]+) img/s .*\(fit wall time: (?P<wall>[\d.]+) img/s\)$")
 MATMUL = re.compile(r"^FP32 matmul \d+\^2: (?P<gflops>[\d.]+) GFLOP/s")
 
@@ -53,10 +59,10 @@ def losses(setting, seed, args):
 
 
 def _child(command, setting):
-    env = {**{key: value for key, value in os.environ.items() if key != CHOSEN_ENV}, ONEDNN_ENV: setting}
+    env = {**{key: value for key, value in os.environ.items() if key != CHOSEN_ENV and key not in setting}, **setting}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed under {ONEDNN_ENV}={setting}:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{' '.join(command)} failed under {setting}:\n{done.stderr[-3000:]}")
     return done.stdout.splitlines()
 
 
@@ -86,6 +92,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--losses", action=argparse.BooleanOptionalAction, default=True,
+                        help="after the speeds, the seeded trainings that compare oneDNN off and on")
     parser.add_argument("--train-losses", type=int, metavar="SEED", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_losses is not None:
@@ -104,8 +112,10 @@ def main():
             step, wall = ([rows[row][i] for rows, _ in runs] for i in (0, 1))
             print(f"{name}: {row:54s} step {statistics.median(step):7.1f} img/s  fit wall "
                   f"{statistics.median(wall):7.1f} img/s  (rounds: step {_each(step)}; wall {_each(wall)})")
+    if not args.losses:
+        return
     # One setting is deterministic here; how far a training with another seed lands is the yardstick.
-    runs = [*((name, setting, 0) for name, setting in SETTINGS.items()), ("off, seed 1", SETTINGS["oneDNN off"], 1)]
+    runs = [*((name, SETTINGS[name], 0) for name in ("oneDNN off", "oneDNN on")), ("off, seed 1", SETTINGS["oneDNN off"], 1)]
     trained = {name: losses(setting, seed, args) for name, setting, seed in runs}
     (off_before, *off), (on_before, *on), (_, *seed_1) = trained.values()
     print(f"loss before training: {' ; '.join(f'{name} {values[0]:.7f}' for name, values in trained.items())}; "
