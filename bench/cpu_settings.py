@@ -36,17 +36,18 @@ HERE = Path(__file__).resolve().parent
 # by default it is the number of cores, so on a small machine two ops can each ask every core for its threads.
 SETTINGS = {"oneDNN off": {ONEDNN_ENV: "0"}, "oneDNN on": {ONEDNN_ENV: "1"},
             "oneDNN on, 1 inter-op thread": {ONEDNN_ENV: "1", "TF_NUM_INTEROP_THREADS": "1"}}
-ROW = re.compile(r"^(?P<name>.+?)\s+(?P<step>[\d.]+) img/s .*\(fit wall time: (?P<wall>[\d.]+) img/s\)$")
+ROW = re.compile(r"^(?P<name>.+?)\s+(?P<step>[\d.]+) img/s .*\(fit wall time: (?P<wall>[\d.]+) img/s; "
+                 r"returned (?P<tail>[\d.]+) s after")
 MATMUL = re.compile(r"^FP32 matmul \d+\^2: (?P<gflops>[\d.]+) GFLOP/s")
 
 
 def throughput(setting, args):
-    """bench/throughput.py's rows in a process of its own under `setting`: {row: (step, wall img/s)},
-    and its matmul GFLOP/s."""
+    """bench/throughput.py's rows in a process of its own under `setting`: {row: (step, wall img/s, seconds
+    `fit` took to return after training ended)}, and its matmul GFLOP/s."""
     command = [sys.executable, str(HERE / "throughput.py"), "--images", str(args.images), "--epochs",
                str(args.epochs), "--repeats", "1", "--matmul-size", str(args.matmul_size), "--precisions"]
     printed = _child(command, setting)
-    rows = {m["name"].strip(): (float(m["step"]), float(m["wall"])) for m in map(ROW.match, printed) if m}
+    rows = {m["name"].strip(): (float(m["step"]), float(m["wall"]), float(m["tail"])) for m in map(ROW.match, printed) if m}
     matmul = next(float(m["gflops"]) for m in map(MATMUL.match, printed) if m)
     return rows, matmul
 
@@ -109,9 +110,10 @@ def main():
     for name, runs in measured.items() if args.rounds else ():
         print(f"{name}: FP32 matmul {args.matmul_size}^2 {statistics.median(m for _, m in runs):.1f} GFLOP/s")
         for row in runs[0][0]:
-            step, wall = ([rows[row][i] for rows, _ in runs] for i in (0, 1))
+            step, wall, tail = ([rows[row][i] for rows, _ in runs] for i in (0, 1, 2))
             print(f"{name}: {row:54s} step {statistics.median(step):7.1f} img/s  fit wall "
-                  f"{statistics.median(wall):7.1f} img/s  (rounds: step {_each(step)}; wall {_each(wall)})")
+                  f"{statistics.median(wall):7.1f} img/s  (rounds: step {_each(step)}; wall {_each(wall)}; "
+                  f"returned after training {_each(tail, '.2f')} s)")
     if not args.losses:
         return
     # One setting is deterministic here; how far a training with another seed lands is the yardstick.

@@ -8,11 +8,20 @@ the file on disk to arrays, median of repeats, and must give the same pixels.
 
     python bench/parse.py                 # 7,049 synthetic rows, 3 repeats
     python bench/parse.py --rows 100 --repeats 1 --csv path/to/training.csv
+
+Then where kpbench's time goes, phase by phase (median of the repeats, minor page faults of each): the
+file mapped and split into rows, the leading fields, the Image fields on every core and on one, and
+whether the fast reader accepted the file or the careful one would have had to read it.
 """
 
 import argparse
+import mmap
+import os
+import resource
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_line, median_seconds  # noqa: E402
 
+from kpbench.data import fast_reader  # noqa: E402
 from kpbench.data.csv_reader import load_training_csv  # noqa: E402
+from kpbench.data.kaggle_format import TRAINING_COLUMNS  # noqa: E402
 from kpbench.data.synthetic import write_synthetic_csvs  # noqa: E402
 from kpbench.model.original_study import load_training  # noqa: E402
 
@@ -39,14 +50,56 @@ def main():
         size_mb = path.stat().st_size / 1e6
         ours_s, ours_all, (images, _, _) = median_seconds(lambda: load_training_csv(path), args.repeats)
         seed_s, seed_all, (seed_images, _) = median_seconds(lambda: load_training(path), args.repeats)
+        phases, accepted = fast_reader_phases(path, args.repeats)
     same = np.array_equal(images[..., np.newaxis] / 255.0, seed_images)
     print(f"machine: {machine_line()}")
     print(f"input: {len(images)} rows, {size_mb:.1f} MB")
     print(f"original study (pandas + Python loop):    median {seed_s:.3f} s  runs {[round(t, 3) for t in seed_all]}")
     print(f"kpbench (mapped bytes, NumPy, all cores): median {ours_s:.3f} s  runs {[round(t, 3) for t in ours_all]}")
     print(f"speed-up: {seed_s / ours_s:.1f}x   same pixels: {same}")
+    print(f"kpbench's phases (the fast reader {'accepted the file' if accepted else 'DECLINED it: the careful reader read it'}):")
+    for name, (seconds, faults) in phases.items():
+        print(f"  {name:44s} {seconds:7.3f} s  {faults:7d} minor page faults")
     if not same:
         sys.exit("the two parsers disagree")
+
+
+def fast_reader_phases(path, repeats):
+    """{phase: (median s, minor page faults of the last repeat)}, phase by phase as the fast reader runs them
+    (kpbench.data.fast_reader), the Image fields also with this process held to one core; and whether the fast
+    reader accepted the file (where it declines, the careful reader reads it)."""
+    timed = {}
+
+    def phase(name, function):
+        for _ in range(repeats):
+            faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            result = function()
+            timed.setdefault(name, []).append((time.perf_counter() - start,
+                                                resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
+        return result
+
+    columns = list(TRAINING_COLUMNS)
+    header = len(",".join(columns)) + 1
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        rows = phase("map the file, split it into rows", lambda: fast_reader._split_rows(data, header, len(columns) - 1))
+        leading, starts, ends = rows
+        phase("leading fields (pandas on their block)", lambda: fast_reader._parse_leading_fields(leading, columns[:-1]))
+        images = image_field_phases(phase, np.frombuffer(data, dtype=np.uint8), starts, ends)
+    medians = {name: (statistics.median(s for s, _ in runs), runs[-1][1]) for name, runs in timed.items()}
+    return medians, images is not None
+
+
+def image_field_phases(phase, text, starts, ends):
+    """The Image fields on every core this process may use, then held to one (the mapping can close once
+    `text` goes)."""
+    cores = os.sched_getaffinity(0)
+    images = phase(f"Image fields, {len(cores)} threads", lambda: fast_reader._parse_pixel_fields(text, starts, ends))
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        phase("Image fields, 1 thread", lambda: fast_reader._parse_pixel_fields(text, starts, ends))
+    finally:
+        os.sched_setaffinity(0, cores)
+    return images
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ AVX512_BF16 or a GPU is present, mixed precision; on a GPU (or with --xla) each 
 XLA, so `training.jit_compile` is chosen by measurement. Achieved GFLOP/s = images/s × the model's
 counted training FLOPs per image (3 × forward). Each path gets one warm-up epoch (graph tracing); then the
 training steps are timed one by one (the steady state MFU describes), and `fit`'s wall time,
-epoch starts included, is printed beside them. Medians of repeats.
+epoch starts included, is printed beside them, with how long `fit` took to return after training ended
+(tf.data's teardown; bench/RESULTS.md §13). Medians of repeats.
 
 Where TensorFlow is not installed the same runs use Keras 3 on JAX (kpbench.model.keras3): kpbench's
 step then reads NumPy batches instead of tf.data, and every path, the plain `fit` included, is
@@ -33,19 +34,26 @@ from kpbench.machine.detect import FRAMEWORKS, default_framework  # noqa: E402
 
 
 def fit_images_per_s(keras, fit, images, epochs, repeats):
-    """(step images/s, wall images/s) of `fit(epochs, callbacks)` after one warm-up epoch; the steps
-    are timed by the pipeline's own step timer."""
+    """(step images/s, wall images/s, seconds `fit` took to return after its training ended) of
+    `fit(epochs, callbacks)` after one warm-up epoch, medians; the steps are timed by the pipeline's own
+    step timer."""
     from kpbench.train.callbacks import step_timer
 
+    class TrainingEnd(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            self.at = time.perf_counter()
+
     fit(1, [])
-    step_s, wall_s = [], []
-    clock = step_timer(keras)
+    step_s, wall_s, tail_s = [], [], []
+    clock, end = step_timer(keras), TrainingEnd()
     for _ in range(repeats):
         start = time.perf_counter()
-        fit(epochs, [clock])
+        fit(epochs, [clock, end])
         wall_s.append(time.perf_counter() - start)
+        tail_s.append(start + wall_s[-1] - end.at)
         step_s.append(sum(clock.step_s))
-    return images * epochs / statistics.median(step_s), images * epochs / statistics.median(wall_s)
+    median = statistics.median
+    return images * epochs / median(step_s), images * epochs / median(wall_s), median(tail_s)
 
 
 def main():
@@ -131,11 +139,11 @@ def main():
     print(f"model: {flops / 1e9:.3f} GFLOP per training image; {args.images} images, batch {args.batch_size}, "
           f"{args.epochs} timed epochs, median of {args.repeats}")
     baseline = results["original study: plain fit, NumPy, MSE"][0]
-    for name, (step_images_per_s, wall_images_per_s) in results.items():
+    for name, (step_images_per_s, wall_images_per_s, tail_s) in results.items():
         gflops = step_images_per_s * flops / 1e9
         print(f"{name:48s} {step_images_per_s:7.1f} img/s {gflops:7.1f} GFLOP/s "
               f"{100 * gflops / peak:5.1f} % of matmul  {step_images_per_s / baseline:4.2f}x original  "
-              f"(fit wall time: {wall_images_per_s:.1f} img/s)")
+              f"(fit wall time: {wall_images_per_s:.1f} img/s; returned {tail_s:.2f} s after training ended)")
 
 
 if __name__ == "__main__":

@@ -137,3 +137,22 @@ def test_the_metrics_table_names_what_keras_logs():
     made = objectives()
     names = {made["RMSE"]().name, made["MAE"]().name, made["PCK"](3.0).name}
     assert names == {metric.keras[len("val_"):] for metric in METRICS if metric.keras}
+
+
+def test_every_pipeline_fit_and_predict_read_runs_without_tf_data_autotuning():
+    """tf.data's autotuning thread held each iterator's teardown until its next wake-up (up to 60 s after the
+    last epoch; bench/RESULTS.md §13): every dataset kpbench hands Keras has it off, and reads what it was given."""
+    from kpbench.train.inputs import distributed_datasets, fit_feed, prediction_feed
+
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 96, 96, 1), dtype=np.float32)
+    packed = pack_targets(rng.uniform(10, 86, (20, 30)).astype(np.float32), np.ones((20, 30), bool))
+    arrays = {"x_train": x, "y_train": packed, "x_val": x[:8], "y_val": packed[:8]}
+    one = fit_feed("tf", None, 1, arrays, 8, seed=0)
+    shards = distributed_datasets(tf.distribute.get_strategy(), x, packed, x, packed, 4, seed=0)
+    predict = prediction_feed("tf", x[:8], 8)["x"]
+    for dataset in (one["x"], one["validation_data"], shards["x"], shards["validation_data"], predict):
+        assert dataset.options().autotune.enabled is False
+    assert one["steps_per_epoch"] == 3 and sum(len(b[0]) for b in one["x"].take(3)) == 20
+    assert np.array_equal(np.concatenate(list(predict.as_numpy_iterator())), x[:8])
+    assert prediction_feed("keras3-jax", x, 8) == {"x": x, "batch_size": 8}

@@ -22,6 +22,7 @@ from kpbench.core.run_reader import run_model
 from kpbench.data.csv_reader import load_training_csv
 from kpbench.data.preprocess import load_dataset
 from kpbench.model.objectives import per_keypoint_rmse, rmse_px
+from kpbench.train.inputs import prediction_feed, training_feed
 
 
 def invented_labels(filled, mask, truth=None):
@@ -78,7 +79,6 @@ def train_labels_only(images, targets_px, mask, run, label):
 
     from kpbench.model.objectives import compile_model, pack_targets
     from kpbench.model.registry import build_model
-    from kpbench.train.inputs import training_feed
     from kpbench.train.multi_worker import learning_rate
 
     training, workload = run["training"], run["workload"]
@@ -102,7 +102,7 @@ def _labels_only(images, filled, targets, mask, val_images, val_truth, val_mask,
         start = time.time()
         model = train_labels_only(images, labels, present, run, label.replace("_", "-"))
         train_s = time.time() - start
-        predicted_px = to_pixels(model.predict(val_images, batch_size=batch_size, verbose=0))
+        predicted_px = to_pixels(model.predict(**prediction_feed("tf", val_images, batch_size), verbose=0))
         scores[label] = {**_scores(predicted_px, val_truth, val_mask), "train_s": train_s}
     return scores
 
@@ -131,7 +131,7 @@ def measure(training_csv, out_path, source, truth_path=None, dataset_path=None, 
     model, losses = train_forward_filled(data["train_images"][train_index], filled[train_rows],
                                          run["workload"], int(run["seed"]), run_model(run))
     train_s = time.time() - start
-    filled_px = model.predict(data["val_images"][val_index], batch_size=int(run["workload"]["batch_size"]),
+    filled_px = model.predict(**prediction_feed("tf", data["val_images"][val_index], int(run["workload"]["batch_size"])),
                               verbose=0)
     val_truth, val_mask = truth[val_rows], mask[val_rows]
     result = {

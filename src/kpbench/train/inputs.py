@@ -57,7 +57,30 @@ def make_dataset(images, packed_targets, batch_size, shuffle_seed=None, repeat=F
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    return (dataset.repeat() if repeat else dataset).prefetch(tf.data.AUTOTUNE)
+    return without_autotune((dataset.repeat() if repeat else dataset).prefetch(tf.data.AUTOTUNE))
+
+
+def prediction_feed(framework, images, batch_size):
+    """`model.predict`'s data arguments: with TensorFlow, a batched pipeline without autotuning (of NumPy
+    arrays tf-keras would make an autotuned one); arrays for Keras 3."""
+    if framework != "tf":
+        return {"x": images, "batch_size": batch_size}
+    import tensorflow as tf
+
+    return {"x": without_autotune(tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(tf.data.AUTOTUNE))}
+
+
+def without_autotune(dataset):
+    """`dataset` with tf.data's autotuning model off. Its optimisation thread sleeps 10 ms, then twice as
+    long each time, up to 60 s (kOptimizationPeriodMinMs/MaxMs in tensorflow/core/framework/model.h), and
+    an iterator's teardown waited for its next wake-up: `fit` returned up to 34 s after its last epoch and
+    each epoch's validation ended on those wake-ups, at 10 ms x (2^k - 1) from its start (bench/RESULTS.md
+    §13). The pipeline reads arrays in memory: nothing in it is worth tuning."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def distributed_datasets(strategy, x_train, y_train, x_val, y_val, per_worker_batch, seed):
@@ -79,7 +102,7 @@ def distributed_datasets(strategy, x_train, y_train, x_val, y_val, per_worker_ba
             dataset = dataset.take(steps * per_worker_batch)
             if shuffle:
                 dataset = dataset.shuffle(steps * per_worker_batch, seed=seed, reshuffle_each_iteration=True)
-            return dataset.batch(per_worker_batch, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE)
+            return without_autotune(dataset.batch(per_worker_batch, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE))
         return strategy.distribute_datasets_from_function(make)
 
     return {"x": per_worker(x_train, y_train, train_steps, True), "steps_per_epoch": train_steps,

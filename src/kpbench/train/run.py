@@ -14,7 +14,7 @@ from kpbench import KpbenchError
 from kpbench.core.files import write_json
 from kpbench.core.layout import ALLREDUCE_FILE, PROGRESS_FILE, STEPS_FILE
 from kpbench.machine.detect import FRAMEWORKS, process_start_time
-from kpbench.model.objectives import per_keypoint_rmse
+from kpbench.model.objectives import per_keypoint_rmse, to_pixels
 from kpbench.train import callbacks as cb
 from kpbench.train.run_writer import config_hash, history_csv, run_record, write_run
 
@@ -276,12 +276,13 @@ def _probe_steps(run, feed, train_images):
 def _write_result(run, weights, arrays, cluster, fitted, timings):
     """The chief's last part: predict the validation images with a plain copy of the trained model
     (outside the strategy, no collectives needed), write the run, and drop its backup."""
-    from kpbench.model.objectives import to_pixels
     from kpbench.model.registry import layer_table
+    from kpbench.train.inputs import prediction_feed
 
     local_model = _local_builder(run)()
     local_model.set_weights(weights)
-    predicted_px = to_pixels(local_model.predict(arrays["x_val"], batch_size=cluster["per_worker_batch"], verbose=0))
+    predicted_px = to_pixels(local_model.predict(**prediction_feed(run.framework, arrays["x_val"], cluster["per_worker_batch"]),
+                                                 verbose=0))
     true_px, mask = arrays["true_px"], arrays["mask"]
     evaluation = {"per_keypoint_rmse_px": per_keypoint_rmse(true_px, predicted_px, mask),
                   "training_flops_per_image": 3 * sum(row["flops"] for row in layer_table(local_model, run.keras))}
