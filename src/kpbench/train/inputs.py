@@ -41,9 +41,10 @@ def fit_feed(framework, strategy, workers, arrays, batch_size, seed):
 def training_feed(images, packed_targets, batch_size, seed):
     """One machine's training data for `fit`: reshuffled every pass, repeated, and each epoch's steps
     given (one pass: ⌈images / batch⌉ steps, the last batch partial), so that `fit` keeps one iterator
-    for all its epochs; of a finite dataset tf-keras makes a new one every epoch, which cost 16-26 s a
-    `fit` on a 2-core Zen 3 EPYC (bench/RESULTS.md §11). A probe's shorter epochs and a resumed run's
-    remaining ones read on from the same stream."""
+    for all its epochs; of a finite dataset tf-keras makes a new one every epoch, and each teardown cost
+    time (16-26 s a `fit` on a 2-core Zen 3 EPYC, bench/RESULTS.md §11; the autotuning wait of
+    `without_autotune`, §13). A probe's shorter epochs and a resumed run's remaining ones read on from the
+    same stream."""
     return {"x": make_dataset(images, packed_targets, batch_size, shuffle_seed=seed, repeat=True),
             "steps_per_epoch": -(-len(images) // batch_size)}
 
