@@ -71,7 +71,7 @@ def parse_steps(lines):
         kind, implementation, propagation = fields[at + 2], fields[at + 3], fields[at + 4]
         entry = current[(kind, propagation, implementation)]
         entry[0] += float(fields[-1])
-        entry[1] += conv_gflop(fields[-2]) if kind == "convolution" else 0.0
+        entry[1] += conv_gflop(fields[-2]) if kind == "convolution" else 0.0  # NaN: a shape not read
     return steps
 
 
@@ -80,7 +80,7 @@ def conv_gflop(shape):
     does the same count)."""
     m = CONV_SHAPE.search(shape)
     if not m:
-        return 0.0
+        return float("nan")  # its group's rate prints as unknown rather than understated
     size = {key: int(value) for key, value in m.groupdict(default="1").items()}
     return 2 * size["mb"] * size["ic"] * size["oc"] * size["oh"] * size["ow"] * size["kh"] * size["kw"] / size["g"] / 1e9
 
@@ -97,7 +97,7 @@ def main():
         return child(args)
 
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # this profiles oneDNN: on, whatever TensorFlow's default here
+    env["TF_ENABLE_ONEDNN_OPTS"] = "1"  # this profiles oneDNN: on, whatever TensorFlow's default or the user's value
     done = subprocess.run([sys.executable, __file__, "--child", *sys.argv[1:]], env=env, capture_output=True,
                           text=True)
     if done.returncode:

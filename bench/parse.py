@@ -79,27 +79,27 @@ def fast_reader_phases(path, repeats):
         return result
 
     columns = list(TRAINING_COLUMNS)
+    if fast_reader.read_fast(path, columns) is None:  # the phases below assume a file it takes
+        return {}, False
     header = len(",".join(columns)) + 1
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        rows = phase("map the file, split it into rows", lambda: fast_reader._split_rows(data, header, len(columns) - 1))
-        leading, starts, ends = rows
+        leading, starts, ends = phase("map the file, split it into rows",
+                                      lambda: fast_reader._split_rows(data, header, len(columns) - 1))
         phase("leading fields (pandas on their block)", lambda: fast_reader._parse_leading_fields(leading, columns[:-1]))
-        images = image_field_phases(phase, np.frombuffer(data, dtype=np.uint8), starts, ends)
-    medians = {name: (statistics.median(s for s, _ in runs), runs[-1][1]) for name, runs in timed.items()}
-    return medians, images is not None
+        image_field_phases(phase, np.frombuffer(data, dtype=np.uint8), starts, ends)
+    return {name: (statistics.median(s for s, _ in runs), runs[-1][1]) for name, runs in timed.items()}, True
 
 
 def image_field_phases(phase, text, starts, ends):
     """The Image fields on every core this process may use, then held to one (the mapping can close once
     `text` goes)."""
     cores = os.sched_getaffinity(0)
-    images = phase(f"Image fields, {len(cores)} threads", lambda: fast_reader._parse_pixel_fields(text, starts, ends))
+    phase(f"Image fields, {len(cores)} threads", lambda: fast_reader._parse_pixel_fields(text, starts, ends))
     os.sched_setaffinity(0, {min(cores)})
     try:
         phase("Image fields, 1 thread", lambda: fast_reader._parse_pixel_fields(text, starts, ends))
     finally:
         os.sched_setaffinity(0, cores)
-    return images
 
 
 if __name__ == "__main__":

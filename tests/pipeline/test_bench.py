@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -78,6 +79,7 @@ def test_onednn_profile_reads_steps_and_convolution_sizes_from_onednn_lines():
     assert second_wall == pytest.approx(4.0)
     assert profile.conv_gflop("g32mb8_ic32oc32_ih10oh8kh3sh1dh0ph0_iw10ow8kw3sw1dw0pw0") == pytest.approx(
         2 * 8 * 32 * 32 * 8 * 8 * 9 / 32 / 1e9)
+    assert math.isnan(profile.conv_gflop("a shape this script does not read"))  # unknown, not understated
 
 
 def _bench_module(name):

@@ -72,11 +72,12 @@ def prediction_feed(framework, images, batch_size):
 
 
 def without_autotune(dataset):
-    """`dataset` with tf.data's autotuning model off. Its optimisation thread sleeps 10 ms, then twice as
-    long each time, up to 60 s (kOptimizationPeriodMinMs/MaxMs in tensorflow/core/framework/model.h), and
-    an iterator's teardown waited for its next wake-up: `fit` returned up to 34 s after its last epoch and
-    each epoch's validation ended on those wake-ups, at 10 ms x (2^k - 1) from its start (bench/RESULTS.md
-    §13). The pipeline reads arrays in memory: nothing in it is worth tuning."""
+    """`dataset` with tf.data's autotuning model off. With it on, `fit` returned up to 34 s after its last
+    epoch and validations ended late, at 10 ms x (2^k - 1) from their start: the wake-ups of the autotuning
+    thread, which sleeps 10 ms, then twice as long each time, up to 60 s (kOptimizationPeriodMinMs/MaxMs in
+    tensorflow/core/framework/model.h); with it off, never (bench/RESULTS.md §13). The pipeline reads arrays
+    in memory: nothing in it is worth tuning. A cluster's shards carry the option too; whether the iterators
+    tf.distribute builds over them keep it is not measured."""
     import tensorflow as tf
 
     options = tf.data.Options()
