@@ -27,6 +27,24 @@ def machine_line(framework=None):
     stack = (f"TensorFlow {versions['tensorflow']}" if "tensorflow" in versions
              else f"Keras {versions['keras']} on JAX {versions['jax']}")
     has = [feature for feature, present in cpu["isa"].items() if present] or ["ISA not reported"]
-    return (f"{cpu_model()} ({cpu['vendor']} family {cpu['family']} model {cpu['model']}, "
+    return (f"{cpu['model_name'] or cpu_model()} ({cpu['vendor']} family {cpu['family']} model {cpu['model']}, "
             f"{cpu['physical_cores']} cores x {cpu['threads_per_core']} threads; {' '.join(has)}); "
             f"Python {versions['python']}, {stack}, NumPy {versions['numpy']}, pandas {versions['pandas']}")
+
+
+def reference_training(keras, images, batch_size, seed):
+    """The reference CNN compiled as a run compiles it (FP32) and a run's feed of `images` random faces with
+    every keypoint labelled: what the CPU-setting benchmarks train. The faces are the same whatever the seed;
+    the seed sets the weights and the shuffling."""
+    import numpy as np
+
+    from kpbench.model.objectives import compile_model, pack_targets
+    from kpbench.model.registry import REFERENCE_MODEL, build_model
+    from kpbench.train.inputs import training_feed
+
+    rng = np.random.default_rng(0)
+    x = rng.random((images, 96, 96, 1), dtype=np.float32)
+    targets = pack_targets(rng.uniform(10, 86, (images, 30)).astype(np.float32), np.ones((images, 30), bool))
+    keras.utils.set_random_seed(seed)
+    model = compile_model(build_model(REFERENCE_MODEL, "float32", keras), 1e-3, 3.0, False, keras)
+    return model, training_feed(x, targets, batch_size, seed=seed)

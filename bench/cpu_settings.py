@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line  # noqa: E402
+from common import machine_line, reference_training  # noqa: E402
 
 from kpbench.machine.cpu_settings import CHOSEN_ENV, ONEDNN_ENV  # noqa: E402
 
@@ -60,7 +60,7 @@ def losses(setting, seed, args):
 
 
 def _child(command, setting):
-    env = {**{key: value for key, value in os.environ.items() if key != CHOSEN_ENV and key not in setting}, **setting}
+    env = {**{key: value for key, value in os.environ.items() if key != CHOSEN_ENV}, **setting}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed under {setting}:\n{done.stderr[-3000:]}")
@@ -69,19 +69,9 @@ def _child(command, setting):
 
 def train_losses(seed, images, epochs):
     """Print one seeded training's loss before training and per epoch, as JSON (the child of `losses`)."""
-    import numpy as np
     import tf_keras as keras
 
-    from kpbench.model.objectives import compile_model, pack_targets
-    from kpbench.model.registry import REFERENCE_MODEL, build_model
-    from kpbench.train.inputs import training_feed
-
-    rng = np.random.default_rng(0)
-    x = rng.random((images, 96, 96, 1), dtype=np.float32)
-    targets = pack_targets(rng.uniform(10, 86, (images, 30)).astype(np.float32), np.ones((images, 30), bool))
-    keras.utils.set_random_seed(seed)
-    model = compile_model(build_model(REFERENCE_MODEL, "float32", keras), 1e-3, 3.0, False, keras)
-    feed = training_feed(x, targets, 64, seed=seed)
+    model, feed = reference_training(keras, images, 64, seed)
     before = model.evaluate(feed["x"], steps=feed["steps_per_epoch"], verbose=0, return_dict=True)["loss"]
     history = model.fit(**feed, epochs=epochs, verbose=0)
     print(json.dumps([float(before), *map(float, history.history["loss"])]))

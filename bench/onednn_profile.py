@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line  # noqa: E402
+from common import machine_line, reference_training  # noqa: E402
 
 STEP_MARK = "kpbench-step-end"
 # mb64_ic32oc64_ih94oh92kh3sh1dh0ph0_iw94ow92kw3sw1dw0pw0 (and 'g' groups, 'id/od/kd' for 3-D; not used here)
@@ -34,23 +34,13 @@ def child(args):
     """Train for `args.steps` steps, a marker line after each (oneDNN's lines go to the same stdout)."""
     import time
 
-    import numpy as np
     import tf_keras as keras
-
-    from kpbench.model.objectives import compile_model, pack_targets
-    from kpbench.model.registry import REFERENCE_MODEL, build_model
-    from kpbench.train.inputs import training_feed
 
     class Marker(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             print(STEP_MARK, time.perf_counter(), flush=True)
 
-    rng = np.random.default_rng(0)
-    x = rng.random((args.images, 96, 96, 1), dtype=np.float32)
-    targets = pack_targets(rng.uniform(10, 86, (args.images, 30)).astype(np.float32), np.ones((args.images, 30), bool))
-    keras.utils.set_random_seed(0)
-    model = compile_model(build_model(REFERENCE_MODEL, "float32", keras), 1e-3, 3.0, False, keras)
-    feed = training_feed(x, targets, args.batch_size, seed=0)
+    model, feed = reference_training(keras, args.images, args.batch_size, seed=0)
     model.fit(feed["x"], epochs=1, steps_per_epoch=args.steps, callbacks=[Marker()], verbose=0)
 
 
@@ -102,7 +92,8 @@ def main():
                           text=True)
     if done.returncode:
         raise SystemExit(f"the profiled training failed:\n{done.stderr[-3000:]}")
-    steps = parse_steps(done.stdout.splitlines())[1:]
+    measured = parse_steps(done.stdout.splitlines())[1:]  # the first step also creates the primitives
+    steps, walls = [step for step, _ in measured], [wall for _, wall in measured]
     from kpbench.machine.detect import matmul_gflops
 
     peak = matmul_gflops(args.matmul_size, 3, "tf")
@@ -112,8 +103,6 @@ def main():
     print(f"oneDNN: {'; '.join(info) or 'printed no information'}; TF_ENABLE_ONEDNN_OPTS={env['TF_ENABLE_ONEDNN_OPTS']}")
     print(f"FP32 matmul {args.matmul_size}^2: {peak:.1f} GFLOP/s; batch {args.batch_size}; median of {len(steps)} "
           f"steps after the first")
-    walls = [wall for _, wall in steps]
-    steps = [step for step, _ in steps]
     groups = sorted({key for step in steps for key in step})
     if not groups:
         print("no oneDNN primitive ran: TensorFlow's own kernels did the whole step")
