@@ -27,9 +27,11 @@ def machine_line(framework=None):
     stack = (f"TensorFlow {versions['tensorflow']}" if "tensorflow" in versions
              else f"Keras {versions['keras']} on JAX {versions['jax']}")
     has = [feature for feature, present in cpu["isa"].items() if present] or ["ISA not reported"]
-    return (f"{cpu['model_name'] or cpu_model()} ({cpu['vendor']} family {cpu['family']} model {cpu['model']}, "
-            f"{cpu['physical_cores']} cores x {cpu['threads_per_core']} threads; {' '.join(has)}); "
-            f"Python {versions['python']}, {stack}, NumPy {versions['numpy']}, pandas {versions['pandas']}")
+    identity = " ".join(f"{field} {cpu[field]}" for field in ("vendor", "family", "model") if cpu[field] is not None)
+    name = cpu["model_name"] or cpu["architecture"] or cpu_model()  # a recorded machine's, not this one's
+    return (f"{name} ({identity or 'vendor not reported'}, {cpu['physical_cores']} cores x {cpu['threads_per_core']} "
+            f"threads; {' '.join(has)}); Python {versions['python']}, {stack}, NumPy {versions['numpy']}, "
+            f"pandas {versions['pandas']}")
 
 
 def reference_training(keras, images, batch_size, seed):

@@ -82,6 +82,17 @@ def test_onednn_profile_reads_steps_and_convolution_sizes_from_onednn_lines():
     assert math.isnan(profile.conv_gflop("a shape this script does not read"))  # unknown, not understated
 
 
+@pytest.mark.parametrize("machine, expected", [
+    ("xeon-amx", "Intel(R) Xeon(R) Platinum 8457C (vendor GenuineIntel family 6 model 143, 90 cores x 2 threads; "
+                 "sse2 avx avx2 fma avx512f avx512_bf16 avx512_fp16 amx_tile amx_bf16)"),
+    ("neoverse-v1", "aarch64 (vendor ARM family 8 model 3392, 16 cores x 1 threads; neon sve bf16)"),
+    ("apple-m2", "Apple M2 (vendor Apple family 3660830781, 8 cores x 1 threads; neon bf16)"),
+])
+def test_the_machine_line_describes_a_recorded_cpu_from_its_record(monkeypatch, machine, expected):
+    monkeypatch.setenv("KPBENCH_HARDWARE", str(Path(__file__).resolve().parents[1] / "fixtures" / "hardware" / machine))
+    assert _bench_module("common").machine_line("tf").startswith(expected + "; Python ")
+
+
 def _bench_module(name):
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
